@@ -1,0 +1,1 @@
+"""Configuration data shipped with ts2d_xray (label catalog, presets)."""
