@@ -1,0 +1,200 @@
+"""The label catalog: TotalSegmentator classes, TS2D's model groups, colours and unions.
+
+Everything here is read once from ``configs/labels.json`` (shipped inside the package
+as ``ts2d_xray.configs``) and is immutable.
+
+Vocabulary
+----------
+*class* / *structure*
+    One TotalSegmentator ``total`` class, e.g. ``"liver"``.  Version 1 has 104 classes,
+    version 2 has 117; ids differ between the two versions.
+*group*
+    One of TS2D's five models (``organs``, ``vertebrae``, ``cardiac``, ``muscles``,
+    ``ribs``): TotalSegmentator v2's five-part split.  Each v2 class is in exactly one.
+*derived structure*
+    A union of classes (``lung_left`` = its two lobes, ``ribs``, ``spine``, ...), so that
+    masks can be compared with coarser real-world labels.
+
+Examples
+--------
+>>> from ts2d_xray import labels
+>>> labels.class_map("v2")[5]
+'liver'
+>>> labels.group_of("heart")
+'cardiac'
+>>> labels.expand("lung_left")
+('lung_upper_lobe_left', 'lung_lower_lobe_left')
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from types import MappingProxyType
+from typing import Literal, Mapping
+
+__all__ = [
+    "GROUPS",
+    "Version",
+    "Structure",
+    "class_map",
+    "classes",
+    "color",
+    "derived_names",
+    "expand",
+    "group_of",
+    "group_classes",
+    "is_known",
+    "structure",
+    "v1_to_v2",
+]
+
+Version = Literal["v1", "v2"]
+
+#: TS2D's five group models, in TotalSegmentator's order.
+GROUPS: tuple[str, ...] = ("organs", "vertebrae", "cardiac", "muscles", "ribs")
+
+
+@dataclass(frozen=True)
+class Structure:
+    """One catalog class.
+
+    Attributes:
+        name: TotalSegmentator class name.
+        v1_id: Label value in TotalSegmentator v1's multilabel output, or None.
+        v2_id: Label value in TotalSegmentator v2's multilabel output, or None.
+        group: TS2D group model (v2 classes only), or None for v1-only classes.
+        color: Display colour as (R, G, B), each 0-255.
+    """
+
+    name: str
+    v1_id: int | None
+    v2_id: int | None
+    group: str | None
+    color: tuple[int, int, int]
+
+
+@lru_cache(maxsize=1)
+def _catalog() -> dict:
+    text = resources.files("ts2d_xray.configs").joinpath("labels.json").read_text()
+    return json.loads(text)
+
+
+@lru_cache(maxsize=2)
+def class_map(version: Version = "v2") -> Mapping[int, str]:
+    """Label value -> class name of TotalSegmentator's ``total`` task.
+
+    Args:
+        version: ``"v1"`` (104 classes) or ``"v2"`` (117 classes).
+    """
+    maps = _catalog()["classmaps"]
+    if version not in maps:
+        raise ValueError(f"version must be one of {sorted(maps)}, got {version!r}")
+    return MappingProxyType({int(k): v for k, v in maps[version].items()})
+
+
+def classes(version: Version = "v2") -> tuple[str, ...]:
+    """Class names of one version, in label-value order."""
+    cmap = class_map(version)
+    return tuple(cmap[k] for k in sorted(cmap))
+
+
+@lru_cache(maxsize=1)
+def _structures() -> Mapping[str, Structure]:
+    cat = _catalog()
+    ids = {v: {name: i for i, name in class_map(v).items()} for v in ("v1", "v2")}
+    group = {name: g for g, names in cat["groups"].items() for name in names}
+    out = {}
+    for name, rgb in cat["colors"].items():
+        out[name] = Structure(
+            name=name,
+            v1_id=ids["v1"].get(name),
+            v2_id=ids["v2"].get(name),
+            group=group.get(name),
+            color=tuple(rgb),
+        )
+    return MappingProxyType(out)
+
+
+def is_known(name: str) -> bool:
+    """True for a catalog class (v1 or v2) or a derived structure."""
+    return name in _structures() or name in _catalog()["derived"]
+
+
+def _unknown(name: str) -> ValueError:
+    import difflib
+
+    candidates = list(_structures()) + list(_catalog()["derived"])
+    close = difflib.get_close_matches(name, candidates, n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return ValueError(f"unknown structure {name!r}{hint}")
+
+
+def structure(name: str) -> Structure:
+    """The catalog entry of one class (v1 or v2)."""
+    try:
+        return _structures()[name]
+    except KeyError:
+        raise _unknown(name) from None
+
+
+def color(name: str) -> tuple[int, int, int]:
+    """Display colour (R, G, B, 0-255) of a class or derived structure.
+
+    A derived structure takes the colour of its first member.
+    """
+    if name in _structures():
+        return _structures()[name].color
+    return structure(expand(name)[0]).color
+
+
+def group_of(name: str) -> str:
+    """The TS2D group model that predicts a v2 class."""
+    g = structure(name).group
+    if g is None:
+        raise ValueError(f"{name!r} is a TotalSegmentator v1 class only; no TS2D group predicts it")
+    return g
+
+
+def group_classes(group: str) -> tuple[str, ...]:
+    """Classes of one group, in the order of the group model's output channels."""
+    groups = _catalog()["groups"]
+    if group not in groups:
+        raise ValueError(f"group must be one of {list(GROUPS)}, got {group!r}")
+    return tuple(groups[group])
+
+
+def derived_names() -> tuple[str, ...]:
+    """Names of all derived structures."""
+    return tuple(_catalog()["derived"])
+
+
+def expand(name: str) -> tuple[str, ...]:
+    """The catalog classes a structure stands for.
+
+    A class expands to itself; a derived structure to the classes of its union,
+    following nested derived structures (``lungs`` -> five lobes).
+    """
+    derived = _catalog()["derived"]
+    if name in derived:
+        out: list[str] = []
+        for member in derived[name]:
+            out.extend(m for m in expand(member) if m not in out)
+        return tuple(out)
+    structure(name)  # raises for unknown names
+    return (name,)
+
+
+def v1_to_v2(name: str) -> str | None:
+    """The v2 class that a v1 class's voxels belong to.
+
+    Unchanged names map to themselves; the five v1 heart chambers map to ``"heart"``;
+    ``face`` and ``pulmonary_artery`` left v2's ``total`` task and map to None.
+    """
+    s = structure(name)
+    if s.v1_id is None:
+        raise ValueError(f"{name!r} is not a TotalSegmentator v1 class")
+    renamed = _catalog()["v1_to_v2"]
+    return renamed[name] if name in renamed else name
