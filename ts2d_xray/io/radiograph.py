@@ -1,0 +1,418 @@
+"""Read X-ray radiographs and TS2D coronal projections as :class:`~ts2d_xray.image.Image2D`.
+
+Radiographs (DICOM, PNG/JPEG, 2D NRRD/NIfTI/MHA): one channel ``("xray",)``, float32 in
+[0, 1], 1 = white as displayed (bone bright).  TS2D projections: two channels
+``("mean", "max")`` in HU.  Arrays are ``(C, H, W)``, by default flipped into the
+``"radiograph"`` display convention (head up, patient's right on the image left).
+``Image2D.meta`` says how spacing and orientation were obtained; every guess also
+raises a ``UserWarning`` naming the file.
+
+Example:
+    >>> from ts2d_xray.io.radiograph import read_image2d
+    >>> image = read_image2d("chest.dcm")  # doctest: +SKIP
+    >>> image.channels, image.plane.display  # doctest: +SKIP
+    (('xray',), 'radiograph')
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import replace
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..image import DISPLAYS, Display, Image2D, Plane, letter_vector, to_display
+
+__all__ = [
+    "ASSUMED_ORIENTATION", "FALLBACK_FIELD_OF_VIEW_MM", "read_image2d", "read_projection", "read_radiograph",
+]
+
+#: Field of view in mm assumed for the longest image side when a file gives no usable
+#: pixel spacing: 43 cm, the long side of the common 35 x 43 cm (14 x 17 in) and
+#: 43 x 43 cm radiography detectors.  Only a rough scale: real fields vary (18-43 cm).
+FALLBACK_FIELD_OF_VIEW_MM = 430.0
+_FALLBACK_SOURCE = f"fallback: {FALLBACK_FIELD_OF_VIEW_MM:g} mm field of view"
+
+#: PatientOrientation assumed when a file has none: the radiograph convention of a PA or
+#: AP chest film as displayed, columns toward the patient's left, rows toward the feet.
+ASSUMED_ORIENTATION = ("L", "F")
+_ASSUMED_SOURCE = "assumed radiograph convention"
+
+# A 2D NRRD/MHA file has no patient frame.  Its two physical axes are taken as LPS x and
+# LPS -z (toward the patient's left and the feet): an identity direction then gives the
+# same radiograph convention as a PNG, and TS2D's 2D projections (sample_s0616: stored
+# head up, direction[1][1] > 0) come out head up, which reading the axis as +z would not.
+# The antero-posterior (y) position of such a plane is unknown and set to 0.
+_2D_TO_LPS = np.array([[1.0, 0.0], [0.0, 0.0], [0.0, -1.0]])
+_2D_SOURCE = "assumed: 2D file without a patient frame, axes taken as LPS x (left) and -z (feet)"
+
+_PIL_SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
+_ITK_SUFFIXES = {".nrrd": "nrrd", ".nhdr": "nrrd", ".nii": "nifti", ".nii.gz": "nifti",
+                 ".mha": "mha", ".mhd": "mha"}
+_DICOM_SUFFIXES = {".dcm", ".dicom", ".ima"}
+
+
+def read_radiograph(
+    path: str | PathLike, *, display: Display | None = "radiograph", invert: bool | None = None,
+    spacing: tuple[float, float] | None = None,
+) -> Image2D:
+    """Read a one-channel radiograph.
+
+    DICOM: Modality LUT (rescale or Modality LUT Sequence), then VOI LUT (VOI LUT
+    Sequence, else WindowCenter/Width, else min-max of the data), scaled to [0, 1] by the
+    output range of that VOI transform, then inverted when the header says so
+    (MONOCHROME1, or PresentationLUTShape INVERSE; a MONOCHROME1 DX with INVERSE is
+    inverted once).  PNG/JPEG: grey (luma for colour), 8 bit / 255, 16 bit / 65535.
+    NRRD/NIfTI/MHA (2D, or 3D with one singleton axis): min-max to [0, 1] (no display
+    window in these formats); 3D geometry is the header's LPS, 2D axes are taken as LPS
+    x and -z (toward the patient's left and feet), with a warning.
+
+    Args:
+        path: The image file.
+        display: Display convention to flip into, or None to keep the stored order.
+        invert: Override the header's inversion.  Trap: some files say MONOCHROME1
+            without inverted pixels (e.g. ``siim_nih_cr_chest_FAKE_monochrome1.dcm``);
+            the default follows the header, which is correct DICOM, so such a file
+            comes out negative unless ``invert=False``.
+        spacing: ``(row_mm, col_mm)`` at the patient, overriding the file.
+
+    Returns:
+        Image2D, array ``(1, H, W)`` float32 in [0, 1], 1 = white as displayed; meta
+        ``source``, ``format``, ``spacing_source``, ``orientation_source`` (DICOM also
+        ``photometric``, ``inverted``, ``modality``, ``voi``, ``view_position``).  Missing
+        spacing is guessed from :data:`FALLBACK_FIELD_OF_VIEW_MM`, missing orientation
+        taken as :data:`ASSUMED_ORIENTATION`, each with a warning.
+
+    Raises:
+        InputError: Missing, unreadable or unsupported file; multi-frame, colour or non-image
+            DICOM; a 3D volume; an empty image; a non-coronal view with ``display`` set.
+    """
+    path, fmt = _checked(path)
+    if fmt == "dicom":
+        grey, plane, meta = _read_dicom(path, invert, spacing)
+    elif fmt in ("png", "jpeg"):
+        grey, plane, meta = _read_pil(path, spacing)
+    else:
+        grey, plane, meta = _read_itk(path, spacing)
+    meta = {"source": str(path), "format": fmt, **meta}
+    image2d = Image2D(grey[None].astype(np.float32), plane, ("xray",), meta)
+    return _displayed(path, image2d, display)
+
+
+def read_projection(path: str | PathLike, *, display: Display | None = "radiograph") -> Image2D:
+    """Read a TS2D coronal projection: 2 channels ``("mean", "max")`` in HU.
+
+    Geometry comes from the file: ``col_dir``/``row_dir`` are the LPS unit vectors of
+    the index axes, ``spacing`` their lengths in mm, ``origin`` the LPS position of
+    pixel (0, 0).  A 4D NRRD (2 x W x 1 x H, the singleton axis being the projected
+    antero-posterior one) is LPS; a 2D file's axes are taken as LPS x and -z (toward the
+    patient's left and feet, y = 0), with a warning.  TS2D stores projections in the
+    ``"ts2d"`` convention; the default display flips them.
+
+    Raises:
+        InputError: Missing or unreadable file, not NRRD/NIfTI/MHA, a channel count
+            other than 2, a 3D volume.
+    """
+    path, fmt = _checked(path)
+    if fmt not in _ITK_SUFFIXES.values():
+        raise InputError(path, f"a TS2D projection is a NRRD, NIfTI or MHA file, this is {fmt}")
+    reader = _sitk_header(path)
+    if reader.GetNumberOfComponents() != 2:
+        raise InputError(path, f"a TS2D projection has 2 channels [mean, max]; found "
+                               f"{reader.GetNumberOfComponents()} in an image of size {reader.GetSize()}")
+    array, plane, meta = _itk_plane(path, reader)
+    meta = {"source": str(path), "format": fmt, **meta}
+    image2d = Image2D(array.astype(np.float32), plane, ("mean", "max"), meta)
+    return _displayed(path, image2d, display)
+
+
+def read_image2d(path: str | PathLike, **kw) -> Image2D:
+    """Read a projection (a 2-channel NRRD/NIfTI/MHA) or else a radiograph.
+
+    Only the header is read to decide.  Keyword arguments go to
+    :func:`read_projection` or :func:`read_radiograph` (which one accepts ``invert``
+    and ``spacing``).
+    """
+    path, fmt = _checked(path)
+    if fmt in _ITK_SUFFIXES.values():
+        if _sitk_header(path).GetNumberOfComponents() == 2:
+            return read_projection(path, **kw)
+    return read_radiograph(path, **kw)
+
+
+# --- files ------------------------------------------------------------------------
+def _checked(path) -> tuple[Path, str]:
+    """The path of an existing file and its format, from its name or DICOM preamble."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "file not found")
+    if path.is_dir():
+        raise InputError(path, "is a folder; expected one image file")
+    name = path.name.lower()
+    for suffix, fmt in {**_PIL_SUFFIXES, **_ITK_SUFFIXES}.items():
+        if name.endswith(suffix):
+            return path, fmt
+    # DICOM Part 10 files carry 'DICM' after a 128-byte preamble, whatever their name.
+    with open(path, "rb") as f:
+        if path.suffix.lower() in _DICOM_SUFFIXES or f.read(132)[128:] == b"DICM":
+            return path, "dicom"
+    supported = sorted({*_PIL_SUFFIXES, *_ITK_SUFFIXES, *_DICOM_SUFFIXES})
+    raise InputError(path, f"unsupported file type {path.suffix!r}; expected one of {supported}")
+
+
+def _brief(exc: BaseException) -> str:
+    # Library errors can span many lines; their last line names the problem.
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
+# --- DICOM ------------------------------------------------------------------------
+def _read_dicom(path: Path, invert: bool | None, spacing):
+    import pydicom
+    from pydicom.pixels import apply_modality_lut
+
+    try:
+        ds = pydicom.dcmread(path)
+    except Exception as exc:  # pydicom raises many types for corrupt files
+        raise InputError(path, f"not a readable DICOM file ({_brief(exc)})") from exc
+    if "PixelData" not in ds:
+        sop = getattr(ds.get("SOPClassUID"), "name", "unknown SOP class")
+        raise InputError(path, f"DICOM with no pixel data ({sop}): not an image, or a truncated file")
+    frames = int(ds.get("NumberOfFrames") or 1)
+    photometric = str(ds.get("PhotometricInterpretation", "")).upper()
+    if frames > 1:
+        raise InputError(path, f"multi-frame DICOM ({frames} frames); expected a single radiograph")
+    if int(ds.get("SamplesPerPixel", 1)) != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise InputError(path, f"colour DICOM ({photometric}); expected a greyscale radiograph")
+    try:
+        raw = ds.pixel_array
+    except Exception as exc:  # decoder errors vary by transfer syntax and plugin
+        raise InputError(path, f"cannot decode DICOM pixels ({_brief(exc)})") from exc
+    if raw.ndim != 2 or raw.size == 0:
+        raise InputError(path, f"empty or non-2D DICOM pixel data, shape {raw.shape}")
+
+    values = apply_modality_lut(raw, ds)
+    grey, voi = _voi_to_unit(path, values, ds)
+    # MONOCHROME1 means "0 is white"; INVERSE asks for the same flip on a MONOCHROME2
+    # image.  A DX stored as MONOCHROME1 must carry INVERSE too: the same single flip.
+    lut_shape = str(ds.get("PresentationLUTShape", "")).upper()
+    inverted = (photometric == "MONOCHROME1" or lut_shape == "INVERSE") if invert is None else bool(invert)
+    if inverted:
+        grey = 1.0 - grey
+
+    found, source = _dicom_spacing(ds)
+    spacing, spacing_source = _resolve_spacing(path, found, source, raw.shape, spacing)
+    col_dir, row_dir, orientation_source = _dicom_orientation(path, ds.get("PatientOrientation"))
+    meta = {"spacing_source": spacing_source, "orientation_source": orientation_source,
+            "photometric": photometric, "inverted": inverted, "voi": voi,
+            "invert_source": "header" if invert is None else "given", "modality": str(ds.get("Modality", ""))}
+    if ds.get("ViewPosition"):
+        meta["view_position"] = str(ds.ViewPosition)
+    return grey, Plane(tuple(raw.shape), spacing, col_dir, row_dir), meta
+
+
+def _voi_to_unit(path: Path, values: np.ndarray, ds) -> tuple[np.ndarray, str]:
+    """Apply the VOI transform and scale its output range to [0, 1]; also say which."""
+    from pydicom.pixels import apply_voi_lut
+
+    if ds.get("VOILUTSequence"):
+        entries, first, _ = ds.VOILUTSequence[0].LUTDescriptor
+        # The LUT's own entries bound its output (whatever bit depth it declares).
+        probe, voi = np.arange(first, first + (entries or 2**16)), "VOI LUT Sequence"
+        values = np.rint(values).astype(np.int64) if values.dtype.kind == "f" else values
+    elif "WindowCenter" in ds and "WindowWidth" in ds:
+        # Inputs far outside any window give the windowing's output limits.
+        probe, voi = np.array([-1e30, 1e30]), f"window {ds.WindowCenter}/{ds.WindowWidth}"
+    else:
+        return _min_max(values), "min-max"
+    try:
+        with np.errstate(over="ignore"):  # SIGMOID windowing of the probe overflows to its limit
+            out, limits = apply_voi_lut(values, ds), apply_voi_lut(probe, ds)
+    except (ValueError, NotImplementedError) as exc:  # e.g. width < 1, odd LUT depth
+        warnings.warn(f"{path}: unusable VOI ({exc}); using min-max of the data", stacklevel=4)
+        return _min_max(values), "min-max (VOI unusable)"
+    lo, hi = float(np.min(limits)), float(np.max(limits))
+    if hi <= lo:
+        return np.zeros(values.shape, np.float32), voi
+    return np.clip((out - lo) / (hi - lo), 0.0, 1.0).astype(np.float32), voi
+
+
+def _dicom_spacing(ds) -> tuple[tuple[float, float] | None, str]:
+    """(spacing, source) at the patient, or (None, why there is none)."""
+    pixel = _positive_pair(ds.get("PixelSpacing"))
+    if pixel:
+        return pixel, "PixelSpacing"
+    imager = _positive_pair(ds.get("ImagerPixelSpacing"))
+    if imager:
+        # ImagerPixelSpacing is at the detector; the estimated magnification maps it to the patient.
+        magnification = _positive(ds.get("EstimatedRadiographicMagnificationFactor"))
+        if magnification:
+            return tuple(s / magnification for s in imager), "ImagerPixelSpacing/magnification"
+        return imager, "ImagerPixelSpacing (detector plane)"
+    if "PixelSpacing" in ds or "ImagerPixelSpacing" in ds:
+        return None, (f"invalid PixelSpacing {ds.get('PixelSpacing')} / "
+                      f"ImagerPixelSpacing {ds.get('ImagerPixelSpacing')}")
+    return None, "no PixelSpacing or ImagerPixelSpacing"
+
+
+def _positive(value) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) and number > 0 else None
+
+
+def _positive_pair(value) -> tuple[float, float] | None:
+    if isinstance(value, (str, bytes)):  # one DICOM value, not a pair
+        return None
+    try:
+        pair = tuple(map(_positive, value))
+    except TypeError:  # None or a single number
+        return None
+    return pair if len(pair) == 2 and None not in pair else None
+
+
+def _dicom_orientation(path: Path, value):
+    """(col_dir, row_dir, source) from PatientOrientation, else the assumed convention."""
+    letters = [value] if isinstance(value, str) else list(value or [])
+    letters = [str(v).strip().upper() for v in letters]
+    # Only the first (most significant) letter of an oblique value such as "LP" is used.
+    if len(letters) == 2 and all(v and set(v) <= set("LRAPHF") for v in letters):
+        col, row = letter_vector(letters[0][0]), letter_vector(letters[1][0])
+        if np.dot(col, row) == 0:
+            return col, row, "PatientOrientation"
+    return _assumed_orientation(path, f"no valid PatientOrientation ({value!r})")
+
+
+def _assumed_orientation(path: Path, problem: str):
+    warnings.warn(f"{path}: {problem}; assuming columns toward the patient's left and rows toward the feet",
+                  stacklevel=5)
+    return letter_vector(ASSUMED_ORIENTATION[0]), letter_vector(ASSUMED_ORIENTATION[1]), _ASSUMED_SOURCE
+
+
+def _resolve_spacing(path: Path, found, problem: str, shape, given):
+    """The spacing to use and its source: given, found in the file, or the fallback."""
+    if given is not None:
+        return _check_spacing(given), "given"
+    if found is not None:
+        return found, problem
+    mm = FALLBACK_FIELD_OF_VIEW_MM / max(shape)
+    warnings.warn(f"{path}: {problem}; assuming the longest side spans {FALLBACK_FIELD_OF_VIEW_MM:g} mm "
+                  f"({mm:.4g} mm per pixel); pass spacing= if known", stacklevel=4)
+    return (mm, mm), _FALLBACK_SOURCE
+
+
+def _check_spacing(spacing) -> tuple[float, float]:
+    pair = _positive_pair(spacing)
+    if pair is None:
+        raise ValueError(f"spacing must be (row_mm, col_mm), both finite and > 0; got {spacing!r}")
+    return pair
+
+
+# --- PNG / JPEG -------------------------------------------------------------------
+def _read_pil(path: Path, spacing):
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)  # as a viewer shows a rotated camera JPEG
+            if im.mode.startswith("I;16") or im.mode == "I":
+                grey, bits = np.asarray(im, dtype=np.float64) / 65535.0, 16
+            else:
+                # ITU-R 601-2 luma for RGB/P; alpha is dropped.
+                grey, bits = np.asarray(im.convert("L"), dtype=np.float64) / 255.0, 8
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise InputError(path, f"not a readable PNG/JPEG image ({_brief(exc)})") from exc
+    if grey.size == 0:
+        raise InputError(path, "empty image (0 pixels)")
+    # PNG pHYs / JPEG DPI describe printing or screens, not the patient: ignored.
+    spacing, spacing_source = _resolve_spacing(
+        path, None, "no pixel spacing in the file", grey.shape, spacing)
+    col_dir, row_dir, orientation_source = _assumed_orientation(path, "no patient orientation in the file")
+    meta = {"spacing_source": spacing_source, "orientation_source": orientation_source, "bit_depth": bits}
+    return np.clip(grey, 0.0, 1.0), Plane(tuple(grey.shape), spacing, col_dir, row_dir), meta
+
+
+# --- NRRD / NIfTI / MHA -----------------------------------------------------------
+def _read_itk(path: Path, spacing):
+    reader = _sitk_header(path)
+    if reader.GetNumberOfComponents() != 1:
+        raise InputError(path, f"has {reader.GetNumberOfComponents()} components per pixel, a "
+                               "radiograph has 1 (a 2-channel TS2D projection: use read_projection)")
+    array, plane, meta = _itk_plane(path, reader)
+    if spacing is not None:
+        plane, meta["spacing_source"] = replace(plane, spacing=_check_spacing(spacing)), "given"
+    return _min_max(array[0]), plane, meta
+
+
+def _sitk_header(path: Path):
+    """A SimpleITK reader that has read (only) the header of a 2D or one-slice 3D image."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise InputError(path, f"unreadable image ({_brief(exc)})") from exc
+    size = reader.GetSize()
+    if 0 in size:
+        raise InputError(path, f"empty image (size {size})")
+    if len(size) == 3 and 1 not in size:
+        raise InputError(path, f"this is a 3D volume, not a 2D image (size {size} along i, j, k)")
+    if len(size) not in (2, 3) or len(size) - size.count(1) != 2:
+        raise InputError(path, f"{len(size)}D image of size {size}; expected a 2D image")
+    return reader
+
+
+def _itk_plane(path: Path, reader) -> tuple[np.ndarray, Plane, dict]:
+    """Read the pixels: ``(C, H, W)`` array, Plane and geometry meta (from :func:`_sitk_header`)."""
+    import SimpleITK as sitk
+
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise InputError(path, f"unreadable image ({_brief(exc)})") from exc
+    dim, size = image.GetDimension(), image.GetSize()
+    array = sitk.GetArrayFromImage(image)  # (k, j, i[, c]) or (j, i[, c])
+    array = array[None] if image.GetNumberOfComponentsPerPixel() == 1 else np.moveaxis(array, -1, 0)
+    direction = np.asarray(image.GetDirection(), dtype=float).reshape(dim, dim)
+    origin = np.asarray(image.GetOrigin(), dtype=float)
+    if dim == 2:
+        axes, dirs, origin = (0, 1), _2D_TO_LPS @ direction, _2D_TO_LPS @ origin
+        orientation_source = _2D_SOURCE
+        warnings.warn(f"{path}: {_2D_SOURCE}", stacklevel=4)
+    else:  # 3D with one singleton axis (checked by _sitk_header)
+        singleton = size.index(1)
+        axes = tuple(n for n in range(3) if n != singleton)
+        array = array.squeeze(axis=3 - singleton)  # array axes are (C, k, j, i)
+        dirs, orientation_source = direction, "file header (LPS)"
+    col, row = axes  # the lower index axis varies fastest: the columns
+    spacing, dirs = image.GetSpacing(), dirs / np.linalg.norm(dirs, axis=0)
+    plane = Plane((size[row], size[col]), (float(spacing[row]), float(spacing[col])),
+                  tuple(map(float, dirs[:, col])), tuple(map(float, dirs[:, row])), tuple(map(float, origin)))
+    return array, plane, {"spacing_source": "file header", "orientation_source": orientation_source}
+
+
+# --- shared -----------------------------------------------------------------------
+def _min_max(values: np.ndarray) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
+    lo, hi = float(values.min()), float(values.max())
+    if hi <= lo:  # a constant image has no contrast to stretch
+        return np.zeros(values.shape, np.float32)
+    return ((values - lo) / (hi - lo)).astype(np.float32)
+
+
+def _displayed(path: Path, image: Image2D, display: Display | None) -> Image2D:
+    if display is None:
+        return image
+    if display not in DISPLAYS:
+        raise ValueError(f"display must be one of {list(DISPLAYS)} or None, got {display!r}")
+    try:
+        return to_display(image, display)
+    except ValueError as exc:  # e.g. a lateral view has no coronal display
+        raise InputError(path, f"{exc}; pass display=None to keep the stored orientation") from exc
