@@ -174,6 +174,7 @@ def read_labels(
         labelmap = _read_multilabel(path, classmap)
     if reference is not None:
         grid = reference.grid if isinstance(reference, Volume) else reference
+        labelmap = _onto_grid(labelmap, grid)
         if not labelmap.grid.matches(grid):
             ref = getattr(reference, "source", None) or "the CT"
             raise InputError(
@@ -183,6 +184,34 @@ def read_labels(
                 f"{np.round(grid.origin, 2).tolist()}",
             )
     return labelmap
+
+
+def _onto_grid(labelmap: LabelMap, grid: Grid) -> LabelMap:
+    """The same labels stored in ``grid``'s axis order, when only the order differs.
+
+    Converters often store a segmentation with axes permuted or flipped relative to
+    its CT (e.g. NIfTI from a DICOM series).  When both sample the same voxel centres,
+    permuting and flipping is exact; any other mismatch is left for the caller to
+    report.
+    """
+    import SimpleITK as sitk
+
+    if labelmap.grid.matches(grid) or labelmap.grid.shape == grid.shape and _axis_code(labelmap.grid) == _axis_code(grid):
+        return labelmap
+    code = _axis_code(grid)
+    layers = [Volume.from_sitk(sitk.DICOMOrient(Volume(layer, labelmap.grid).to_sitk(), code)) for layer in labelmap.layers]
+    new_grid = layers[0].grid
+    if not new_grid.matches(grid):
+        return labelmap
+    log.info("%s: axes reordered to match the CT (same voxels)", labelmap.source)
+    return LabelMap(np.stack([v.array for v in layers]), labelmap.segments, new_grid, labelmap.source)
+
+
+def _axis_code(grid: Grid) -> str:
+    """SimpleITK DICOMOrient code of a grid: LPS letter each index axis points to."""
+    from ..image import patient_direction
+
+    return "".join(patient_direction(grid.matrix[:, n]).replace("H", "S").replace("F", "I") for n in range(3))
 
 
 def _read_multilabel(path: Path, classmap) -> LabelMap:
