@@ -290,15 +290,13 @@ def project_labels(
     ray_mm = grid.spacing[2 - lay.ray]
     threshold = max(1, int(np.ceil(min_mm / ray_mm - 1e-9))) if min_mm is not None else min_voxels
 
-    counts_by_layer = [_ray_counts(layer, lay.ray) for layer in layers]
+    present = [_to_image(_ray_counts(layer, lay.ray) >= threshold, lay) for layer in layers]
     out = np.zeros((len(names),) + lay.plane.shape, dtype=bool)
     for k, name in enumerate(names):
-        if name not in labels.segments:
-            continue
-        layer, value = labels.segments[name]
-        counts = counts_by_layer[layer]
-        if value < counts.shape[0]:
-            out[k] = _to_image(counts[value] >= threshold, lay)
+        if name in labels.segments:
+            layer, value = labels.segments[name]
+            if value < present[layer].shape[0]:
+                out[k] = present[layer][value]
     masks = Masks(out, names, lay.plane)
     return masks if spacing is None else resample(masks, spacing)
 
@@ -306,16 +304,18 @@ def project_labels(
 def _ray_counts(layer: np.ndarray, ray: int) -> np.ndarray:
     """Voxel count of every label value along every ray: ``(V, a, b)`` int.
 
-    One bincount over the labelled voxels replaces one pass per structure.
+    One bincount per slab of rays over its labelled voxels replaces one pass over the
+    volume per structure; slabs keep the working set in cache.
     """
-    moved = np.moveaxis(layer, ray, -1)
-    a, b, depth = moved.shape
-    flat = np.ascontiguousarray(moved).reshape(-1)
-    nz = np.flatnonzero(flat)
-    n_values = int(flat.max(initial=0)) + 1
-    key = (nz // depth) * n_values + flat[nz]
-    counts = np.bincount(key, minlength=a * b * n_values)
-    return counts.reshape(a, b, n_values).transpose(2, 0, 1)
+    moved = np.moveaxis(layer, ray, 1)  # (a, depth, b): a slab of rays per index of a
+    a, _, b = moved.shape
+    n_values = int(layer.max(initial=0)) + 1
+    counts = np.empty((a, b, n_values), dtype=np.int64)
+    for i in range(a):
+        slab = moved[i].reshape(-1)
+        nz = np.flatnonzero(slab)
+        counts[i] = np.bincount((nz % b) * n_values + slab[nz], minlength=b * n_values).reshape(b, n_values)
+    return counts.transpose(2, 0, 1)
 
 
 def resample(item: Image2D | Masks, spacing: float | tuple[float, float]) -> Image2D | Masks:
