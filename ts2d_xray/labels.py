@@ -143,11 +143,13 @@ def structure(name: str) -> Structure:
 def color(name: str) -> tuple[int, int, int]:
     """Display colour (R, G, B, 0-255) of a class or derived structure.
 
-    A derived structure takes the colour of its first member.
+    A derived structure has its own colour where the catalog gives one, else the
+    colour of its first member.
     """
     if name in _structures():
         return _structures()[name].color
-    return structure(expand(name)[0]).color
+    own = _catalog()["derived_colors"].get(name)
+    return tuple(own) if own else structure(expand(name)[0]).color
 
 
 def group_of(name: str) -> str:
