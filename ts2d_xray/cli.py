@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -92,11 +93,18 @@ def _check_outputs(inputs: Sequence[Path | None], outputs: Sequence[Path | None]
 
 def _run_project(args) -> int:
     from .io import read_ct, read_labels, write_image2d, write_masks, write_preview
+    from .io.writers import image_format, mask_format
     from .projection import project_ct, project_labels
 
     if args.labels_out is not None and args.labels is None:
         raise SystemExit("ts2d-xray project: error: --labels-out needs --labels")
     _check_outputs([args.ct, args.labels], [args.output, args.labels_out, args.preview])
+    if image_format(args.output) == ".png":
+        raise ValueError(f"{args.output}: the projection is written as .nrrd or .nii.gz; use --preview for a PNG")
+    if args.labels_out is not None:
+        mask_format(args.labels_out)
+    if args.preview is not None and image_format(args.preview) != ".png":
+        raise ValueError(f"{args.preview}: --preview writes a .png")
     started = time.perf_counter()
     ct = read_ct(args.ct)
     labels = None
@@ -111,13 +119,20 @@ def _run_project(args) -> int:
             masks = masks.to_v2()
         if args.structures:
             masks = masks.select(args.structures)
-    # Everything is computed before the first file is written: bad input leaves nothing.
-    written = [write_image2d(image, args.output)]
-    if masks is not None and args.labels_out is not None:
-        written.append(write_masks(masks, args.labels_out))
-    if args.preview is not None:
-        shown = masks.select(args.preview_structures) if masks is not None and args.preview_structures else masks
-        written.append(write_preview(image, args.preview, shown))
+    shown = masks.select(args.preview_structures) if masks is not None and args.preview_structures else masks
+    # Everything is computed before the first file is written, and a failed write
+    # removes what this run wrote: bad input or a full disk leaves no partial result.
+    written: list[Path] = []
+    try:
+        written.append(write_image2d(image, args.output))
+        if masks is not None and args.labels_out is not None:
+            written.append(write_masks(masks, args.labels_out))
+        if args.preview is not None:
+            written.append(write_preview(image, args.preview, shown))
+    except BaseException:
+        for path in written:
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        raise
     h, w = image.plane.shape
     n = 0 if masks is None else int(masks.array.any(axis=(1, 2)).sum())
     print(f"{args.ct}: {w}x{h} px at {image.plane.spacing[1]:.3g}x{image.plane.spacing[0]:.3g} mm, "

@@ -165,6 +165,30 @@ def _write_nifti(data: np.ndarray, plane: Plane, path: Path, meta: dict) -> None
         temp_json.write_text(json.dumps(meta, indent=2))
 
 
+def mask_format(path: str | PathLike) -> str:
+    """The mask format :func:`write_masks` picks for ``path``: ``.seg.nrrd``, ``.nii``, ``.nii.gz`` or ``""`` (PNG folder).
+
+    Raises ValueError for any other suffix, and FileExistsError for a PNG folder that
+    exists and is not empty, so callers can check outputs before any work.
+    """
+    path = Path(path)
+    kind = _suffix(path)
+    if kind not in (".seg.nrrd", ".nii", ".nii.gz", ""):
+        raise ValueError(f"{path}: cannot write masks as {kind!r}; supported: {', '.join(_MASK_FORMATS)}")
+    if kind == "" and path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise FileExistsError(f"{path}: exists and is not an empty folder; choose a new folder for the PNG masks")
+    return kind
+
+
+def image_format(path: str | PathLike) -> str:
+    """The image format :func:`write_image2d` picks for ``path``; ValueError for an unsupported suffix."""
+    path = Path(path)
+    kind = _suffix(path)
+    if kind not in _IMAGE_FORMATS:
+        raise ValueError(f"{path}: cannot write an image as {kind!r}; supported: {', '.join(_IMAGE_FORMATS)}")
+    return kind
+
+
 def write_masks(masks: Masks, path: str | PathLike) -> Path:
     """Write multi-label 2D masks; the format follows the suffix of ``path``.
 
@@ -184,7 +208,7 @@ def write_masks(masks: Masks, path: str | PathLike) -> Path:
         ``path`` as a Path.
     """
     path = Path(path)
-    kind = _suffix(path)
+    kind = mask_format(path)
     if kind == ".seg.nrrd":
         _write_seg_nrrd(masks, path)
     elif kind in (".nii", ".nii.gz"):
@@ -192,10 +216,8 @@ def write_masks(masks: Masks, path: str | PathLike) -> Path:
         layout = "x = columns, y = rows, z = 1 (plane normal), t = structure index; 1 = inside"
         data = masks.array.transpose(2, 1, 0)[:, :, None, :].astype(np.uint8)  # (W, H, 1, K)
         _write_nifti(data, masks.plane, path, {"layout": layout, "structures": structures})
-    elif kind == "":
-        _write_png_folder(masks, path)
     else:
-        raise ValueError(f"{path}: cannot write masks as {kind!r}; supported: {', '.join(_MASK_FORMATS)}")
+        _write_png_folder(masks, path)
     logger.info("wrote %d masks to %s", len(masks.names), path)
     return path
 
@@ -322,19 +344,17 @@ def write_image2d(image: Image2D, path: str | PathLike) -> Path:
         ``path`` as a Path.
     """
     path = Path(path)
-    kind = _suffix(path)
+    kind = image_format(path)
     if kind == ".png":
         from .preview import write_preview
 
         return write_preview(image, path)
     if kind == ".nrrd":
         _write_image_nrrd(image, path)
-    elif kind in (".nii", ".nii.gz"):
+    else:
         data = image.array.astype(np.float32).transpose(2, 1, 0)[:, :, None, :]  # (W, H, 1, C)
         layout = "x = columns, y = rows, z = 1 (plane normal), t = channel"
         _write_nifti(data, image.plane, path, {"layout": layout, "channels": list(image.channels)})
-    else:
-        raise ValueError(f"{path}: cannot write an image as {kind!r}; supported: {', '.join(_IMAGE_FORMATS)}")
     logger.info("wrote %s image to %s", "x".join(map(str, image.array.shape)), path)
     return path
 
