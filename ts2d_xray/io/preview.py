@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from ..image import Image2D, Masks, Plane, patient_direction
-from .writers import _atomic, _rgb, _suffix
+from ._files import format_suffix
+from .writers import _atomic, _rgb
 
 __all__ = ["write_preview"]
 
@@ -136,7 +137,7 @@ def write_preview(
     from PIL import Image, ImageDraw, ImageFont
 
     path, plane = Path(path), image.plane
-    if _suffix(path) != ".png":
+    if format_suffix(path) != ".png":
         raise ValueError(f"{path}: previews are written as .png")
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..image import DISPLAYS, Display, Image2D, Plane, letter_vector, to_display
+from ._files import brief
 
 __all__ = [
     "ASSUMED_ORIENTATION", "FALLBACK_FIELD_OF_VIEW_MM", "read_image2d", "read_projection", "read_radiograph",
@@ -163,12 +164,6 @@ def _checked(path) -> tuple[Path, str]:
     raise InputError(path, f"unsupported file type {path.suffix!r}; expected one of {supported}")
 
 
-def _brief(exc: BaseException) -> str:
-    # Library errors can span many lines; their last line names the problem.
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[-1] if lines else type(exc).__name__
-
-
 # --- DICOM ------------------------------------------------------------------------
 def _read_dicom(path: Path, invert: bool | None, spacing):
     import pydicom
@@ -177,7 +172,7 @@ def _read_dicom(path: Path, invert: bool | None, spacing):
     try:
         ds = pydicom.dcmread(path)
     except Exception as exc:  # pydicom raises many types for corrupt files
-        raise InputError(path, f"not a readable DICOM file ({_brief(exc)})") from exc
+        raise InputError(path, f"not a readable DICOM file ({brief(exc)})") from exc
     if "PixelData" not in ds:
         sop = getattr(ds.get("SOPClassUID"), "name", "unknown SOP class")
         raise InputError(path, f"DICOM with no pixel data ({sop}): not an image, or a truncated file")
@@ -190,7 +185,7 @@ def _read_dicom(path: Path, invert: bool | None, spacing):
     try:
         raw = ds.pixel_array
     except Exception as exc:  # decoder errors vary by transfer syntax and plugin
-        raise InputError(path, f"cannot decode DICOM pixels ({_brief(exc)})") from exc
+        raise InputError(path, f"cannot decode DICOM pixels ({brief(exc)})") from exc
     if raw.ndim != 2 or raw.size == 0:
         raise InputError(path, f"empty or non-2D DICOM pixel data, shape {raw.shape}")
 
@@ -326,7 +321,7 @@ def _read_pil(path: Path, spacing):
                 # ITU-R 601-2 luma for RGB/P; alpha is dropped.
                 grey, bits = np.asarray(im.convert("L"), dtype=np.float64) / 255.0, 8
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise InputError(path, f"not a readable PNG/JPEG image ({_brief(exc)})") from exc
+        raise InputError(path, f"not a readable PNG/JPEG image ({brief(exc)})") from exc
     if grey.size == 0:
         raise InputError(path, "empty image (0 pixels)")
     # PNG pHYs / JPEG DPI describe printing or screens, not the patient: ignored.
@@ -358,7 +353,7 @@ def _sitk_header(path: Path):
     try:
         reader.ReadImageInformation()
     except RuntimeError as exc:
-        raise InputError(path, f"unreadable image ({_brief(exc)})") from exc
+        raise InputError(path, f"unreadable image ({brief(exc)})") from exc
     size = reader.GetSize()
     if 0 in size:
         raise InputError(path, f"empty image (size {size})")
@@ -376,7 +371,7 @@ def _itk_plane(path: Path, reader) -> tuple[np.ndarray, Plane, dict]:
     try:
         image = reader.Execute()
     except RuntimeError as exc:
-        raise InputError(path, f"unreadable image ({_brief(exc)})") from exc
+        raise InputError(path, f"unreadable image ({brief(exc)})") from exc
     dim, size = image.GetDimension(), image.GetSize()
     array = sitk.GetArrayFromImage(image)  # (k, j, i[, c]) or (j, i[, c])
     array = array[None] if image.GetNumberOfComponentsPerPixel() == 1 else np.moveaxis(array, -1, 0)

@@ -21,6 +21,7 @@ import numpy as np
 from .. import labels as catalog
 from ..errors import InputError
 from ..image import Grid, LabelMap, Volume
+from ._files import brief, format_suffix
 
 __all__ = ["read_ct", "read_labels", "read_classmap", "LABEL_SUFFIXES"]
 
@@ -29,14 +30,6 @@ log = logging.getLogger(__name__)
 #: Suffixes of single-file volumes SimpleITK reads here.
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
 LABEL_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
-
-
-def _suffix(path: Path) -> str:
-    name = path.name.lower()
-    for s in (".nii.gz", ".seg.nrrd"):
-        if name.endswith(s):
-            return s
-    return path.suffix.lower()
 
 
 def _read_sitk(path: Path):
@@ -58,19 +51,13 @@ def _read_sitk(path: Path):
         try:
             return reader.Execute()
         except RuntimeError as err:
-            raise InputError(path, f"cannot read DICOM series: {_first_line(err)}") from None
+            raise InputError(path, f"cannot read DICOM series: {brief(err)}") from None
     if path.stat().st_size == 0:
         raise InputError(path, "file is empty (0 bytes)")
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as err:
-        raise InputError(path, f"not a readable image: {_first_line(err)}") from None
-
-
-def _first_line(err: Exception) -> str:
-    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    # ITK messages put the useful sentence last, after file/line locations.
-    return lines[-1] if lines else type(err).__name__
+        raise InputError(path, f"not a readable image: {brief(err)}") from None
 
 
 def _as_volume(image, path: Path, what: str) -> Volume:
@@ -244,10 +231,10 @@ def _read_multilabel(path: Path, classmap) -> LabelMap:
 
 def _read_folder(path: Path) -> LabelMap:
     folder = path / "segmentations" if (path / "segmentations").is_dir() else path
-    files = sorted(p for p in folder.iterdir() if _suffix(p) in LABEL_SUFFIXES)
+    files = sorted(p for p in folder.iterdir() if format_suffix(p) in LABEL_SUFFIXES)
     if not files:
         raise InputError(folder, "folder holds no label files (*.nii.gz, *.nrrd, *.mha)")
-    names = {p: p.name[: -len(_suffix(p))] for p in files}
+    names = {p: p.name[: -len(format_suffix(p))] for p in files}
     skipped = sorted(n for n in names.values() if not catalog.is_known(n) or n in catalog.derived_names())
     if skipped:
         warnings.warn(f"{folder}: skipping {len(skipped)} files that are not catalog classes: {', '.join(skipped)}")

@@ -42,6 +42,7 @@ import numpy as np
 from .. import labels
 from ..errors import InputError
 from ..image import Image2D, Masks, Plane
+from ._files import format_suffix
 
 __all__ = ["read_masks", "read_segment_colors", "write_image2d", "write_masks"]
 
@@ -59,19 +60,12 @@ FALLBACK_COLORS: tuple[tuple[int, int, int], ...] = (
 
 _MASK_FORMATS = (".seg.nrrd", ".nii", ".nii.gz", "a folder path without suffix")
 _IMAGE_FORMATS = (".nrrd", ".nii", ".nii.gz", ".png")
-_KNOWN_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".png", ".json")
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-
-
-def _suffix(path: Path) -> str:
-    """The format suffix of a path (multi-part ones like ``.seg.nrrd`` included), lower case."""
-    name = path.name.lower()
-    return next((s for s in _KNOWN_SUFFIXES if name.endswith(s)), path.suffix.lower())
 
 
 def _sidecar(path: Path) -> Path:
     """``<name>.json`` beside ``<name>.nii[.gz]``."""
-    return path.with_name(path.name[: len(path.name) - len(_suffix(path))] + ".json")
+    return path.with_name(path.name[: len(path.name) - len(format_suffix(path))] + ".json")
 
 
 def _ijk_to_lps(plane: Plane) -> np.ndarray:
@@ -172,7 +166,7 @@ def mask_format(path: str | PathLike) -> str:
     exists and is not empty, so callers can check outputs before any work.
     """
     path = Path(path)
-    kind = _suffix(path)
+    kind = format_suffix(path)
     if kind not in (".seg.nrrd", ".nii", ".nii.gz", ""):
         raise ValueError(f"{path}: cannot write masks as {kind!r}; supported: {', '.join(_MASK_FORMATS)}")
     if kind == "" and path.exists() and (not path.is_dir() or any(path.iterdir())):
@@ -183,7 +177,7 @@ def mask_format(path: str | PathLike) -> str:
 def image_format(path: str | PathLike) -> str:
     """The image format :func:`write_image2d` picks for ``path``; ValueError for an unsupported suffix."""
     path = Path(path)
-    kind = _suffix(path)
+    kind = format_suffix(path)
     if kind not in _IMAGE_FORMATS:
         raise ValueError(f"{path}: cannot write an image as {kind!r}; supported: {', '.join(_IMAGE_FORMATS)}")
     return kind
