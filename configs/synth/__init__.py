@@ -1,0 +1,1 @@
+"""Presets for synthetic radiographs (one JSON file per preset)."""

@@ -1,0 +1,317 @@
+"""synth.physics: HU -> densities, spectra, attenuation, radiograph formation, presets."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields, replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from synth.physics import (
+    MATERIALS,
+    MaterialThresholds,
+    PhysicsParams,
+    PhysicsRanges,
+    as_dict,
+    hu_to_densities,
+    mass_attenuation,
+    radiograph,
+    tube_spectrum,
+)
+
+PRESETS = sorted((Path(__file__).resolve().parents[1] / "configs" / "synth").glob("*.json"))
+SWITCHES = [f.name for f in fields(PhysicsParams) if f.type == "bool"]
+
+
+# --- HU -> densities -------------------------------------------------------------------
+
+
+def test_hu_to_densities_values():
+    hu = torch.tensor([-1000.0, -960.0, -500.0, 0.0, 40.0, 1000.0, 3000.0, 5000.0, -850.0])
+    d = hu_to_densities(hu)
+    assert d.shape == (2, 9) and d.dtype == torch.float32
+    soft, bone = d.numpy()
+    # Air (at or below -950 HU) is empty in both channels.
+    assert soft[0] == bone[0] == 0 and soft[1] == bone[1] == 0
+    # Inflated lung parenchyma (-850 HU) is kept: about 0.15 g/cm³ of soft tissue.
+    assert 0.1 < soft[8] < 0.2 and bone[8] == 0
+    # Water and muscle: ~1 g/cm³, all soft tissue.
+    assert soft[3] == pytest.approx(1.0, abs=0.03) and bone[3] == 0
+    assert soft[4] == pytest.approx(1.06, abs=0.03) and bone[4] == 0
+    # Lung-like tissue above the air threshold: low but nonzero soft-tissue density.
+    assert 0.3 < soft[2] < 0.6 and bone[2] == 0
+    # Cortical-like bone: > 1.5 g/cm³, all in the bone channel; clamped at the table's end.
+    assert bone[5] > 1.5 and soft[5] == 0
+    assert bone[6] == pytest.approx(2.8) and bone[7] == pytest.approx(2.8)
+
+
+def test_hu_to_densities_transition_and_dtypes():
+    th = MaterialThresholds(air_max_hu=-950.0, bone_min_hu=300.0, bone_transition_hu=200.0)
+    hu = np.array([[-900, 250], [400, 600]], dtype=np.int16)
+    d = hu_to_densities(torch.from_numpy(hu), th)
+    assert d.shape == (2, 2, 2)
+    total = d.sum(0)
+    # Lung at -900 HU is kept with the lower air threshold.
+    assert d[0, 0, 0] > 0.05
+    # Halfway up the ramp, half bone; the split preserves the total density.
+    assert float(d[1, 1, 0] / total[1, 0]) == pytest.approx(0.5, abs=1e-5)
+    assert d[1, 0, 1] == 0 and d[0, 1, 1] == 0
+    # The same result from float32 input, and chunking does not matter.
+    assert torch.allclose(hu_to_densities(torch.from_numpy(hu).float(), th), d)
+
+
+def test_hu_to_densities_chunks_match_interp(monkeypatch):
+    from synth import physics
+
+    rng = np.random.default_rng(0)
+    hu = torch.from_numpy(rng.uniform(-1100, 3200, size=(3, 50, 70)).astype(np.float32))
+    ref = np.interp(hu.numpy(), physics.SCHNEIDER_2000_HU, physics.SCHNEIDER_2000_DENSITY_G_CM3)
+    ref[hu.numpy() <= physics.MaterialThresholds().air_max_hu] = 0
+    monkeypatch.setattr(physics, "_HU_CHUNK", 1000)  # many chunks, a ragged last one
+    d = hu_to_densities(hu)
+    np.testing.assert_allclose(d.sum(0).numpy(), ref, atol=1e-5)
+
+
+def test_material_thresholds_validated():
+    with pytest.raises(ValueError, match="air_max_hu must be below bone_min_hu"):
+        MaterialThresholds(air_max_hu=500.0, bone_min_hu=300.0)
+    with pytest.raises(ValueError, match="bone_transition_hu"):
+        MaterialThresholds(bone_transition_hu=-1.0)
+
+
+# --- attenuation and spectra --------------------------------------------------------------
+
+
+def test_mass_attenuation():
+    e = np.arange(30.0, 151.0, 5.0)
+    soft = mass_attenuation("soft_tissue", e)
+    bone = mass_attenuation("bone", e)
+    # NIST: water 0.2059, ICRU-44 soft tissue 0.2048 cm²/g at 60 keV.
+    assert mass_attenuation("soft_tissue", 60.0)[0] == pytest.approx(0.205, rel=0.15)
+    # Per gram, bone attenuates more only where the photoelectric effect matters: above
+    # ~110 keV Compton scattering dominates and bone, with less hydrogen, has fewer
+    # electrons per gram (NIST at 150 keV: bone 0.1480, soft tissue 0.1492 cm²/g).
+    assert np.all((bone > soft)[e <= 100]) and bone[-1] < soft[-1]
+    # Per cm (ICRU-44 densities 1.92 and 1.06 g/cm³) bone attenuates more at every energy.
+    assert np.all(1.92 * bone > 1.06 * soft)
+    assert np.all(np.diff(soft) < 0) and np.all(np.diff(bone) < 0)
+    # Cortical bone at 30 keV, NIST: 1.331 cm²/g (photoelectric effect of Ca dominates).
+    assert bone[0] == pytest.approx(1.33, rel=0.05)
+    with pytest.raises(ValueError, match="material must be one of"):
+        mass_attenuation("air", 60.0)
+    with pytest.raises(ValueError, match="energies_keV must be within"):
+        mass_attenuation("bone", [0.5, 60.0])
+
+
+def test_tube_spectrum():
+    means = []
+    for kvp in (60, 90, 120):
+        e, f = tube_spectrum(kvp)
+        assert e.shape == f.shape and np.all(f > 0) and np.all(np.diff(e) > 0)
+        assert f.sum() == pytest.approx(1.0)
+        assert e.max() < kvp
+        means.append(float((e * f).sum()))
+    assert means[0] < means[1] < means[2]
+    # More filtration hardens the beam.
+    e, f = tube_spectrum(90, filtration_mm_al=6.0)
+    assert (e * f).sum() > means[1]
+    # Rounded to 1 kVp: the cache serves 90.3 with the 90 kVp spectrum.
+    np.testing.assert_array_equal(tube_spectrum(90.3)[1], tube_spectrum(90)[1])
+
+
+@pytest.mark.parametrize("kvp", [39.9, 150.5, -10])
+def test_tube_spectrum_rejects_kvp(kvp):
+    with pytest.raises(ValueError, match="kvp must be within"):
+        tube_spectrum(kvp)
+
+
+# --- radiograph ---------------------------------------------------------------------------
+
+
+def phantom(h: int = 96, w: int = 96) -> np.ndarray:
+    """(2, H, W) g/cm²: soft tissue rising 10 -> 30 g/cm² across columns, a bone stripe
+    (rows 20-30, +2 g/cm² bone) and a lung stripe (rows 60-75, soft tissue - 8 g/cm²)."""
+    L = np.zeros((2, h, w), np.float32)
+    L[0] = np.linspace(10.0, 30.0, w)[None, :]
+    L[1, 20:30] = 2.0
+    L[0, 60:75] -= 8.0
+    return L
+
+
+ALL_ON = PhysicsParams(dose=2e4, scatter_sigma_mm=20.0, blur_sigma_mm=1.0, unsharp_sigma_mm=3.0)
+ALL_OFF = PhysicsParams(
+    polyenergetic=False, noise=False, scatter=False, detector_blur=False, tone=False, unsharp=False
+)
+
+
+def render(params: PhysicsParams, seed: int = 0, L=None) -> np.ndarray:
+    return radiograph(phantom() if L is None else L, params, (1.0, 1.0), np.random.default_rng(seed))
+
+
+def test_radiograph_anatomy_order():
+    for params in (ALL_ON, ALL_OFF, replace(ALL_ON, noise=False)):
+        img = render(params)
+        assert img.shape == (96, 96) and img.dtype == np.float32
+        assert 0.0 <= img.min() and img.max() <= 1.0
+        cols = slice(30, 66)
+        bone, soft, lung = img[22:28, cols].mean(), img[40:55, cols].mean(), img[63:72, cols].mean()
+        assert bone > soft + 0.05 and lung < soft - 0.05
+        # Thicker soft tissue is brighter (columns to the right).
+        assert img[40:55, 80:90].mean() > img[40:55, 5:15].mean() + 0.05
+
+
+def test_radiograph_all_off_is_linear_in_attenuation():
+    L = phantom()
+    img = render(ALL_OFF, L=L)
+    mu = np.array([mass_attenuation(m, 60.0)[0] for m in MATERIALS])
+    p = np.tensordot(mu, L, axes=1)
+    expected = (p - p.min()) / (p.max() - p.min())
+    np.testing.assert_allclose(img, expected, atol=1e-4)
+
+
+def test_radiograph_beam_hardening():
+    """Polyenergetic attenuation grows less than linearly with thickness; mono is linear."""
+    L = np.zeros((2, 1, 4), np.float32)
+    L[0, 0] = [0.0, 10.0, 20.0, 40.0]  # g/cm² of soft tissue
+    mono = radiograph(L, ALL_OFF, (1.0, 1.0), np.random.default_rng(0))[0]
+    np.testing.assert_allclose(mono, [0.0, 0.25, 0.5, 1.0], atol=1e-5)
+    poly = radiograph(L, replace(ALL_OFF, polyenergetic=True, kvp=80), (1.0, 1.0), np.random.default_rng(0))[0]
+    assert poly[1] > 0.27 and poly[2] > 0.52  # concave: the beam hardens
+
+
+def test_radiograph_noise_falls_with_dose():
+    base = replace(ALL_ON, scatter=False, detector_blur=False, tone=False, unsharp=False)
+    L = phantom()
+    spreads = []
+    for dose in (1e3, 1e4, 1e5):
+        a = radiograph(L, replace(base, dose=dose), (1.0, 1.0), np.random.default_rng(1))
+        b = radiograph(L, replace(base, dose=dose), (1.0, 1.0), np.random.default_rng(2))
+        assert not np.array_equal(a, b)
+        spreads.append(float(np.var(a - b)))
+    # Poisson: variance ~ 1/dose, so ~10x per decade.
+    assert spreads[0] > 5 * spreads[1] > 25 * spreads[2]
+
+
+@pytest.mark.parametrize("switch", SWITCHES)
+def test_radiograph_each_switch_matters(switch):
+    on = render(ALL_ON, seed=5)
+    off = render(replace(ALL_ON, **{switch: False}), seed=5)
+    assert off.shape == on.shape and off.dtype == np.float32
+    assert np.abs(on - off).mean() > 1e-3, f"turning {switch} off changed nothing"
+
+
+def test_radiograph_tone_equalization_compresses_large_scale():
+    """Equalization lowers the contrast between wide regions and keeps small details."""
+    L = np.zeros((2, 128, 128), np.float32)
+    L[0] = 10.0
+    L[0, :, 64:] = 25.0  # a wide thick region (like the mediastinum against the lungs)
+    L[1, 30:32, 20:100] = 1.0  # a thin bone line crossing both
+    base = replace(ALL_OFF, tone=True, tone_contrast=1.0, tone_low_percentile=0.0, tone_high_percentile=100.0)
+    plain = radiograph(L, base, (1.0, 1.0), np.random.default_rng(0))
+    equal = radiograph(L, replace(base, tone_equalization=0.8, tone_equalization_sigma_mm=15.0), (1.0, 1.0),
+                       np.random.default_rng(0))
+    wide = lambda img: img[80:120, 90:120].mean() - img[80:120, 8:38].mean()  # noqa: E731
+    line = lambda img: img[30:32, 90:100].mean() - img[36:40, 90:100].mean()  # noqa: E731
+    assert wide(equal) < 0.6 * wide(plain)
+    assert line(equal) > 0.9 * line(plain)
+    assert line(equal) / wide(equal) > 2 * line(plain) / wide(plain)
+
+
+def test_radiograph_deterministic_and_accepts_torch():
+    a = render(ALL_ON, seed=7)
+    b = render(ALL_ON, seed=7)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, render(ALL_ON, seed=8))
+    c = radiograph(torch.from_numpy(phantom()), ALL_ON, (1.0, 1.0), np.random.default_rng(7))
+    np.testing.assert_allclose(c, a, atol=1e-5)
+
+
+def test_radiograph_scatter_and_blur_use_spacing():
+    """Sigmas are in mm: halving the pixel size doubles the blur in pixels."""
+    L = np.zeros((2, 64, 64), np.float32)
+    L[0] = 20.0
+    L[1, :, 32:] = 3.0
+    params = replace(ALL_OFF, detector_blur=True, blur_sigma_mm=2.0)
+    coarse = radiograph(L, params, (1.0, 1.0), np.random.default_rng(0))[32]
+    fine = radiograph(L, params, (0.5, 0.5), np.random.default_rng(0))[32]
+    # 10-90 % edge width in pixels.
+    width = lambda row: int(np.sum((row > 0.1) & (row < 0.9)))  # noqa: E731
+    assert width(fine) >= 1.7 * width(coarse)
+
+
+def test_radiograph_rejects_bad_input():
+    with pytest.raises(ValueError, match="line_integrals must be"):
+        radiograph(np.zeros((3, 4, 4)), ALL_ON, (1.0, 1.0), np.random.default_rng(0))
+    with pytest.raises(ValueError, match="pixel_spacing_mm"):
+        radiograph(np.zeros((2, 4, 4)), ALL_ON, (0.0, 1.0), np.random.default_rng(0))
+
+
+# --- parameters and presets -------------------------------------------------------------
+
+
+def test_physics_params_validation_and_round_trip():
+    p = PhysicsParams.from_dict({"kvp": 100, "noise": False})
+    assert p.kvp == 100 and p.noise is False
+    assert PhysicsParams.from_dict(as_dict(p)) == p
+    json.dumps(as_dict(p))
+    with pytest.raises(ValueError, match="unknown PhysicsParams key 'kvpp'"):
+        PhysicsParams.from_dict({"kvpp": 100})
+    with pytest.raises(ValueError, match="'kvp' must be within"):
+        PhysicsParams(kvp=200)
+    with pytest.raises(ValueError, match="'scatter_fraction' must be in"):
+        PhysicsParams(scatter_fraction=1.5)
+    with pytest.raises(ValueError, match="'tone_equalization' must be in"):
+        PhysicsParams(tone_equalization=2.0)
+    with pytest.raises(TypeError, match="'noise' must be true or false"):
+        PhysicsParams(noise=1)
+
+
+def test_physics_ranges_sample():
+    r = PhysicsRanges.from_dict(
+        {"kvp": [100, 125], "dose": {"log_uniform": [1e3, 1e5]}, "unsharp": 0.5, "tone": False, "blur_sigma_mm": 0.3}
+    )
+    samples = [r.sample(np.random.default_rng(s)) for s in range(200)]
+    kvps = np.array([p.kvp for p in samples])
+    assert kvps.min() >= 100 and kvps.max() <= 125 and kvps.std() > 5
+    doses = np.log10([p.dose for p in samples])
+    assert 3 <= doses.min() and doses.max() <= 5 and abs(np.median(doses) - 4) < 0.3
+    assert 0.35 < np.mean([p.unsharp for p in samples]) < 0.65
+    assert all(p.tone is False and p.blur_sigma_mm == 0.3 for p in samples)
+    assert all(p.filtration_mm_al == PhysicsParams().filtration_mm_al for p in samples)
+    # Same seed, same draw; key order does not matter.
+    r2 = PhysicsRanges.from_dict({"blur_sigma_mm": 0.3, "tone": False, "unsharp": 0.5,
+                                  "dose": {"log_uniform": [1e3, 1e5]}, "kvp": [100, 125]})
+    assert r2.sample(np.random.default_rng(3)) == r.sample(np.random.default_rng(3))
+
+
+@pytest.mark.parametrize(
+    "section, message",
+    [
+        ({"kvpp": 100}, "unknown PhysicsParams key 'kvpp'"),
+        ({"kvp": [130, 160]}, "'kvp' must be within"),
+        ({"kvp": [125, 100]}, "physics range 'kvp'"),
+        ({"kvp": "high"}, "physics range 'kvp'"),
+        ({"noise": 1.5}, "probability must be in"),
+        ({"noise": [0, 1]}, "physics range 'noise'"),
+        ({"dose": {"log_uniform": [0, 10]}}, "physics range 'dose'"),
+        ({"dose": {"loguniform": [1, 10]}}, "physics range 'dose'"),
+    ],
+)
+def test_physics_ranges_reject(section, message):
+    with pytest.raises(ValueError, match=message):
+        PhysicsRanges.from_dict(section)
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.stem)
+def test_presets_physics_section(path):
+    section = json.loads(path.read_text())["physics"]
+    ranges = PhysicsRanges.from_dict(section)
+    rng = np.random.default_rng(0)
+    params = [ranges.sample(rng) for _ in range(20)]
+    lo, hi = section["kvp"]
+    assert all(lo <= p.kvp <= hi for p in params)
+    img = radiograph(phantom(48, 48), params[0], (0.7, 0.7), rng)
+    assert img.shape == (48, 48) and 0 <= img.min() and img.max() <= 1
