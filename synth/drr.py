@@ -1,0 +1,156 @@
+"""Synthetic radiographs of a CT with labels in the same geometry.
+
+One call of :func:`synthesize` draws a view from a preset, renders the CT's material
+line integrals and every structure's path length on the same rays, turns the
+integrals into a radiograph with X-ray physics, and applies domain randomisation to
+image and masks together.  Everything random comes from the ``rng`` passed in, so a
+seed reproduces a sample exactly.
+
+The image follows the radiograph display convention (patient's right on the image
+left, head up) for AP and PA views; its :class:`~ts2d_xray.image.Plane` is the plane
+through the isocentre, so ``plane.spacing`` is the pixel size at the patient and
+``meta["view"]`` records the detector pitch and the magnification.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from ts2d_xray.image import Image2D, LabelMap, Masks, Volume
+
+from . import augment, physics
+from .geometry import View, detector_rays, view_plane, volume_center
+from .presets import Preset, load_preset
+from .render import Renderer, label_masks, render
+
+__all__ = ["Prepared", "Sample", "prepare", "synthesize"]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One synthetic radiograph.
+
+    Attributes:
+        image: ``(1, H, W)`` float32 in [0, 1], channel ``"xray"``.
+        masks: Multi-label masks on the image's plane, or None without labels.
+        view: The sampled geometry.
+        params: JSON-serialisable record of everything sampled (view, physics,
+            attenuation scales, augmentation).
+    """
+
+    image: Image2D
+    masks: Masks | None
+    view: View
+    params: Mapping[str, object]
+
+
+@dataclass(frozen=True, eq=False)
+class Prepared:
+    """Per-CT work shared by all samples of that CT: material densities and labels as tensors."""
+
+    densities: torch.Tensor  # (materials, z, y, x) g/cm³
+    layers: torch.Tensor | None  # (L, z, y, x) label layers
+    ct: Volume
+    labels: LabelMap | None
+
+
+def prepare(ct: Volume, labels: LabelMap | None = None, thresholds: physics.MaterialThresholds | None = None) -> Prepared:
+    """Convert a CT to material densities once, for many samples."""
+    if labels is not None and not labels.grid.matches(ct.grid):
+        raise ValueError(f"labels ({labels.grid.describe()}) are not on the CT grid ({ct.grid.describe()})")
+    hu = torch.from_numpy(np.ascontiguousarray(ct.array, dtype=np.float32))
+    densities = physics.hu_to_densities(hu, thresholds or physics.MaterialThresholds())
+    layers = None if labels is None else torch.from_numpy(np.ascontiguousarray(labels.layers))
+    return Prepared(densities, layers, ct, labels)
+
+
+def _isocenter(prepared: Prepared, center_on: str) -> np.ndarray:
+    labels = prepared.labels
+    if center_on != "volume" and labels is not None:
+        from ts2d_xray.labels import expand
+
+        members = [n for n in expand(center_on) if n in labels.segments]
+        if members:
+            mask = np.zeros(labels.grid.shape, bool)
+            for name in members:
+                mask |= labels.mask(name)
+            k, j, i = (idx.mean() for idx in np.nonzero(mask))
+            grid = labels.grid
+            return np.asarray(grid.origin) + grid.matrix @ (np.array([i, j, k]) * grid.spacing)
+    return volume_center(prepared.ct.grid)
+
+
+def _scaled(prepared: Prepared, scales: Mapping[str, float]) -> torch.Tensor:
+    """Densities with each structure's voxels multiplied by its attenuation scale."""
+    changed = {n: s for n, s in scales.items() if s != 1.0}
+    if not changed or prepared.labels is None:
+        return prepared.densities
+    factor = torch.ones(prepared.densities.shape[1:])
+    for layer_index, layer in enumerate(prepared.layers):
+        lut = torch.ones(int(layer.max()) + 1)
+        for name, scale in changed.items():
+            li, value = prepared.labels.segments[name]
+            if li == layer_index:
+                lut[value] = scale
+        factor *= lut[layer.long()]
+    return prepared.densities * factor
+
+
+def synthesize(
+    ct: Volume | Prepared,
+    labels: LabelMap | None = None,
+    *,
+    preset: str | Preset = "chest-pa",
+    rng: np.random.Generator,
+    shape: tuple[int, int] | None = None,
+    renderer: Renderer = "torch",
+    view: View | None = None,
+) -> Sample:
+    """Render one realistic synthetic radiograph (and its masks) of a CT.
+
+    Args:
+        ct: The CT in HU, or the result of :func:`prepare` (faster for many samples).
+        labels: The CT's labels (ignored when ``ct`` is prepared: it carries them).
+        preset: Preset name or object (see :mod:`synth.presets`).
+        rng: Source of all randomness.
+        shape: Detector ``(rows, cols)``; default: the preset's.
+        renderer: ``"torch"`` (fast) or ``"diffdrr"`` (reference).
+        view: A fixed geometry instead of a sampled one.
+
+    Returns:
+        A :class:`Sample`.
+    """
+    preset = preset if isinstance(preset, Preset) else load_preset(preset)
+    prepared = ct if isinstance(ct, Prepared) else prepare(ct, labels)
+    if view is None:
+        view = preset.view.sample(rng, _isocenter(prepared, preset.view.center_on), shape)
+    names: Sequence[str] = () if prepared.labels is None else tuple(prepared.labels.segments)
+    aug = augment.AugmentParams.from_dict(preset.augment)
+    scales = augment.attenuation_scales(names, rng, *aug.attenuation_args()) if names else {}
+    phys = physics.PhysicsRanges.from_dict(preset.physics).sample(rng)
+
+    sources, targets = detector_rays(view)
+    result = render(_scaled(prepared, scales), prepared.ct.grid, sources, targets,
+                    labels=prepared.layers, renderer=renderer)
+    # Densities in g/cm³ integrated over mm: / 10 gives g/cm².
+    image = physics.radiograph(result.integrals / 10.0, phys, view.detector_spacing, rng)
+    plane = view_plane(view)
+    masks = None
+    if prepared.labels is not None:
+        masks = label_masks(result.path_mm, prepared.labels, preset.labels, plane)
+    image, mask_array = augment.augment(image, None if masks is None else masks.array, aug, rng)
+    if masks is not None:
+        masks = Masks(mask_array, masks.names, plane)
+    params = {
+        "preset": preset.name,
+        "view": view.to_dict(),
+        "physics": physics.as_dict(phys),
+        "attenuation_scales": {n: s for n, s in scales.items() if s != 1.0},
+        "renderer": renderer,
+    }
+    meta = {"source": prepared.ct.source, "kind": "synthetic radiograph", **params}
+    return Sample(Image2D(image[None].astype(np.float32), plane, ("xray",), meta), masks, view, params)
