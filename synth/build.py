@@ -1,0 +1,787 @@
+"""Build nnU-Net v2 raw data sets of 2D images with multi-label masks from labelled CTs.
+
+One *case* is one 2D sample of one CT: a coronal projection (``kind="coronal"``) or a
+synthetic radiograph (``kind="xray"``).  Cases are built independently by
+:func:`build_case` (a plain top-level function of paths and plain values), in this
+process, in a process pool, or on a dask.distributed cluster; each case draws its random
+numbers from ``np.random.default_rng([seed, stable_hash(case_id)])``, so a seed gives
+the same files whatever the workers and their order.
+
+The on-disk format is described in ``docs/dataset_format.md``; in short::
+
+    OUT/                         (or OUT/<group>/ with one data set per group)
+      dataset.json               nnU-Net fields + "multilabel", "structures", build settings
+      imagesTr/<case>_0000.nii.gz   channel 0 (coronal: mean HU; xray: [0, 1])
+      imagesTr/<case>_0001.nii.gz   channel 1 (coronal only: max HU)
+      labelsTr/<case>.nii.gz     uint8 (x=W, y=H, z=1, t=K): one binary layer per structure
+      cases/<case>.json          provenance of one case; written last: the case is complete
+      cases.jsonl                all case records, rewritten at the end of every build
+
+Images and masks follow the radiograph display convention (patient's right on the image
+left, head up; see :mod:`ts2d_xray.image`).
+
+Example:
+    >>> from synth.build import BuildOptions, SampleSpec, build
+    >>> report = build("subjects/", "Dataset501_Coronal", BuildOptions(SampleSpec("coronal")))  # doctest: +SKIP
+    >>> report.done, report.failed  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from functools import lru_cache, partial
+from os import PathLike
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Literal, Mapping, Sequence
+
+import numpy as np
+
+from ts2d_xray import labels as catalog
+from ts2d_xray.errors import InputError
+from ts2d_xray.image import Image2D, Masks, Plane
+from ts2d_xray.projection import DEFAULT_SPACING_MM
+
+__all__ = [
+    "ALL_GROUPS",
+    "BuildOptions",
+    "BuildReport",
+    "CaseJob",
+    "CaseResult",
+    "DISPLAY",
+    "FORMAT_VERSION",
+    "KINDS",
+    "SampleSpec",
+    "Subject",
+    "build",
+    "build_case",
+    "case_rng",
+    "find_subjects",
+    "iter_cases",
+    "read_case",
+    "stable_hash",
+    "structures_of",
+]
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["coronal", "xray"]
+KINDS: tuple[str, ...] = ("coronal", "xray")
+#: ``--groups`` value for one data set holding every group's structures.
+ALL_GROUPS = "all"
+#: Version of the on-disk format written here (``dataset.json["format_version"]``).
+FORMAT_VERSION = 1
+#: Display convention of every image and mask written (patient's right on the image left).
+DISPLAY = "radiograph"
+#: Projection mode of coronal cases: TS2D's raw-HU projection (see ts2d_xray.projection).
+CORONAL_MODE = "ts2d"
+FILE_ENDING = ".nii.gz"
+#: Channel names per kind, in file order (_0000, _0001).
+CHANNELS = {"coronal": ("mean", "max"), "xray": ("xray",)}
+#: nnU-Net channel names: they pick its normalisation ("CT": global HU percentiles;
+#: "zscore": per image, nnU-Net's choice for radiographs).
+NNUNET_CHANNEL_NAMES = {"coronal": ("CT", "CT"), "xray": ("zscore",)}
+LABEL_LAYOUT = "uint8 NIfTI (x = columns W, y = rows H, z = 1, t = structure index K); 1 = inside"
+_PARTIAL = ".partial"  # per-data-set folder of cases being written
+_CASES = "cases"  # per-case records: the completion markers
+_SUBJECT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+# --- options and jobs -------------------------------------------------------------
+@dataclass(frozen=True)
+class SampleSpec:
+    """What one case's pixels are; a data set is built with one spec, checked on resume.
+
+    Attributes:
+        kind: ``"coronal"`` (TS2D projection, 2 channels mean/max in HU) or ``"xray"``
+            (synthetic radiograph from :func:`synth.drr.synthesize`, 1 channel in [0, 1]).
+        preset: X-ray preset: a name (``configs/synth/<preset>.json``) or a preset JSON
+            path (see :func:`synth.presets.load_preset`); xray only.
+        seed: Base seed (>= 0) of every case's random generator.
+        spacing: Pixel size in mm of coronal projections (xray: set by the preset).
+        shape: ``(H, W)`` detector pixels of xray cases, or None for the preset's.
+    """
+
+    kind: Kind = "coronal"
+    preset: str | None = None
+    seed: int = 0
+    spacing: float = DEFAULT_SPACING_MM
+    shape: tuple[int, int] | None = None
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {list(KINDS)}, got {self.kind!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if self.kind == "coronal":
+            if self.preset is not None:
+                raise ValueError(f"preset is for kind 'xray'; coronal projections have none (got {self.preset!r})")
+            if self.shape is not None:
+                raise ValueError(f"shape is for kind 'xray'; coronal projections are sized by spacing (got {self.shape})")
+            if not self.spacing > 0:
+                raise ValueError(f"spacing must be > 0 mm, got {self.spacing}")
+        else:
+            from .presets import load_preset, preset_names
+
+            if self.preset is None:
+                raise ValueError(f"kind 'xray' needs a preset, one of {list(preset_names())}")
+            load_preset(self.preset)  # unknown names raise, listing the presets
+            if self.shape is not None and (len(self.shape) != 2 or min(self.shape) < 1):
+                raise ValueError(f"shape must be two positive sizes (H, W), got {self.shape}")
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        return CHANNELS[self.kind]
+
+    def settings(self) -> dict:
+        """The spec as stored in dataset.json (spacing is per case for xray)."""
+        return {"kind": self.kind, "preset": self.preset, "seed": self.seed,
+                "spacing": self.spacing if self.kind == "coronal" else None,
+                "shape": None if self.shape is None else list(self.shape)}
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How to build: the sample spec plus which data sets and how many workers.
+
+    Attributes:
+        spec: What each case is (see :class:`SampleSpec`).
+        groups: TS2D group names (one data set each, in ``OUT/<group>/``) or
+            ``("all",)`` for one data set with every group's structures in ``OUT``.
+        per_ct: Cases per CT.  Coronal projections are deterministic (no augmentation
+            here), so coronal allows only 1.
+        workers: Worker processes; 1 builds in this process.
+        scheduler: Address of a dask.distributed scheduler (overrides ``workers``);
+            its workers must import this package and see the same file paths.
+        progress: Show a tqdm progress bar.
+    """
+
+    spec: SampleSpec = field(default_factory=SampleSpec)
+    groups: tuple[str, ...] = (ALL_GROUPS,)
+    per_ct: int = 1
+    workers: int = 1
+    scheduler: str | None = None
+    progress: bool = False
+
+    def __post_init__(self):
+        structures_of(self.groups)  # raises for unknown groups
+        if self.per_ct < 1:
+            raise ValueError(f"per_ct must be >= 1, got {self.per_ct}")
+        if self.spec.kind == "coronal" and self.per_ct != 1:
+            raise ValueError(f"per_ct must be 1 for kind 'coronal' (its projection is deterministic), got {self.per_ct}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+
+
+@dataclass(frozen=True)
+class Subject:
+    """One labelled CT: paths and an optional class map for a multilabel map."""
+
+    id: str
+    ct: Path
+    labels: Path
+    classmap: str | None = None
+
+
+@dataclass(frozen=True)
+class _Target:
+    """One output data set: its folder, the groups it covers and its structure order."""
+
+    folder: Path
+    groups: tuple[str, ...]
+    structures: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CaseJob:
+    """Everything :func:`build_case` needs (paths and plain values; cheap to pickle)."""
+
+    case_id: str
+    subject: Subject
+    index: int
+    spec: SampleSpec
+    targets: tuple[_Target, ...]
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """Outcome of one case: ``message`` says why it failed."""
+
+    case_id: str
+    ok: bool
+    message: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    """Case ids built now, skipped (already complete) and failed (with the reason)."""
+
+    datasets: tuple[Path, ...]
+    done: tuple[str, ...]
+    skipped: tuple[str, ...]
+    failed: tuple[tuple[str, str], ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+# --- registries -------------------------------------------------------------------
+def structures_of(groups: Sequence[str]) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
+    """``(name, groups, structures)`` of each data set that ``groups`` asks for.
+
+    ``("all",)`` gives one data set named ``"all"`` with the five groups' structures
+    concatenated in :data:`ts2d_xray.labels.GROUPS` order; otherwise one data set per
+    group with :func:`ts2d_xray.labels.group_classes` order.
+    """
+    groups = tuple(groups)
+    if not groups:
+        raise ValueError("groups must name at least one group or 'all'")
+    if ALL_GROUPS in groups:
+        if len(groups) > 1:
+            raise ValueError(f"groups: 'all' cannot be combined with other groups, got {list(groups)}")
+        every = tuple(n for g in catalog.GROUPS for n in catalog.group_classes(g))
+        return [(ALL_GROUPS, catalog.GROUPS, every)]
+    for g in groups:
+        if g not in catalog.GROUPS:
+            raise ValueError(f"unknown group {g!r}; groups are {list(catalog.GROUPS)} or 'all'")
+    if len(set(groups)) != len(groups):
+        raise ValueError(f"groups are repeated: {list(groups)}")
+    return [(g, (g,), catalog.group_classes(g)) for g in groups]
+
+
+def stable_hash(text: str) -> int:
+    """A 64-bit hash of a string that is the same in every process and Python version.
+
+    (Python's ``hash()`` of a string changes per process, so it cannot seed workers.)
+    """
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little")
+
+
+def case_rng(seed: int, case_id: str) -> np.random.Generator:
+    """The random generator of one case: independent of workers and build order."""
+    return np.random.default_rng([seed, stable_hash(case_id)])
+
+
+# --- sources ----------------------------------------------------------------------
+def find_subjects(source: str | PathLike) -> list[Subject]:
+    """The labelled CTs of a source, sorted by subject id.
+
+    Args:
+        source: A folder of subjects in TotalSegmentator's layout
+            (``<subject>/ct.nii.gz`` + ``<subject>/segmentations/*.nii.gz``), or a text
+            /CSV file with one ``ct_path,labels_path[,classmap]`` per line (relative
+            paths are relative to the file; ``#`` starts a comment line; an optional
+            header line starts with ``ct_path``).  ``classmap`` is ``v1``, ``v2`` or a
+            file, needed for multilabel maps without a ``structures.csv`` beside them.
+
+    Raises:
+        InputError: Missing source, no subjects, a malformed line, repeated or unusable
+            subject ids.
+    """
+    source = Path(source)
+    if not source.exists():
+        raise InputError(source, "no such file or folder")
+    subjects = _folder_subjects(source) if source.is_dir() else _listed_subjects(source)
+    ids = [s.id for s in subjects]
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    if repeated:
+        raise InputError(source, f"subject ids must be unique, repeated: {', '.join(repeated)}")
+    bad = [i for i in ids if not _SUBJECT_ID.match(i)]
+    if bad:
+        raise InputError(source, f"subject ids may hold only letters, digits, '.', '_', '-': {', '.join(bad)}")
+    return sorted(subjects, key=lambda s: s.id)
+
+
+def _folder_subjects(folder: Path) -> list[Subject]:
+    subjects = [Subject(d.name, d / "ct.nii.gz", d) for d in folder.iterdir() if (d / "ct.nii.gz").is_file()]
+    if not subjects:
+        hint = " (this looks like one subject; give the folder above it)" if (folder / "ct.nii.gz").exists() else ""
+        raise InputError(folder, f"no subjects: expected <subject>/ct.nii.gz with <subject>/segmentations/{hint}")
+    return subjects
+
+
+def _listed_subjects(path: Path) -> list[Subject]:
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(path, f"cannot read the list of CTs ({err})") from None
+    subjects = []
+    for number, row in enumerate(csv.reader(text.splitlines()), start=1):
+        row = [cell.strip() for cell in row]
+        if not any(row) or row[0].startswith("#") or (number == 1 and row[0] == "ct_path"):
+            continue
+        if len(row) not in (2, 3) or not row[0] or not row[1]:
+            raise InputError(path, f"line {number}: expected ct_path,labels_path[,classmap], got {','.join(row)!r}")
+        ct, labels = (path.parent / row[0]), (path.parent / row[1])
+        classmap = row[2] if len(row) == 3 and row[2] else None
+        if classmap not in (None, "v1", "v2"):
+            classmap = str(path.parent / classmap)
+        subjects.append(Subject(_subject_id(ct), ct, labels, classmap))
+    if not subjects:
+        raise InputError(path, "lists no CTs (expected lines ct_path,labels_path[,classmap])")
+    return subjects
+
+
+def _subject_id(ct: Path) -> str:
+    """``<subject>`` of ``<subject>/ct.nii.gz``, else the CT's file name without suffix."""
+    name = ct.name
+    for suffix in (".nii.gz", ".nii", ".nrrd", ".mha"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return ct.parent.name if name == "ct" else name
+
+
+# --- one case ---------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class _Loaded:
+    """A subject read for sampling; ``prepared`` holds synth.drr's per-CT work (xray)."""
+
+    ct: object  # ts2d_xray Volume
+    labels: object  # ts2d_xray LabelMap
+    prepared: object | None
+    labelled: frozenset[str]
+
+
+@dataclass(frozen=True, eq=False)
+class _Sample:
+    image: Image2D
+    masks: Masks  # v2 names
+    params: dict
+    labelled: frozenset[str]  # v2 classes the source labels at all (even if empty here)
+
+
+def build_case(job: CaseJob) -> CaseResult:
+    """Build one case into every target data set; never raises.
+
+    Any error (unreadable CT, labels on another grid, ...) becomes a failed result with
+    its message, so that one bad subject does not stop a build.  Nothing of a failed
+    case is left in the data sets.
+    """
+    started = time.perf_counter()
+    try:
+        sample = _make_sample(job)
+        for target in job.targets:
+            _write_case(job, target, sample)
+    except Exception as err:  # noqa: BLE001 - the boundary of one case: report, go on
+        log.debug("%s failed", job.case_id, exc_info=True)
+        return CaseResult(job.case_id, False, f"{type(err).__name__}: {err}", time.perf_counter() - started)
+    return CaseResult(job.case_id, True, None, time.perf_counter() - started)
+
+
+def _make_sample(job: CaseJob) -> _Sample:
+    spec = job.spec
+    loaded = _load(job.subject, spec.kind)
+    if spec.kind == "coronal":
+        from ts2d_xray.projection import project_ct, project_labels
+
+        image = project_ct(loaded.ct, mode=CORONAL_MODE, spacing=spec.spacing, display=DISPLAY)
+        masks = project_labels(loaded.labels, spacing=spec.spacing, display=DISPLAY)
+        params = {"mode": CORONAL_MODE, "display": DISPLAY, "spacing_mm": spec.spacing}
+    else:
+        from .drr import synthesize
+
+        drawn = synthesize(loaded.prepared, preset=spec.preset, rng=case_rng(spec.seed, job.case_id), shape=spec.shape)
+        image, masks, params = drawn.image, drawn.masks, dict(drawn.params)
+    return _Sample(image, masks.to_v2(), params, loaded.labelled)
+
+
+# The cases of one CT usually follow each other in a worker (jobs are submitted subject
+# by subject), so the last subject read is kept: reading a CT and its labels, and
+# preparing its material densities, costs more than rendering one radiograph.
+@lru_cache(maxsize=1)
+def _load(subject: Subject, kind: str) -> _Loaded:
+    from ts2d_xray.io import read_ct, read_labels
+
+    ct = read_ct(subject.ct)
+    labels = read_labels(subject.labels, classmap=subject.classmap, reference=ct)
+    prepared = None
+    if kind == "xray":
+        from .drr import prepare
+
+        prepared = prepare(ct, labels)
+    return _Loaded(ct, labels, prepared, _labelled_classes(subject))
+
+
+def _labelled_classes(subject: Subject) -> frozenset[str]:
+    """v2 classes the subject's labels cover, empty or not.
+
+    A folder labels the classes it has files for (the TotalSegmentator data set writes
+    every class, crops only a few); a multilabel map labels every class of its map.
+    Training can then tell "absent here" (a true negative) from "never labelled".
+    """
+    from ts2d_xray.io import read_classmap
+    from ts2d_xray.io.volume import LABEL_SUFFIXES
+
+    path = subject.labels
+    if path.is_dir():
+        folder = path / "segmentations" if (path / "segmentations").is_dir() else path
+        names = set()
+        for p in folder.iterdir():
+            suffix = next((s for s in LABEL_SUFFIXES if p.name.lower().endswith(s)), None)
+            if suffix is not None:
+                names.add(p.name[: -len(suffix)])
+    else:
+        names = set(read_classmap(subject.classmap or path.parent / "structures.csv").values())
+    names = {n for n in names if catalog.is_known(n) and n not in catalog.derived_names()}
+    as_v2 = {n if catalog.structure(n).v2_id is not None else catalog.v1_to_v2(n) for n in names}
+    return frozenset(as_v2 - {None})
+
+
+def _arrange(masks: Masks, names: Sequence[str]) -> Masks:
+    """Masks in exactly ``names`` order; structures the sample lacks are empty layers."""
+    array = np.zeros((len(names), *masks.plane.shape), dtype=bool)
+    for k, name in enumerate(names):
+        if name in masks.names:
+            array[k] = masks.array[masks.names.index(name)]
+    return Masks(array, tuple(names), masks.plane)
+
+
+def _record(job: CaseJob, target: _Target, sample: _Sample, masks: Masks) -> dict:
+    """The provenance of one case in one data set (``cases/<case>.json``)."""
+    empty = [n for n, layer in zip(masks.names, masks.array) if not layer.any()]
+    return {
+        "case": job.case_id,
+        "subject": job.subject.id,
+        "index": job.index,
+        "source_ct": str(job.subject.ct),
+        "source_labels": str(job.subject.labels),
+        "classmap": job.subject.classmap,
+        "shape": list(sample.image.plane.shape),
+        "spacing_mm": [round(s, 6) for s in sample.image.plane.spacing],
+        "params": sample.params,
+        "empty_structures": empty,
+        "unlabelled_structures": [n for n in target.structures if n not in sample.labelled],
+    }
+
+
+def _write_case(job: CaseJob, target: _Target, sample: _Sample) -> None:
+    """Write one case into a temporary folder, then move its files into place.
+
+    Files move in a fixed order (images, label, then the case record), so a record in
+    ``cases/`` means every file of the case is in place, even if a build is killed.
+    """
+    from ts2d_xray.io import write_image2d, write_masks
+
+    masks = _arrange(sample.masks, target.structures)
+    temp = target.folder / _PARTIAL / f"{job.case_id}-{uuid.uuid4().hex[:8]}"
+    try:
+        files = []  # in the order they move into place
+        for c, name in enumerate(sample.image.channels):
+            one = Image2D(sample.image.array[c : c + 1], sample.image.plane, (name,), sample.image.meta)
+            image = write_image2d(one, temp / "imagesTr" / _image_name(job.case_id, c))
+            files += [image, _sidecar(image)]
+        label = write_masks(masks, temp / "labelsTr" / f"{job.case_id}{FILE_ENDING}")
+        files += [_sidecar(label), label]
+        record = temp / _CASES / f"{job.case_id}.json"
+        record.parent.mkdir()
+        record.write_text(json.dumps(_record(job, target, sample, masks), indent=1, default=_plain))
+        files.append(record)
+        for path in files:
+            dest = target.folder / path.relative_to(temp)
+            dest.parent.mkdir(exist_ok=True)
+            os.replace(path, dest)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _plain(value):
+    """JSON for numpy values and read-only mappings in sampled parameters."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"parameter of type {type(value).__name__} is not JSON-serialisable: {value!r}")
+
+
+def _image_name(case_id: str, channel: int) -> str:
+    return f"{case_id}_{channel:04d}{FILE_ENDING}"
+
+
+def _sidecar(path: Path) -> Path:
+    """The JSON that write_image2d/write_masks put beside a ``.nii.gz``."""
+    return path.with_name(path.name[: -len(FILE_ENDING)] + ".json")
+
+
+# --- data set files ---------------------------------------------------------------
+def _case_files(target: _Target, case_id: str, n_channels: int) -> list[Path]:
+    """Every file of a complete case, the record last."""
+    images = [target.folder / "imagesTr" / _image_name(case_id, c) for c in range(n_channels)]
+    label = target.folder / "labelsTr" / f"{case_id}{FILE_ENDING}"
+    return images + [*map(_sidecar, images), label, _sidecar(label), target.folder / _CASES / f"{case_id}.json"]
+
+
+def _is_complete(target: _Target, case_id: str, n_channels: int) -> bool:
+    return all(p.is_file() for p in _case_files(target, case_id, n_channels))
+
+
+def _case_ids_on_disk(target: _Target) -> set[str]:
+    """Case ids of every case file in a data set, complete or not."""
+    ids = set()
+    for folder, pattern in (("imagesTr", r"(.+)_\d{4}\.(nii\.gz|json)"), ("labelsTr", r"(.+)\.(nii\.gz|json)"),
+                            (_CASES, r"(.+)\.json")):
+        if (target.folder / folder).is_dir():
+            for p in (target.folder / folder).iterdir():
+                if m := re.fullmatch(pattern, p.name):
+                    ids.add(m.group(1))
+    return ids
+
+
+def _dataset_json(target: _Target, spec: SampleSpec, records: list[dict]) -> dict:
+    names = target.structures
+    empty = [n for n in names if records and all(n in r["empty_structures"] for r in records)]
+    return {
+        "channel_names": {str(c): n for c, n in enumerate(NNUNET_CHANNEL_NAMES[spec.kind])},
+        "labels": {"background": 0, **{n: k + 1 for k, n in enumerate(names)}},
+        "numTraining": len(records),
+        "file_ending": FILE_ENDING,
+        "name": target.folder.name,
+        "description": f"ts2d-xray synth build: {spec.kind} images with multi-label masks "
+                       "(see docs/dataset_format.md)",
+        "multilabel": True,
+        "structures": list(names),
+        "format_version": FORMAT_VERSION,
+        "label_layout": LABEL_LAYOUT,
+        "channels": list(spec.channels),
+        "display": DISPLAY,
+        "groups": list(target.groups),
+        **spec.settings(),
+        "cases_file": "cases.jsonl",
+        "empty_structures": empty,
+    }
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    temp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
+    temp.write_text(text)
+    os.replace(temp, path)
+
+
+def _finalize(target: _Target, spec: SampleSpec) -> int:
+    """Make a data set's files agree with its complete cases; return how many.
+
+    Removes the files of incomplete cases (left by a killed build), then rewrites
+    ``cases.jsonl`` and ``dataset.json`` from the case records.
+    """
+    n_channels = len(spec.channels)
+    complete = []
+    for case_id in sorted(_case_ids_on_disk(target)):
+        if _is_complete(target, case_id, n_channels):
+            complete.append(case_id)
+        else:
+            log.info("%s: removing the files of incomplete case %s", target.folder, case_id)
+            for p in _case_files(target, case_id, n_channels):
+                p.unlink(missing_ok=True)
+    records = [json.loads((target.folder / _CASES / f"{c}.json").read_text()) for c in complete]
+    _write_atomic(target.folder / "cases.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    _write_atomic(target.folder / "dataset.json", json.dumps(_dataset_json(target, spec, records), indent=1))
+    return len(records)
+
+
+def _check_target(target: _Target, spec: SampleSpec) -> None:
+    """Refuse a folder that is not ours, or ours built with other settings."""
+    folder = target.folder
+    if folder.exists() and not folder.is_dir():
+        raise InputError(folder, "exists and is not a folder; the data set is written into a folder")
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return
+    existing = folder / "dataset.json"
+    try:
+        old = json.loads(existing.read_text())
+    except (OSError, ValueError):
+        raise InputError(folder, "exists, is not empty and holds no synth data set (dataset.json); "
+                                 "choose a new output folder") from None
+    if old.get("format_version") != FORMAT_VERSION:
+        raise InputError(existing, f"not a synth data set of format {FORMAT_VERSION}; choose a new output folder")
+    wanted = {**spec.settings(), "structures": list(target.structures), "display": DISPLAY}
+    differ = [f"{k}={old.get(k)!r} there, {v!r} now" for k, v in wanted.items() if old.get(k) != v]
+    if differ:
+        raise InputError(existing, f"built with other settings ({'; '.join(differ)}); "
+                                   "resume with the same settings or choose a new output folder")
+
+
+# --- running ----------------------------------------------------------------------
+Runner = Callable[[Sequence[CaseJob]], Iterator[CaseResult]]
+
+
+def _run_serial(jobs: Sequence[CaseJob]) -> Iterator[CaseResult]:
+    return map(build_case, jobs)
+
+
+def _run_pool(pool, jobs: Sequence[CaseJob]) -> Iterator[CaseResult]:
+    from concurrent.futures import as_completed
+
+    futures = {pool.submit(build_case, job): job for job in jobs}
+    try:
+        for future in as_completed(futures):
+            yield _collected(future, futures[future].case_id)
+    finally:
+        for future in futures:  # on an interrupt: do not start what is left
+            future.cancel()
+
+
+def _run_dask(client, jobs: Sequence[CaseJob]) -> Iterator[CaseResult]:
+    from distributed import as_completed
+
+    futures = client.map(build_case, jobs, key=[f"synth-build-{uuid.uuid4().hex[:8]}-{j.case_id}" for j in jobs])
+    case_of = {f.key: j.case_id for f, j in zip(futures, jobs)}
+    try:
+        for future in as_completed(futures):
+            yield _collected(future, case_of[future.key])
+    finally:
+        client.cancel(futures)
+
+
+def _collected(future, case_id: str) -> CaseResult:
+    """A future's result; a worker that died (killed, out of memory) fails its case."""
+    try:
+        return future.result()
+    except Exception as err:  # noqa: BLE001 - BrokenProcessPool, KilledWorker, ...
+        return CaseResult(case_id, False, f"worker failed: {type(err).__name__}: {err}")
+
+
+@contextlib.contextmanager
+def _runner(options: BuildOptions) -> Iterator[Runner]:
+    """Open the workers (before anything is written, so a bad scheduler writes nothing)."""
+    if options.scheduler:
+        from distributed import Client
+
+        try:
+            client = Client(options.scheduler, timeout="10s")
+        except (OSError, ValueError, TypeError) as err:
+            raise InputError(None, f"cannot connect to the dask scheduler {options.scheduler!r} ({err})") from None
+        with client:
+            yield partial(_run_dask, client)
+    elif options.workers == 1:
+        yield _run_serial
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn, not fork: forking a process that already runs threads (torch,
+        # SimpleITK, tqdm) can deadlock the children.
+        threads = max(1, (os.cpu_count() or 1) // options.workers)
+        with ProcessPoolExecutor(options.workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_init_worker, initargs=(threads,)) as pool:
+            yield partial(_run_pool, pool)
+
+
+def _init_worker(threads: int) -> None:
+    """Share the CPUs between worker processes: torch would give each one all of them."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _plan(source, out: Path, options: BuildOptions) -> tuple[list[_Target], list[CaseJob]]:
+    """Check every input and output and list the jobs; writes nothing."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "exists and is not a folder; the data set is written into a folder")
+    subjects = find_subjects(source)
+    plan = structures_of(options.groups)
+    targets = [_Target(out if name == ALL_GROUPS else out / name, groups, names) for name, groups, names in plan]
+    for target in targets:
+        _check_target(target, options.spec)
+    jobs = [CaseJob(f"{s.id}_{k:03d}", s, k, options.spec, tuple(targets))
+            for s in subjects for k in range(options.per_ct)]
+    return targets, jobs
+
+
+def build(source: str | PathLike, out: str | PathLike, options: BuildOptions = BuildOptions()) -> BuildReport:
+    """Build (or resume) nnU-Net v2 raw data sets from labelled CTs.
+
+    Args:
+        source: Subjects folder or list file (see :func:`find_subjects`).
+        out: The data set folder (``groups=("all",)``) or the folder of one data set
+            per group.  A re-run with the same settings skips complete cases and
+            completes the others; other settings are refused.
+        options: See :class:`BuildOptions`.
+
+    Returns:
+        A :class:`BuildReport`.  Failed cases are listed there (and logged), not raised.
+
+    Raises:
+        InputError: Bad source or output (checked before anything is written).
+        ValueError: Bad options.
+    """
+    targets, jobs = _plan(source, Path(out), options)
+    n_channels = len(options.spec.channels)
+    with _runner(options) as run:
+        for target in targets:
+            target.folder.mkdir(parents=True, exist_ok=True)
+            # Leftovers of a killed build; one build per output folder at a time.
+            shutil.rmtree(target.folder / _PARTIAL, ignore_errors=True)
+            _finalize(target, options.spec)
+        skipped = {j.case_id for j in jobs if all(_is_complete(t, j.case_id, n_channels) for t in targets)}
+        todo = [j for j in jobs if j.case_id not in skipped]
+        try:
+            done, failed = _run_all(run, todo, len(jobs), len(skipped), options.progress)
+        finally:
+            _load.cache_clear()  # in-process builds: do not keep the last CT in memory
+    for target in targets:
+        shutil.rmtree(target.folder / _PARTIAL, ignore_errors=True)
+        _finalize(target, options.spec)
+    return BuildReport(tuple(t.folder for t in targets), tuple(sorted(done)), tuple(sorted(skipped)),
+                       tuple(sorted(failed)))
+
+
+def _run_all(run: Runner, todo: Sequence[CaseJob], total: int, skipped: int, progress: bool):
+    from tqdm import tqdm
+
+    done, failed = [], []
+    with tqdm(total=total, initial=skipped, unit="case", desc="synth build", disable=not progress) as bar:
+        for result in run(todo) if todo else ():
+            if result.ok:
+                done.append(result.case_id)
+            else:
+                failed.append((result.case_id, result.message or "unknown error"))
+                log.error("%s: %s", result.case_id, result.message)
+            bar.update(1)
+    return done, failed
+
+
+# --- reading ----------------------------------------------------------------------
+def read_case(dataset: str | PathLike, case_id: str) -> tuple[Image2D, Masks]:
+    """Read one case of a data set written by :func:`build`.
+
+    Returns:
+        The image ``(C, H, W)`` float32 (coronal: mean and max HU; xray: [0, 1]) and
+        the masks ``(K, H, W)`` bool in ``dataset.json["structures"]`` order, both on
+        the plane recorded beside the label file (LPS mm, radiograph display).
+    """
+    import nibabel as nib
+
+    dataset = Path(dataset)
+    meta = json.loads((dataset / "dataset.json").read_text())
+    label = dataset / "labelsTr" / f"{case_id}{FILE_ENDING}"
+    geometry = json.loads(_sidecar(label).read_text())
+    plane = Plane(tuple(geometry["shape_hw"]), tuple(geometry["spacing_mm"]), tuple(geometry["col_dir_lps"]),
+                  tuple(geometry["row_dir_lps"]),
+                  None if geometry["origin_lps_mm"] is None else tuple(geometry["origin_lps_mm"]))
+    # Files hold (x = W, y = H, z = 1, t); arrays are (t, H, W).
+    masks = np.asarray(nib.load(label).dataobj)[:, :, 0, :].transpose(2, 1, 0) != 0
+    channels = [np.asarray(nib.load(dataset / "imagesTr" / _image_name(case_id, c)).dataobj, dtype=np.float32)
+                for c in range(len(meta["channels"]))]
+    image = np.stack([c.reshape(c.shape[0], c.shape[1]).T for c in channels])
+    return (Image2D(image, plane, tuple(meta["channels"]), {"source": str(dataset), "case": case_id}),
+            Masks(masks, tuple(meta["structures"]), plane))
+
+
+def iter_cases(dataset: str | PathLike) -> Iterable[dict]:
+    """The case records of a data set (``cases.jsonl``), in case id order."""
+    with open(Path(dataset) / "cases.jsonl") as f:
+        yield from (json.loads(line) for line in f if line.strip())

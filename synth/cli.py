@@ -1,0 +1,202 @@
+"""``ts2d-xray synth`` subcommands: a thin argparse layer over :mod:`synth.build`.
+
+``synth build`` writes nnU-Net v2 raw data sets (see ``docs/dataset_format.md``);
+``synth drr`` writes a few synthetic radiographs of one CT with previews.  Heavy modules
+are imported only when a command runs.  Exit codes follow ``ts2d-xray``: 0 success,
+1 some cases failed, 2 bad input (one-line message, nothing written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+__all__ = ["add_parser", "run"]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"seed must be >= 0, got {value}")
+    return value
+
+
+def _spacing(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a pixel size in mm, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"spacing must be > 0 mm, got {value}")
+    return value
+
+
+def _shape(text: str) -> tuple[int, int]:
+    parts = text.replace("x", ",").split(",")
+    try:
+        h, w = (int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected H,W in pixels (e.g. 512,512), got {text!r}") from None
+    if min(h, w) < 1:
+        raise argparse.ArgumentTypeError(f"H and W must be >= 1, got {text!r}")
+    return h, w
+
+
+def _groups(text: str) -> tuple[str, ...]:
+    return tuple(g.strip() for g in text.split(",") if g.strip())
+
+
+def add_parser(sub) -> None:
+    """Register ``synth`` and its subcommands on the ``ts2d-xray`` subparsers."""
+    synth = sub.add_parser("synth", help="synthetic training data: nnU-Net data sets and DRRs")
+    commands = synth.add_subparsers(dest="synth_command", required=True, metavar="SYNTH_COMMAND")
+
+    b = commands.add_parser("build", help="build an nnU-Net v2 raw data set from labelled CTs")
+    b.add_argument("source", type=Path, metavar="SOURCE",
+                   help="folder of subjects (<subject>/ct.nii.gz + segmentations/) or a list file "
+                        "with lines ct_path,labels_path[,classmap]")
+    b.add_argument("-o", "--output", type=Path, required=True, metavar="OUT",
+                   help="data set folder (one data set per group in OUT/<group>/ unless --groups all)")
+    b.add_argument("--kind", choices=("coronal", "xray"), required=True,
+                   help="coronal: TS2D projection [mean, max] in HU; xray: synthetic radiograph in [0, 1]")
+    b.add_argument("--preset", default=None, metavar="P", help="X-ray preset (--kind xray)")
+    b.add_argument("--per-ct", type=_positive_int, default=1, metavar="N",
+                   help="cases per CT (default 1; coronal allows only 1)")
+    b.add_argument("--groups", type=_groups, default=("all",), metavar="G,G,...|all",
+                   help="TS2D groups (organs, vertebrae, cardiac, muscles, ribs), one data set each, "
+                        "or 'all' for one data set with every structure (default)")
+    b.add_argument("--workers", type=_positive_int, default=1, metavar="W",
+                   help="worker processes (default 1: build in this process)")
+    b.add_argument("--seed", type=_seed, default=0, metavar="S", help="base random seed (default 0)")
+    b.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="dask.distributed scheduler address (e.g. tcp://host:8786); overrides --workers")
+    b.add_argument("--spacing", type=_spacing, default=None, metavar="MM",
+                   help="pixel size of coronal projections in mm (default 1.5)")
+    b.add_argument("--shape", type=_shape, default=None, metavar="H,W",
+                   help="detector size in pixels of X-ray cases (default: the preset's)")
+
+    d = commands.add_parser("drr", help="write synthetic radiographs of one CT, with previews")
+    d.add_argument("ct", type=Path, metavar="CT", help="CT: NIfTI, NRRD, MHA file or DICOM series folder")
+    d.add_argument("--labels", type=Path, default=None, metavar="L",
+                   help="TotalSegmentator subject folder / folder of masks, or a multilabel map")
+    d.add_argument("--classmap", default=None, metavar="v1|v2|FILE", help="ids of a multilabel map")
+    d.add_argument("-o", "--output", type=Path, required=True, metavar="OUT_DIR", help="new output folder")
+    d.add_argument("--preset", required=True, metavar="P", help="X-ray preset")
+    d.add_argument("-n", type=_positive_int, default=1, metavar="N", help="number of radiographs (default 1)")
+    d.add_argument("--seed", type=_seed, default=0, metavar="S", help="random seed (default 0)")
+    d.add_argument("--shape", type=_shape, default=None, metavar="H,W", help="detector size in pixels")
+
+
+def run(args) -> int:
+    """Run the ``synth`` subcommand parsed by :func:`add_parser`; returns the exit code."""
+    return {"build": _run_build, "drr": _run_drr}[args.synth_command](args)
+
+
+def _run_build(args) -> int:
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from .build import BuildOptions, SampleSpec, build
+    from ts2d_xray.projection import DEFAULT_SPACING_MM
+
+    if args.kind == "xray" and args.spacing is not None:
+        raise ValueError("--spacing is for --kind coronal; an X-ray preset sets its own detector spacing")
+    spec = SampleSpec(kind=args.kind, preset=args.preset, seed=args.seed, shape=args.shape,
+                      spacing=DEFAULT_SPACING_MM if args.spacing is None else args.spacing)
+    options = BuildOptions(spec=spec, groups=args.groups, per_ct=args.per_ct, workers=args.workers,
+                           scheduler=args.scheduler, progress=True)
+    with logging_redirect_tqdm():  # failure messages above the bar, not through it
+        report = build(args.source, args.output, options)
+    folders = ", ".join(str(p) for p in report.datasets)
+    print(f"synth build: {len(report.done)} done, {len(report.skipped)} skipped (already there), "
+          f"{len(report.failed)} failed -> {folders}")
+    for case_id, message in report.failed:
+        print(f"failed: {case_id}: {message}", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+#: Coarse structures drawn in ``synth drr`` previews (every structure goes to the .seg.nrrd).
+PREVIEW_STRUCTURES = ("lung_right", "lung_left", "heart", "aorta", "liver", "spleen", "stomach", "kidneys",
+                      "spine", "clavicles")
+
+
+def _run_drr(args) -> int:
+    from .presets import load_preset
+
+    load_preset(args.preset)  # an unknown name raises, listing the presets
+    out = args.output
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{out}: exists and is not an empty folder; choose a new output folder")
+    if args.classmap is not None and args.labels is None:
+        raise ValueError("--classmap needs --labels")
+    written = _write_drrs(args)
+    print(f"synth drr: {args.n} radiographs of {args.ct} (preset {args.preset}) -> {out} ({written} files)")
+    return 0
+
+
+def _write_drrs(args) -> int:
+    """Render ``args.n`` radiographs into a temporary sibling folder, then rename it to the output.
+
+    Radiograph ``i`` draws from ``case_rng(seed, "drr_<i:03d>")``, as a data set case
+    would.  Returns the number of files written.
+    """
+    import json
+    import os
+    import shutil
+    import uuid
+
+    from .build import _plain, case_rng  # same package: numpy values in params -> JSON
+    from .drr import prepare, synthesize
+    from ts2d_xray.io import read_ct, read_labels, write_image2d, write_masks, write_preview
+
+    ct = read_ct(args.ct)
+    labels = None if args.labels is None else read_labels(args.labels, classmap=args.classmap, reference=ct)
+    prepared = prepare(ct, labels)  # once for all N radiographs
+    out = args.output
+    temp = out.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{out.name}")
+    temp.mkdir(parents=True)
+    try:
+        params = []
+        for i in range(args.n):
+            name = f"drr_{i:03d}"
+            sample = synthesize(prepared, preset=args.preset, rng=case_rng(args.seed, name), shape=args.shape)
+            write_image2d(sample.image, temp / f"{name}.nii.gz")
+            masks = None
+            if labels is not None:
+                masks = sample.masks.to_v2()
+                write_masks(masks, temp / f"{name}.seg.nrrd")
+            write_preview(sample.image, temp / f"{name}.png", _preview_masks(masks))
+            params.append({"image": f"{name}.nii.gz", "params": sample.params})
+        (temp / "params.json").write_text(json.dumps(
+            {"ct": str(args.ct), "labels": None if args.labels is None else str(args.labels),
+             "preset": args.preset, "seed": args.seed, "samples": params}, indent=1, default=_plain))
+        if out.exists():
+            out.rmdir()  # empty (checked); renaming onto a folder is not portable
+        os.replace(temp, out)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    return sum(1 for _ in out.iterdir())
+
+
+def _preview_masks(masks):
+    """The coarse preview structures that ``masks`` has, or None."""
+    if masks is None:
+        return None
+    from ts2d_xray.labels import expand
+
+    shown = [n for n in PREVIEW_STRUCTURES if any(m in masks.names for m in expand(n))]
+    return masks.select(shown) if shown else None
