@@ -14,7 +14,7 @@ through the isocentre, so ``plane.spacing`` is the pixel size at the patient and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -22,7 +22,7 @@ import torch
 
 from ts2d_xray.image import Image2D, LabelMap, Masks, Volume
 
-from . import augment, physics
+from . import augment, materials, physics
 from .geometry import View, detector_rays, view_plane, volume_center
 from .presets import Preset, load_preset
 from .render import Renderer, label_masks, render
@@ -56,19 +56,28 @@ class Prepared:
     layers: torch.Tensor | None  # (L, z, y, x) label layers
     ct: Volume
     labels: LabelMap | None
+    # Isocentres already computed, by ``center_on``: a structure's centroid costs a
+    # pass over the volume.
+    centers: dict = field(default_factory=dict)
 
 
-def prepare(ct: Volume, labels: LabelMap | None = None, thresholds: physics.MaterialThresholds | None = None) -> Prepared:
+def prepare(ct: Volume, labels: LabelMap | None = None, thresholds: materials.MaterialThresholds | None = None) -> Prepared:
     """Convert a CT to material densities once, for many samples."""
     if labels is not None and not labels.grid.matches(ct.grid):
         raise ValueError(f"labels ({labels.grid.describe()}) are not on the CT grid ({ct.grid.describe()})")
     hu = torch.from_numpy(np.ascontiguousarray(ct.array, dtype=np.float32))
-    densities = physics.hu_to_densities(hu, thresholds or physics.MaterialThresholds())
+    densities = materials.hu_to_densities(hu, thresholds or materials.MaterialThresholds())
     layers = None if labels is None else torch.from_numpy(np.ascontiguousarray(labels.layers))
     return Prepared(densities, layers, ct, labels)
 
 
 def _isocenter(prepared: Prepared, center_on: str) -> np.ndarray:
+    if center_on not in prepared.centers:
+        prepared.centers[center_on] = _find_center(prepared, center_on)
+    return prepared.centers[center_on]
+
+
+def _find_center(prepared: Prepared, center_on: str) -> np.ndarray:
     labels = prepared.labels
     if center_on != "volume" and labels is not None:
         from ts2d_xray.labels import expand
@@ -89,15 +98,17 @@ def _scaled(prepared: Prepared, scales: Mapping[str, float]) -> torch.Tensor:
     changed = {n: s for n, s in scales.items() if s != 1.0}
     if not changed or prepared.labels is None:
         return prepared.densities
-    factor = torch.ones(prepared.densities.shape[1:])
-    for layer_index, layer in enumerate(prepared.layers):
-        lut = torch.ones(int(layer.max()) + 1)
+    factor = None
+    for layer_index, layer in enumerate(prepared.labels.layers):
+        lut = np.ones(int(layer.max()) + 1, dtype=np.float32)
         for name, scale in changed.items():
             li, value = prepared.labels.segments[name]
             if li == layer_index:
                 lut[value] = scale
-        factor *= lut[layer.long()]
-    return prepared.densities * factor
+        # numpy indexes with the small integer labels directly (torch would widen them to int64).
+        layer_factor = lut[layer]
+        factor = layer_factor if factor is None else factor * layer_factor
+    return prepared.densities * torch.from_numpy(factor)
 
 
 def synthesize(
