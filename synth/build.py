@@ -7,18 +7,12 @@ process, in a process pool, or on a dask.distributed cluster; each case draws it
 numbers from ``np.random.default_rng([seed, stable_hash(case_id)])``, so a seed gives
 the same files whatever the workers and their order.
 
-The on-disk format is described in ``docs/dataset_format.md``; in short::
-
-    OUT/                         (or OUT/<group>/ with one data set per group)
-      dataset.json               nnU-Net fields + "multilabel", "structures", build settings
-      imagesTr/<case>_0000.nii.gz   channel 0 (coronal: mean HU; xray: [0, 1])
-      imagesTr/<case>_0001.nii.gz   channel 1 (coronal only: max HU)
-      labelsTr/<case>.nii.gz     uint8 (x=W, y=H, z=1, t=K): one binary layer per structure
-      cases/<case>.json          provenance of one case; written last: the case is complete
-      cases.jsonl                all case records, rewritten at the end of every build
+Cases are written in the on-disk format of :mod:`ts2d_xray.dataset` (described in
+``docs/dataset_format.md``), which also reads them back for training.
 
 Images and masks follow the radiograph display convention (patient's right on the image
-left, head up; see :mod:`ts2d_xray.image`).
+left, head up; see :mod:`ts2d_xray.image`).  This module holds what is particular to
+building: subjects, jobs, sampling, runners (serial, process pool, dask) and resume.
 
 Example:
     >>> from synth.build import BuildOptions, SampleSpec, build
@@ -35,20 +29,20 @@ import json
 import logging
 import os
 import re
-import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from os import PathLike
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Literal, Mapping, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
 from ts2d_xray import labels as catalog
+from ts2d_xray.dataset import CHANNELS, DISPLAY, FORMAT_VERSION, KINDS, Kind, finalize, is_complete, write_case
 from ts2d_xray.errors import InputError
-from ts2d_xray.image import Image2D, Masks, Plane
+from ts2d_xray.image import Image2D, Masks
 from ts2d_xray.projection import DEFAULT_SPACING_MM
 
 __all__ = [
@@ -57,42 +51,22 @@ __all__ = [
     "BuildReport",
     "CaseJob",
     "CaseResult",
-    "DISPLAY",
-    "FORMAT_VERSION",
-    "KINDS",
     "SampleSpec",
     "Subject",
     "build",
     "build_case",
     "case_rng",
     "find_subjects",
-    "iter_cases",
-    "read_case",
     "stable_hash",
     "structures_of",
 ]
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["coronal", "xray"]
-KINDS: tuple[str, ...] = ("coronal", "xray")
 #: ``--groups`` value for one data set holding every group's structures.
 ALL_GROUPS = "all"
-#: Version of the on-disk format written here (``dataset.json["format_version"]``).
-FORMAT_VERSION = 1
-#: Display convention of every image and mask written (patient's right on the image left).
-DISPLAY = "radiograph"
 #: Projection mode of coronal cases: TS2D's raw-HU projection (see ts2d_xray.projection).
 CORONAL_MODE = "ts2d"
-FILE_ENDING = ".nii.gz"
-#: Channel names per kind, in file order (_0000, _0001).
-CHANNELS = {"coronal": ("mean", "max"), "xray": ("xray",)}
-#: nnU-Net channel names: they pick its normalisation ("CT": global HU percentiles;
-#: "zscore": per image, nnU-Net's choice for radiographs).
-NNUNET_CHANNEL_NAMES = {"coronal": ("CT", "CT"), "xray": ("zscore",)}
-LABEL_LAYOUT = "uint8 NIfTI (x = columns W, y = rows H, z = 1, t = structure index K); 1 = inside"
-_PARTIAL = ".partial"  # per-data-set folder of cases being written
-_CASES = "cases"  # per-case records: the completion markers
 _SUBJECT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -467,128 +441,14 @@ def _record(job: CaseJob, target: _Target, sample: _Sample, masks: Masks) -> dic
 
 
 def _write_case(job: CaseJob, target: _Target, sample: _Sample) -> None:
-    """Write one case into a temporary folder, then move its files into place.
-
-    Files move in a fixed order (images, label, then the case record), so a record in
-    ``cases/`` means every file of the case is in place, even if a build is killed.
-    """
-    from ts2d_xray.io import write_image2d, write_masks
-
+    """Write one case into one data set (see :func:`ts2d_xray.dataset.write_case`)."""
     masks = _arrange(sample.masks, target.structures)
-    temp = target.folder / _PARTIAL / f"{job.case_id}-{uuid.uuid4().hex[:8]}"
-    try:
-        files = []  # in the order they move into place
-        for c, name in enumerate(sample.image.channels):
-            one = Image2D(sample.image.array[c : c + 1], sample.image.plane, (name,), sample.image.meta)
-            image = write_image2d(one, temp / "imagesTr" / _image_name(job.case_id, c))
-            files += [image, _sidecar(image)]
-        label = write_masks(masks, temp / "labelsTr" / f"{job.case_id}{FILE_ENDING}")
-        files += [_sidecar(label), label]
-        record = temp / _CASES / f"{job.case_id}.json"
-        record.parent.mkdir()
-        record.write_text(json.dumps(_record(job, target, sample, masks), indent=1, default=_plain))
-        files.append(record)
-        for path in files:
-            dest = target.folder / path.relative_to(temp)
-            dest.parent.mkdir(exist_ok=True)
-            os.replace(path, dest)
-    finally:
-        shutil.rmtree(temp, ignore_errors=True)
-
-
-def _plain(value):
-    """JSON for numpy values and read-only mappings in sampled parameters."""
-    if isinstance(value, Mapping):
-        return dict(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"parameter of type {type(value).__name__} is not JSON-serialisable: {value!r}")
-
-
-def _image_name(case_id: str, channel: int) -> str:
-    return f"{case_id}_{channel:04d}{FILE_ENDING}"
-
-
-def _sidecar(path: Path) -> Path:
-    """The JSON that write_image2d/write_masks put beside a ``.nii.gz``."""
-    return path.with_name(path.name[: -len(FILE_ENDING)] + ".json")
-
-
-# --- data set files ---------------------------------------------------------------
-def _case_files(target: _Target, case_id: str, n_channels: int) -> list[Path]:
-    """Every file of a complete case, the record last."""
-    images = [target.folder / "imagesTr" / _image_name(case_id, c) for c in range(n_channels)]
-    label = target.folder / "labelsTr" / f"{case_id}{FILE_ENDING}"
-    return images + [*map(_sidecar, images), label, _sidecar(label), target.folder / _CASES / f"{case_id}.json"]
-
-
-def _is_complete(target: _Target, case_id: str, n_channels: int) -> bool:
-    return all(p.is_file() for p in _case_files(target, case_id, n_channels))
-
-
-def _case_ids_on_disk(target: _Target) -> set[str]:
-    """Case ids of every case file in a data set, complete or not."""
-    ids = set()
-    for folder, pattern in (("imagesTr", r"(.+)_\d{4}\.(nii\.gz|json)"), ("labelsTr", r"(.+)\.(nii\.gz|json)"),
-                            (_CASES, r"(.+)\.json")):
-        if (target.folder / folder).is_dir():
-            for p in (target.folder / folder).iterdir():
-                if m := re.fullmatch(pattern, p.name):
-                    ids.add(m.group(1))
-    return ids
-
-
-def _dataset_json(target: _Target, spec: SampleSpec, records: list[dict]) -> dict:
-    names = target.structures
-    empty = [n for n in names if records and all(n in r["empty_structures"] for r in records)]
-    return {
-        "channel_names": {str(c): n for c, n in enumerate(NNUNET_CHANNEL_NAMES[spec.kind])},
-        "labels": {"background": 0, **{n: k + 1 for k, n in enumerate(names)}},
-        "numTraining": len(records),
-        "file_ending": FILE_ENDING,
-        "name": target.folder.name,
-        "description": f"ts2d-xray synth build: {spec.kind} images with multi-label masks "
-                       "(see docs/dataset_format.md)",
-        "multilabel": True,
-        "structures": list(names),
-        "format_version": FORMAT_VERSION,
-        "label_layout": LABEL_LAYOUT,
-        "channels": list(spec.channels),
-        "display": DISPLAY,
-        "groups": list(target.groups),
-        **spec.settings(),
-        "cases_file": "cases.jsonl",
-        "empty_structures": empty,
-    }
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    temp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
-    temp.write_text(text)
-    os.replace(temp, path)
+    write_case(target.folder, job.case_id, sample.image, masks, _record(job, target, sample, masks))
 
 
 def _finalize(target: _Target, spec: SampleSpec) -> int:
-    """Make a data set's files agree with its complete cases; return how many.
-
-    Removes the files of incomplete cases (left by a killed build), then rewrites
-    ``cases.jsonl`` and ``dataset.json`` from the case records.
-    """
-    n_channels = len(spec.channels)
-    complete = []
-    for case_id in sorted(_case_ids_on_disk(target)):
-        if _is_complete(target, case_id, n_channels):
-            complete.append(case_id)
-        else:
-            log.info("%s: removing the files of incomplete case %s", target.folder, case_id)
-            for p in _case_files(target, case_id, n_channels):
-                p.unlink(missing_ok=True)
-    records = [json.loads((target.folder / _CASES / f"{c}.json").read_text()) for c in complete]
-    _write_atomic(target.folder / "cases.jsonl", "".join(json.dumps(r) + "\n" for r in records))
-    _write_atomic(target.folder / "dataset.json", json.dumps(_dataset_json(target, spec, records), indent=1))
-    return len(records)
+    """Clean up and rewrite a data set's lists (see :func:`ts2d_xray.dataset.finalize`)."""
+    return finalize(target.folder, target.structures, target.groups, spec.settings())
 
 
 def _check_target(target: _Target, spec: SampleSpec) -> None:
@@ -723,17 +583,16 @@ def build(source: str | PathLike, out: str | PathLike, options: BuildOptions = B
     with _runner(options) as run:
         for target in targets:
             target.folder.mkdir(parents=True, exist_ok=True)
-            # Leftovers of a killed build; one build per output folder at a time.
-            shutil.rmtree(target.folder / _PARTIAL, ignore_errors=True)
+            # Clear what a killed build left (.partial/, incomplete cases); one build per
+            # output folder at a time.
             _finalize(target, options.spec)
-        skipped = {j.case_id for j in jobs if all(_is_complete(t, j.case_id, n_channels) for t in targets)}
+        skipped = {j.case_id for j in jobs if all(is_complete(t.folder, j.case_id, n_channels) for t in targets)}
         todo = [j for j in jobs if j.case_id not in skipped]
         try:
             done, failed = _run_all(run, todo, len(jobs), len(skipped), options.progress)
         finally:
             _load.cache_clear()  # in-process builds: do not keep the last CT in memory
     for target in targets:
-        shutil.rmtree(target.folder / _PARTIAL, ignore_errors=True)
         _finalize(target, options.spec)
     return BuildReport(tuple(t.folder for t in targets), tuple(sorted(done)), tuple(sorted(skipped)),
                        tuple(sorted(failed)))
@@ -752,36 +611,3 @@ def _run_all(run: Runner, todo: Sequence[CaseJob], total: int, skipped: int, pro
                 log.error("%s: %s", result.case_id, result.message)
             bar.update(1)
     return done, failed
-
-
-# --- reading ----------------------------------------------------------------------
-def read_case(dataset: str | PathLike, case_id: str) -> tuple[Image2D, Masks]:
-    """Read one case of a data set written by :func:`build`.
-
-    Returns:
-        The image ``(C, H, W)`` float32 (coronal: mean and max HU; xray: [0, 1]) and
-        the masks ``(K, H, W)`` bool in ``dataset.json["structures"]`` order, both on
-        the plane recorded beside the label file (LPS mm, radiograph display).
-    """
-    import nibabel as nib
-
-    dataset = Path(dataset)
-    meta = json.loads((dataset / "dataset.json").read_text())
-    label = dataset / "labelsTr" / f"{case_id}{FILE_ENDING}"
-    geometry = json.loads(_sidecar(label).read_text())
-    plane = Plane(tuple(geometry["shape_hw"]), tuple(geometry["spacing_mm"]), tuple(geometry["col_dir_lps"]),
-                  tuple(geometry["row_dir_lps"]),
-                  None if geometry["origin_lps_mm"] is None else tuple(geometry["origin_lps_mm"]))
-    # Files hold (x = W, y = H, z = 1, t); arrays are (t, H, W).
-    masks = np.asarray(nib.load(label).dataobj)[:, :, 0, :].transpose(2, 1, 0) != 0
-    channels = [np.asarray(nib.load(dataset / "imagesTr" / _image_name(case_id, c)).dataobj, dtype=np.float32)
-                for c in range(len(meta["channels"]))]
-    image = np.stack([c.reshape(c.shape[0], c.shape[1]).T for c in channels])
-    return (Image2D(image, plane, tuple(meta["channels"]), {"source": str(dataset), "case": case_id}),
-            Masks(masks, tuple(meta["structures"]), plane))
-
-
-def iter_cases(dataset: str | PathLike) -> Iterable[dict]:
-    """The case records of a data set (``cases.jsonl``), in case id order."""
-    with open(Path(dataset) / "cases.jsonl") as f:
-        yield from (json.loads(line) for line in f if line.strip())

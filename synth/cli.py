@@ -158,8 +158,9 @@ def _write_drrs(args) -> int:
     import shutil
     import uuid
 
-    from .build import _plain, case_rng  # same package: numpy values in params -> JSON
+    from .build import case_rng
     from .drr import prepare, synthesize
+    from ts2d_xray.dataset import json_default  # numpy values in params -> JSON
     from ts2d_xray.io import read_ct, read_labels, write_image2d, write_masks, write_preview
 
     ct = read_ct(args.ct)
@@ -182,7 +183,7 @@ def _write_drrs(args) -> int:
             params.append({"image": f"{name}.nii.gz", "params": sample.params})
         (temp / "params.json").write_text(json.dumps(
             {"ct": str(args.ct), "labels": None if args.labels is None else str(args.labels),
-             "preset": args.preset, "seed": args.seed, "samples": params}, indent=1, default=_plain))
+             "preset": args.preset, "seed": args.seed, "samples": params}, indent=1, default=json_default))
         if out.exists():
             out.rmdir()  # empty (checked); renaming onto a folder is not portable
         os.replace(temp, out)

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from synth import build as sb
-from synth.build import BuildOptions, SampleSpec, build, read_case
+from synth.build import BuildOptions, SampleSpec, build
 from ts2d_xray import labels as catalog
+from ts2d_xray.dataset import iter_cases, read_case
 from ts2d_xray.cli import main
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -119,7 +120,7 @@ def test_images_read_as_2d_cases_by_simpleitk(built):
 
 def test_empty_and_unlabelled_structures_are_recorded(built):
     meta = json.loads((built / "dataset.json").read_text())
-    records = {r["case"]: r for r in sb.iter_cases(built)}
+    records = {r["case"]: r for r in iter_cases(built)}
     assert set(records) == {"s1_000", "s2_000"}
     crop = records["s2_000"]
     # The crop labels only aorta and T12: everything else is empty *and* unlabelled.
@@ -344,7 +345,7 @@ def test_xray_build_writes_radiographs_with_masks(xray_built):
     assert image.array.shape == (1, 64, 64) and masks.array.shape == (117, 64, 64)
     assert 0.0 <= image.array.min() and image.array.max() <= 1.0 and image.array.std() > 0.01
     assert masks.mask("liver").any() and masks.mask("lungs").any()
-    records = {r["case"]: r for r in sb.iter_cases(xray_built)}
+    records = {r["case"]: r for r in iter_cases(xray_built)}
     assert records["s1_000"]["params"] != records["s1_001"]["params"]  # two draws of one CT
     assert records["s1_000"]["shape"] == [64, 64] and len(records["s1_000"]["spacing_mm"]) == 2
 
