@@ -129,8 +129,7 @@ def _run_build(args) -> int:
 
 
 #: Coarse structures drawn in ``synth drr`` previews (every structure goes to the .seg.nrrd).
-PREVIEW_STRUCTURES = ("lung_right", "lung_left", "heart", "aorta", "liver", "spleen", "stomach", "kidneys",
-                      "spine", "clavicles")
+
 
 
 def _run_drr(args) -> int:
@@ -159,9 +158,9 @@ def _write_drrs(args) -> int:
     import uuid
 
     from .build import case_rng
-    from .drr import prepare, synthesize
+    from .drr import prepare, save_sample, synthesize
     from ts2d_xray.dataset import json_default  # numpy values in params -> JSON
-    from ts2d_xray.io import read_ct, read_labels, write_image2d, write_masks, write_preview
+    from ts2d_xray.io import read_ct, read_labels
 
     ct = read_ct(args.ct)
     labels = None if args.labels is None else read_labels(args.labels, classmap=args.classmap, reference=ct)
@@ -174,12 +173,7 @@ def _write_drrs(args) -> int:
         for i in range(args.n):
             name = f"drr_{i:03d}"
             sample = synthesize(prepared, preset=args.preset, rng=case_rng(args.seed, name), shape=args.shape)
-            write_image2d(sample.image, temp / f"{name}.nii.gz")
-            masks = None
-            if labels is not None:
-                masks = sample.masks.to_v2()
-                write_masks(masks, temp / f"{name}.seg.nrrd")
-            write_preview(sample.image, temp / f"{name}.png", _preview_masks(masks))
+            save_sample(sample, temp, name)
             params.append({"image": f"{name}.nii.gz", "params": sample.params})
         (temp / "params.json").write_text(json.dumps(
             {"ct": str(args.ct), "labels": None if args.labels is None else str(args.labels),
@@ -191,13 +185,3 @@ def _write_drrs(args) -> int:
         shutil.rmtree(temp, ignore_errors=True)
         raise
     return sum(1 for _ in out.iterdir())
-
-
-def _preview_masks(masks):
-    """The coarse preview structures that ``masks`` has, or None."""
-    if masks is None:
-        return None
-    from ts2d_xray.labels import expand
-
-    shown = [n for n in PREVIEW_STRUCTURES if any(m in masks.names for m in expand(n))]
-    return masks.select(shown) if shown else None

@@ -15,6 +15,7 @@ through the isocentre, so ``plane.spacing`` is the pixel size at the patient and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -27,7 +28,7 @@ from .geometry import View, detector_rays, view_plane, volume_center
 from .presets import Preset, load_preset
 from .render import Renderer, label_masks, render
 
-__all__ = ["Prepared", "Sample", "prepare", "synthesize"]
+__all__ = ["Prepared", "Sample", "prepare", "save_sample", "synthesize"]
 
 
 @dataclass(frozen=True)
@@ -165,3 +166,23 @@ def synthesize(
     }
     meta = {"source": prepared.ct.source, "kind": "synthetic radiograph", **params}
     return Sample(Image2D(image[None].astype(np.float32), plane, ("xray",), meta), masks, view, params)
+
+
+def save_sample(sample: Sample, folder: Path, name: str) -> list[Path]:
+    """Write a sample as ``<name>.nii.gz`` (image), ``<name>.seg.nrrd`` (masks, v2 names,
+    when present) and ``<name>.png`` (preview with :data:`~ts2d_xray.labels.PREVIEW_STRUCTURES`).
+
+    Each file is written atomically; existing files of the same name are replaced.
+    """
+    from ts2d_xray.io import write_image2d, write_masks, write_preview
+    from ts2d_xray.labels import preview_subset
+
+    written = [write_image2d(sample.image, folder / f"{name}.nii.gz")]
+    shown = None
+    if sample.masks is not None:
+        masks = sample.masks.to_v2()
+        written.append(write_masks(masks, folder / f"{name}.seg.nrrd"))
+        subset = preview_subset(masks.names)
+        shown = masks.select(subset) if subset else None
+    written.append(write_preview(sample.image, folder / f"{name}.png", shown))
+    return written

