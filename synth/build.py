@@ -278,7 +278,10 @@ def find_subjects(source: str | PathLike) -> list[Subject]:
 
 
 def _folder_subjects(folder: Path) -> list[Subject]:
-    subjects = [Subject(d.name, d / "ct.nii.gz", d) for d in folder.iterdir() if (d / "ct.nii.gz").is_file()]
+    # Labels are required: a subject without segmentations/ fails as a case, naming the
+    # missing folder, while the other subjects are built.
+    subjects = [Subject(d.name, d / "ct.nii.gz", d / "segmentations")
+                for d in folder.iterdir() if (d / "ct.nii.gz").is_file()]
     if not subjects:
         hint = " (this looks like one subject; give the folder above it)" if (folder / "ct.nii.gz").exists() else ""
         raise InputError(folder, f"no subjects: expected <subject>/ct.nii.gz with <subject>/segmentations/{hint}")

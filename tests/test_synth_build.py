@@ -264,6 +264,18 @@ def test_a_corrupted_subject_fails_alone(tmp_path, capsys):
     assert not any("bad_000" in name for name in _all_files(out))
 
 
+def test_a_subject_without_labels_fails_alone(tmp_path, capsys):
+    source = tmp_path / "subjects"
+    _aorta(source, "good")
+    unlabelled = _aorta(source, "nolabels")
+    shutil.rmtree(unlabelled / "segmentations")
+    out = tmp_path / "out"
+    assert main(["synth", "build", str(source), "-o", str(out), "--kind", "coronal"]) == 1
+    err = capsys.readouterr().err
+    assert "failed: nolabels_000:" in err and "segmentations: no such file or folder" in err
+    assert json.loads((out / "dataset.json").read_text())["numTraining"] == 1
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
