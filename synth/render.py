@@ -21,7 +21,6 @@ tensors ``(C, z, y, x)`` in SimpleITK array order on a :class:`~ts2d_xray.image.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 

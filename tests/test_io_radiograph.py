@@ -11,7 +11,6 @@ import pytest
 
 from ts2d_xray.errors import InputError
 from ts2d_xray.io.radiograph import (
-    FALLBACK_FIELD_OF_VIEW_MM,
     read_image2d,
     read_projection,
     read_radiograph,

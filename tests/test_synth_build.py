@@ -14,6 +14,7 @@ import pytest
 
 from synth import build as sb
 from synth.build import BuildOptions, SampleSpec, build
+from synth.subjects import find_subjects
 from ts2d_xray import labels as catalog
 from ts2d_xray.dataset import iter_cases, read_case
 from ts2d_xray.cli import main
@@ -329,10 +330,10 @@ def test_list_file_errors_name_the_line(tmp_path):
     listing = tmp_path / "cts.txt"
     listing.write_text("a/ct.nii.gz,a\nonly_one_field\n")
     with pytest.raises(ValueError, match=r"cts.txt: line 2: expected ct_path,labels_path\[,classmap\]"):
-        sb.find_subjects(listing)
+        find_subjects(listing)
     listing.write_text("x/ct.nii.gz,x\ny/x.nii.gz,y\n")
     with pytest.raises(ValueError, match="subject ids must be unique, repeated: x"):
-        sb.find_subjects(listing)
+        find_subjects(listing)
 
 
 # --- synthetic radiographs (synth.drr) ----------------------------------------------

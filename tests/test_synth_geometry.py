@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import centroid
-from ts2d_xray.image import Grid, LabelMap
+from ts2d_xray.image import Grid
 from ts2d_xray.projection import project_labels
 from synth.render import label_masks, render
 from synth.geometry import View, ViewRanges, detector_rays, view_plane, volume_center
