@@ -57,7 +57,7 @@ import numpy as np
 
 from .errors import InputError
 from .image import Image2D, Masks, Plane
-from .io.writers import _sidecar  # the JSON that write_image2d/write_masks put beside a file
+from .io._files import sidecar_path  # the JSON that write_image2d/write_masks put beside a file
 
 __all__ = [
     "CHANNELS",
@@ -124,7 +124,7 @@ def case_files(root: str | PathLike, case_id: str, n_channels: int) -> list[Path
     root = Path(root)
     images = [root / _IMAGES / image_name(case_id, c) for c in range(n_channels)]
     label = root / _LABELS / label_name(case_id)
-    return images + [*map(_sidecar, images), label, _sidecar(label), root / _RECORDS / f"{case_id}.json"]
+    return images + [*map(sidecar_path, images), label, sidecar_path(label), root / _RECORDS / f"{case_id}.json"]
 
 
 def is_complete(root: str | PathLike, case_id: str, n_channels: int) -> bool:
@@ -221,9 +221,9 @@ def write_case(root: str | PathLike, case_id: str, image: Image2D, masks: Masks,
         for c, name in enumerate(image.channels):
             one = Image2D(image.array[c : c + 1], image.plane, (name,), image.meta)
             written = write_image2d(one, temp / _IMAGES / image_name(case_id, c))
-            files += [written, _sidecar(written)]
+            files += [written, sidecar_path(written)]
         label = write_masks(masks, temp / _LABELS / label_name(case_id))
-        files += [_sidecar(label), label]
+        files += [sidecar_path(label), label]
         record_path = temp / _RECORDS / f"{case_id}.json"
         record_path.parent.mkdir()
         record_path.write_text(json.dumps(record, indent=1, default=json_default))
@@ -403,14 +403,14 @@ def validate_case(dataset: Dataset, case_id: str) -> None:
             raise InputError(label_path, f"label shape (x = W, y = H) = {shape[:2]} does not match the image "
                                          f"{image_name(case_id, c)} of shape {image_shape}")
     try:
-        sidecar = json.loads(_sidecar(label_path).read_text())
+        sidecar = json.loads(sidecar_path(label_path).read_text())
     except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise InputError(_sidecar(label_path), f"cannot read it as JSON ({err})") from None
+        raise InputError(sidecar_path(label_path), f"cannot read it as JSON ({err})") from None
     names = tuple(s.get("name") for s in sidecar.get("structures", ()))
     if names != structures:
-        raise InputError(_sidecar(label_path), "the label sidecar lists other structures than dataset.json")
+        raise InputError(sidecar_path(label_path), "the label sidecar lists other structures than dataset.json")
     if tuple(sidecar.get("shape_hw", ())) != (shape[1], shape[0]):
-        raise InputError(_sidecar(label_path), f"shape_hw {sidecar.get('shape_hw')} does not match the label "
+        raise InputError(sidecar_path(label_path), f"shape_hw {sidecar.get('shape_hw')} does not match the label "
                                                f"(H, W) = {(shape[1], shape[0])}")
     try:
         data = np.asarray(label.dataobj)
@@ -456,7 +456,7 @@ def _read_case(root: Path, meta: Mapping[str, Any], case_id: str) -> tuple[Image
     import nibabel as nib
 
     label = root / _LABELS / label_name(case_id)
-    geometry = json.loads(_sidecar(label).read_text())
+    geometry = json.loads(sidecar_path(label).read_text())
     plane = Plane(tuple(geometry["shape_hw"]), tuple(geometry["spacing_mm"]), tuple(geometry["col_dir_lps"]),
                   tuple(geometry["row_dir_lps"]),
                   None if geometry["origin_lps_mm"] is None else tuple(geometry["origin_lps_mm"]))

@@ -14,6 +14,11 @@ def format_suffix(path: Path) -> str:
     return next((s for s in MULTI_PART_SUFFIXES if name.endswith(s)), path.suffix.lower())
 
 
+def sidecar_path(path: Path) -> Path:
+    """The JSON sidecar beside an image or mask file: ``<name>.json`` for ``<name>.nii.gz``."""
+    return path.with_name(path.name[: len(path.name) - len(format_suffix(path))] + ".json")
+
+
 def brief(err: BaseException) -> str:
     """One line for an error message from a library exception.
 

@@ -42,7 +42,7 @@ import numpy as np
 from .. import labels
 from ..errors import InputError
 from ..image import Image2D, Masks, Plane
-from ._files import format_suffix
+from ._files import format_suffix, sidecar_path
 
 __all__ = ["read_masks", "read_segment_colors", "write_image2d", "write_masks"]
 
@@ -61,11 +61,6 @@ FALLBACK_COLORS: tuple[tuple[int, int, int], ...] = (
 _MASK_FORMATS = (".seg.nrrd", ".nii", ".nii.gz", "a folder path without suffix")
 _IMAGE_FORMATS = (".nrrd", ".nii", ".nii.gz", ".png")
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-
-
-def _sidecar(path: Path) -> Path:
-    """``<name>.json`` beside ``<name>.nii[.gz]``."""
-    return path.with_name(path.name[: len(path.name) - len(format_suffix(path))] + ".json")
 
 
 def _ijk_to_lps(plane: Plane) -> np.ndarray:
@@ -138,7 +133,7 @@ def _write_nifti(data: np.ndarray, plane: Plane, path: Path, meta: dict) -> None
         import nibabel as nib
     except ImportError:
         nib = None
-    with _atomic(path, _sidecar(path)) as (temp, temp_json):
+    with _atomic(path, sidecar_path(path)) as (temp, temp_json):
         if nib is not None:
             affine = _LPS_TO_RAS @ m  # NIfTI stores RAS
             image = nib.Nifti1Image(data, affine)
