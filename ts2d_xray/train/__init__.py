@@ -1,0 +1,49 @@
+"""Training of multi-label 2D segmentation models, in nnU-Net v2's formats.
+
+One sigmoid output per structure (structures overlap in projections), nnU-Net's
+Dice + BCE loss with deep supervision, its 2D augmentation without mirroring, its
+optimiser and schedule; plans, checkpoints and folders in nnU-Net's layout::
+
+    MODEL_DIR/Ts2dMultiLabelTrainer__<plans>__2d/{plans.json, dataset.json, fold_N/checkpoint_final.pth}
+
+Modules: :mod:`.config` (presets ``tiny`` and ``default``), :mod:`.plans` (planning,
+``plans.json``), :mod:`.data` (reading, resampling, normalisation), :mod:`.augment`,
+:mod:`.sampling` (batches), :mod:`.loss`, :mod:`.validation`, :mod:`.splits`,
+:mod:`.checkpoint`, :mod:`.options`, :mod:`.trainer`.
+
+Example:
+    >>> from ts2d_xray.train import TrainOptions, train
+    >>> result = train("Dataset501_Coronal/organs", "models", "tiny", TrainOptions(device="cpu"))  # doctest: +SKIP
+    >>> result.final_checkpoint  # doctest: +SKIP
+    PosixPath('models/Ts2dMultiLabelTrainer__ts2dPlansTiny__2d/fold_0/checkpoint_final.pth')
+"""
+
+from .augment import Augmentation, NnUNetAugmentation
+from .checkpoint import load_checkpoint, load_trained_network, load_weights
+from .config import CONFIGS, TrainConfig, get_config
+from .data import preprocess_image
+from .plans import TRAINER_NAME, build_network, trainer_folder
+from .options import TrainOptions, TrainResult, resolve_device
+from .trainer import Trainer, train
+from .validation import predict_logits
+
+__all__ = [
+    "CONFIGS",
+    "TRAINER_NAME",
+    "Augmentation",
+    "NnUNetAugmentation",
+    "TrainConfig",
+    "TrainOptions",
+    "TrainResult",
+    "Trainer",
+    "build_network",
+    "get_config",
+    "load_checkpoint",
+    "load_trained_network",
+    "load_weights",
+    "predict_logits",
+    "preprocess_image",
+    "resolve_device",
+    "train",
+    "trainer_folder",
+]

@@ -1,0 +1,113 @@
+"""Augmentation of training patches: nnU-Net's 2D pipeline, without mirroring.
+
+An augmentation is any callable ``aug(image, masks) -> (image, masks)`` on torch tensors
+``image (C, h, w)`` float32 and ``masks (K, h, w)`` uint8 (1 = inside).  It receives
+crops of ``aug.input_size`` pixels (its attribute; the patch size if it has none) and
+returns the network's patch size.  The trainer takes one as a parameter, so other
+image kinds (radiographs) can bring their own.
+
+:class:`NnUNetAugmentation` is the default: the transforms of nnU-Net v2's
+``nnUNetTrainer.get_training_transforms`` (batchgeneratorsv2), with their probabilities,
+except:
+
+* no mirroring: a flip would swap left and right structures;
+* rotations of ±``rotation_deg`` only (10° by default), since images are upright;
+* masks are resampled as fractions and thresholded at 0.5 (one pass for all K
+  structures; for a binary mask this is the label vote nnU-Net takes).
+
+Random numbers come from numpy's and torch's global generators, as in
+batchgeneratorsv2; the sampler seeds them per batch.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol, Sequence
+
+import numpy as np
+
+__all__ = ["Augmentation", "NnUNetAugmentation"]
+
+
+class Augmentation(Protocol):
+    """What the trainer needs of an augmentation (``input_size`` is optional)."""
+
+    input_size: tuple[int, int]
+
+    def __call__(self, image, masks):  # (C, h, w) float32, (K, h, w) uint8 -> same at patch size
+        ...
+
+
+class NnUNetAugmentation:
+    """nnU-Net's 2D training transforms without mirroring, for multi-label masks.
+
+    Args:
+        patch_size: Output ``(H, W)`` in pixels.
+        rotation_deg: Rotation range, ± degrees (probability 0.2, as nnU-Net).
+        scaling: Zoom range (probability 0.2; > 1 shrinks the anatomy, as nnU-Net).
+
+    Attributes:
+        input_size: ``(h, w)`` of the crops to pass in: the patch grown so that rotated
+            and zoomed patches stay filled (nnU-Net's ``get_patch_size``).
+    """
+
+    def __init__(self, patch_size: Sequence[int], rotation_deg: float = 10.0,
+                 scaling: tuple[float, float] = (0.7, 1.4)):
+        from batchgeneratorsv2.transforms.intensity.brightness import MultiplicativeBrightnessTransform
+        from batchgeneratorsv2.transforms.intensity.contrast import BGContrast, ContrastTransform
+        from batchgeneratorsv2.transforms.intensity.gamma import GammaTransform
+        from batchgeneratorsv2.transforms.intensity.gaussian_noise import GaussianNoiseTransform
+        from batchgeneratorsv2.transforms.noise.gaussian_blur import GaussianBlurTransform
+        from batchgeneratorsv2.transforms.spatial.low_resolution import SimulateLowResolutionTransform
+        from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
+        from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
+        from batchgeneratorsv2.transforms.utils.random import RandomTransform
+        from nnunetv2.training.data_augmentation.compute_initial_patch_size import get_patch_size
+
+        self.patch_size = tuple(int(p) for p in patch_size)
+        rotation = (-math.radians(rotation_deg), math.radians(rotation_deg))
+        # nnU-Net grows the sampled patch for its rotation range and a zoom of 0.85-1.25.
+        self.input_size = tuple(int(s) for s in get_patch_size(self.patch_size, rotation, rotation, rotation,
+                                                                (0.85, 1.25)))
+        self.transforms = ComposeTransforms([
+            SpatialTransform(self.patch_size, patch_center_dist_from_border=0, random_crop=False, p_elastic_deform=0,
+                             p_rotation=0.2, rotation=rotation, p_scaling=0.2, scaling=tuple(scaling),
+                             p_synchronize_scaling_across_axes=1, bg_style_seg_sampling=False),
+            RandomTransform(GaussianNoiseTransform(noise_variance=(0, 0.1), p_per_channel=1,
+                                                   synchronize_channels=True), apply_probability=0.1),
+            RandomTransform(GaussianBlurTransform(blur_sigma=(0.5, 1.), synchronize_channels=False,
+                                                  synchronize_axes=False, p_per_channel=0.5, benchmark=True),
+                            apply_probability=0.2),
+            RandomTransform(MultiplicativeBrightnessTransform(multiplier_range=BGContrast((0.75, 1.25)),
+                                                              synchronize_channels=False, p_per_channel=1),
+                            apply_probability=0.15),
+            RandomTransform(ContrastTransform(contrast_range=BGContrast((0.75, 1.25)), preserve_range=True,
+                                              synchronize_channels=False, p_per_channel=1), apply_probability=0.15),
+            RandomTransform(SimulateLowResolutionTransform(scale=(0.5, 1), synchronize_channels=False,
+                                                           synchronize_axes=True, ignore_axes=None,
+                                                           allowed_channels=None, p_per_channel=0.5),
+                            apply_probability=0.25),
+            RandomTransform(GammaTransform(gamma=BGContrast((0.7, 1.5)), p_invert_image=1, synchronize_channels=False,
+                                           p_per_channel=1, p_retain_stats=1), apply_probability=0.1),
+            RandomTransform(GammaTransform(gamma=BGContrast((0.7, 1.5)), p_invert_image=0, synchronize_channels=False,
+                                           p_per_channel=1, p_retain_stats=1), apply_probability=0.3),
+        ])
+
+    def __call__(self, image, masks):
+        """Augment one patch: ``image (C, h, w)`` float32, ``masks (K, h, w)`` uint8 -> patch size."""
+        # The masks ride along as a regression target: resampled bilinearly (zeros outside
+        # the image, i.e. background, as nnU-Net pads), then thresholded.
+        out = self.transforms(image=image, regression_target=masks.float())
+        return out["image"], (out["regression_target"] >= 0.5).to(masks.dtype)
+
+    def __repr__(self):
+        return f"NnUNetAugmentation(patch_size={self.patch_size}, input_size={self.input_size})"
+
+
+def input_size_of(augmentation, patch_size: Sequence[int]) -> tuple[int, int]:
+    """The crop size an augmentation takes: its ``input_size``, else the patch size."""
+    size = getattr(augmentation, "input_size", None)
+    size = tuple(patch_size) if size is None else tuple(size)
+    if len(size) != 2 or min(size) < 1 or np.any(np.asarray(size) < np.asarray(patch_size)):
+        raise ValueError(f"augmentation input_size must be (h, w) >= the patch size {tuple(patch_size)}, got {size}")
+    return int(size[0]), int(size[1])

@@ -1,0 +1,387 @@
+"""The multi-label trainer: nnU-Net v2's training loop for K sigmoid outputs.
+
+One :class:`Trainer` trains one fold of one configuration into an nnU-Net results
+folder (see :mod:`.checkpoint`).  What it does, per nnU-Net's ``nnUNetTrainer``:
+
+* SGD, Nesterov momentum 0.99, weight decay 3e-5, poly learning rate stepped per epoch,
+  gradient norm clipped at 12; on CUDA, mixed precision with a gradient scaler;
+* deep supervision with nnU-Net's loss weights (:mod:`.loss`); batches of
+  :mod:`.sampling` (a third of each batch centred on a structure);
+* after each epoch, Dice per structure on the validation cases (whole images,
+  sigmoid > 0.5), logged to ``training_log.jsonl``; ``checkpoint_latest.pth`` every
+  ``save_every`` epochs, ``checkpoint_best.pth`` on a better moving-average Dice,
+  ``checkpoint_final.pth`` at the end.
+
+Everything that can be wrong with the input is checked before the first iteration
+(and before anything is written): the split, every case's files and labels, the plans.
+
+Reuse (e.g. for radiographs): pass another data set, ``in_channels``, an
+``augmentation`` and ``initial_weights`` (a state dict or checkpoint).
+
+Example:
+    >>> from ts2d_xray.dataset import load_dataset
+    >>> from ts2d_xray.train import Trainer, TrainOptions, get_config
+    >>> trainer = Trainer("models", load_dataset("Dataset501_Coronal"), get_config("tiny"),  # doctest: +SKIP
+    ...                   TrainOptions(device="cpu", fold=0))
+    >>> result = trainer.fit()  # doctest: +SKIP
+    >>> result.history[-1]["dice"]  # Dice per structure of the last epoch  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict
+from os import PathLike
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
+
+from ..dataset import Dataset, json_default
+from ..errors import InputError
+from . import checkpoint as ckpt
+from .augment import NnUNetAugmentation, input_size_of
+from .config import TrainConfig, get_config
+from .data import RawCase, TrainingCase, check_channels, prepare_case, read_cases
+from .loss import MultiLabelDiceBCELoss, build_loss, deep_supervision_scales
+from .options import TrainOptions, TrainResult, resolve_device
+from .plans import (CONFIGURATION, DATASET_FILE, FINGERPRINT_FILE, PLANS_FILE, TRAINER_NAME, build_network,
+                    check_plans, dataset_fingerprint, plan, read_json, trainer_folder)
+from .sampling import BatchSource, PatchSampler
+from .splits import fold_cases, write_splits
+from .validation import DiceCounts, predict_logits
+
+__all__ = ["LOG_FILE", "Trainer", "train"]
+
+log = logging.getLogger(__name__)
+
+LOG_FILE = "training_log.jsonl"
+#: Poly learning-rate exponent (nnU-Net).
+POLY_EXPONENT = 0.9
+#: Weight of the newest epoch in the moving-average Dice (nnU-Net's ``ema_fg_dice``).
+EMA_WEIGHT = 0.1
+
+
+class Trainer:
+    """Train one fold of one configuration on a data set.
+
+    Args:
+        model_dir: ``MODEL_DIR``; the results go to ``MODEL_DIR/<trainer>__<plans>__2d``.
+        dataset: A data set opened with :func:`ts2d_xray.dataset.load_dataset`.
+        config: A :class:`TrainConfig` or a preset name.
+        options: Device, fold, seed, resume, workers, progress bar.
+        initial_weights: A state dict or checkpoint to start from (matching tensors
+            only, see :func:`ts2d_xray.train.checkpoint.load_weights`); ignored on resume.
+        in_channels: Network inputs; a 1-channel data set is repeated to fill them.
+        augmentation: ``aug(image, masks) -> (image, masks)`` on patches (see
+            :mod:`ts2d_xray.train.augment`); default :class:`NnUNetAugmentation`.
+    """
+
+    def __init__(self, model_dir: str | PathLike, dataset: Dataset, config: TrainConfig | str = "default",
+                 options: TrainOptions = TrainOptions(), *, initial_weights: Mapping[str, Any] | None = None,
+                 in_channels: int | None = None, augmentation: Callable | None = None):
+        self.config = get_config(config) if isinstance(config, str) else config
+        self.options = options
+        self.dataset = dataset
+        self.trainer_dir = trainer_folder(model_dir, self.config)
+        self.fold_dir = self.trainer_dir / f"fold_{options.fold}"
+        self.initial_weights = initial_weights
+        self.in_channels = in_channels
+        self.augmentation = augmentation
+        self.current_epoch = 0
+        self.logging: dict[str, list] = {k: [] for k in (
+            "mean_fg_dice", "ema_fg_dice", "dice_per_class_or_region", "train_losses", "val_losses", "lrs",
+            "epoch_start_timestamps", "epoch_end_timestamps")}
+        self.best_ema: float | None = None
+        self.skipped_weights: tuple[str, ...] = ()
+        self._prepared = False
+
+    # --- setup ----------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Check everything, plan, load the data and build the network (idempotent)."""
+        if self._prepared:
+            return
+        opts, dataset = self.options, self.dataset
+        self.device = resolve_device(opts.device)
+        if not opts.resume and any((self.fold_dir / n).exists() for n in (ckpt.FINAL, ckpt.LATEST)):
+            raise FileExistsError(f"{self.fold_dir} already holds checkpoints; resume to continue it, or "
+                                  "choose another model folder or fold")
+        resume_from = self._checkpoint_to_resume() if opts.resume else None
+        in_channels, channel_source = check_channels(dataset, self.in_channels)
+        train_ids, val_ids, new_split = fold_cases(dataset.case_ids, opts.fold, opts.num_folds, dataset.root,
+                                                   self.trainer_dir)
+        plans_path = self.trainer_dir / PLANS_FILE
+        if plans_path.is_file():  # another fold planned already: every fold shares its plans
+            plans = read_json(plans_path)
+            check_plans(plans, dataset.meta, self.config, plans_path)
+            if (plans["ts2d"]["in_channels"], plans["ts2d"]["channel_source"]) != (in_channels, channel_source):
+                raise InputError(plans_path, "these plans were made for other network inputs; use another model folder")
+            fingerprint = None
+            raw = {c.id: c for c in read_cases(dataset, sorted(set(train_ids) | set(val_ids)))}
+        else:
+            raw = {c.id: c for c in read_cases(dataset)}  # every case: the plans' statistics use them all
+            fingerprint = dataset_fingerprint([c.image.array for c in raw.values()],
+                                              [c.masks.array for c in raw.values()],
+                                              [c.image.plane.spacing for c in raw.values()],
+                                              [c.labelled for c in raw.values()])
+            plans = plan(fingerprint, dataset.meta, self.config, in_channels=in_channels,
+                         channel_source=channel_source)
+            plans = json.loads(json.dumps(plans))  # as plans.json will read back
+        arch = plans["configurations"][CONFIGURATION]["architecture"]["arch_kwargs"]
+        if arch["n_stages"] < 2:
+            raise InputError(dataset.root, f"images of {plans['configurations'][CONFIGURATION]['patch_size']} px at "
+                                           f"{self.config.spacing_mm or 'native'} mm are too small for a U-Net")
+        # Inputs are fine: write the folder (as nnU-Net: plans and dataset.json beside the folds).
+        self.plans = plans
+        self.dataset_json = json.loads(json.dumps(dict(dataset.meta), default=json_default))
+        self.fold_dir.mkdir(parents=True, exist_ok=True)
+        if fingerprint is not None:
+            _write_json(self.trainer_dir / FINGERPRINT_FILE, fingerprint)
+            _write_json(plans_path, plans)
+        _write_json(self.trainer_dir / DATASET_FILE, self.dataset_json)
+        if new_split is not None:
+            write_splits(new_split, dataset.case_ids, opts.num_folds)
+        self._setup_training(raw, train_ids, val_ids)
+        if resume_from is not None:
+            self.load_checkpoint(resume_from)
+        elif self.initial_weights is not None:
+            self.skipped_weights = tuple(ckpt.load_weights(self.network, self.initial_weights))
+            if self.skipped_weights:
+                log.warning("initial_weights: %d tensors of another shape keep their initialisation: %s",
+                            len(self.skipped_weights), ", ".join(self.skipped_weights[:6]))
+        self._prepared = True
+
+    def _checkpoint_to_resume(self) -> Path | None:
+        """The fold's checkpoint with the most epochs (final wins a tie), or None."""
+        found = []
+        for name in (ckpt.FINAL, ckpt.LATEST):
+            path = self.fold_dir / name
+            if path.is_file():
+                found.append((ckpt.load_checkpoint(path)["current_epoch"], name == ckpt.FINAL, path))
+        return max(found)[2] if found else None
+
+    def _setup_training(self, raw: Mapping[str, RawCase], train_ids, val_ids) -> None:
+        cfg, plans = self.config, self.plans
+        configuration = plans["configurations"][CONFIGURATION]
+        self.train_cases: list[TrainingCase] = [prepare_case(raw[c], plans) for c in train_ids]
+        val = list(val_ids)[: cfg.val_max_cases] if cfg.val_max_cases else list(val_ids)
+        self.val_cases: list[TrainingCase] = [prepare_case(raw[c], plans) for c in val]
+        self.structures = tuple(plans["ts2d"]["structures"])
+        strides = configuration["architecture"]["arch_kwargs"]["strides"]
+        self.divisible_by = [int(v) for v in np.prod(np.asarray(strides), axis=0)]
+        self.ds_scales = deep_supervision_scales(strides)
+        # Network: nnU-Net's builder and initialisation, seeded without touching the global generator.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.options.seed)
+            self.network = build_network(plans, deep_supervision=True).to(self.device)
+        self.loss = build_loss(len(self.ds_scales), batch_dice=configuration["batch_dice"])
+        self.val_loss = MultiLabelDiceBCELoss(batch_dice=configuration["batch_dice"])
+        self.optimizer = torch.optim.SGD(self.network.parameters(), cfg.initial_lr, weight_decay=cfg.weight_decay,
+                                         momentum=cfg.momentum, nesterov=True)
+        # nnU-Net's poly schedule, stepped once per epoch: lr = initial_lr * (1 - epoch / epochs) ** 0.9.
+        self.lr_scheduler = PolyLRScheduler(self.optimizer, cfg.initial_lr, cfg.epochs, exponent=POLY_EXPONENT)
+        self.grad_scaler = torch.amp.GradScaler("cuda") if self.device.type == "cuda" else None
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        augmentation = self.augmentation or NnUNetAugmentation(configuration["patch_size"], cfg.rotation_deg,
+                                                               cfg.scaling)
+        masked = any(not c.labelled.all() for c in self.train_cases)
+        self.sampler = PatchSampler(self.train_cases, configuration["patch_size"], configuration["batch_size"],
+                                    augmentation, input_size_of(augmentation, configuration["patch_size"]),
+                                    self.ds_scales, cfg.oversample_foreground, self.options.seed, masked)
+
+    # --- training -------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        """Train until ``config.epochs`` (from the resumed epoch, if any); return the result."""
+        self.prepare()
+        cfg = self.config
+        log.info("training %s fold %s on %s: %d training / %d validation cases, patch %s, batch %d, epochs %d-%d",
+                 self.trainer_dir.name, self.options.fold, self.device, len(self.train_cases), len(self.val_cases),
+                 self.sampler.patch_size, self.sampler.batch_size, self.current_epoch, cfg.epochs - 1)
+        batches = self._batches(self.current_epoch)
+        history = list(_read_log(self.fold_dir / LOG_FILE, self.current_epoch))
+        for epoch in range(self.current_epoch, cfg.epochs):
+            history.append(self._epoch(epoch, batches))
+            if (epoch + 1) % cfg.save_every == 0 or epoch + 1 == cfg.epochs:
+                ckpt.save_checkpoint(self.fold_dir / ckpt.LATEST, self.checkpoint())
+        ckpt.save_checkpoint(self.fold_dir / ckpt.FINAL, self.checkpoint())
+        return TrainResult(self.trainer_dir, self.fold_dir, self.current_epoch, tuple(history), self.skipped_weights)
+
+    def _batches(self, start_epoch: int):
+        """Every remaining batch, in order: made here, or by data-loader workers."""
+        iters = self.config.iterations_per_epoch
+        source = BatchSource(self.sampler, start_epoch * iters, max(0, self.config.epochs - start_epoch) * iters)
+        workers = self.options.num_workers
+        if workers is None:
+            workers = 0 if self.device.type == "cpu" else min(8, max(1, (os.cpu_count() or 2) - 1))
+        if workers == 0:
+            return (source[i] for i in range(len(source)))
+        loader = torch.utils.data.DataLoader(source, batch_size=None, shuffle=False, num_workers=workers,
+                                             pin_memory=self.device.type == "cuda", worker_init_fn=_one_thread,
+                                             prefetch_factor=4)
+        return iter(loader)
+
+    def _epoch(self, epoch: int, batches) -> dict:
+        cfg = self.config
+        started = time.time()
+        self.lr_scheduler.step(epoch)
+        lr = float(self.optimizer.param_groups[0]["lr"])
+        self.network.train()
+        losses = []
+        bar = _progress(cfg.iterations_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", self.options.progress)
+        for _ in range(cfg.iterations_per_epoch):
+            losses.append(self.train_step(next(batches)))
+            bar.update()
+            bar.set_postfix_str(f"loss {np.mean(losses):.4f}")
+        val = self.validate()
+        dice = val["dice"]
+        mean = float(np.nanmean(dice)) if np.isfinite(dice).any() else math.nan
+        self.current_epoch = epoch + 1
+        previous = self.logging["ema_fg_dice"][-1] if self.logging["ema_fg_dice"] else None
+        ema = mean if previous is None or math.isnan(previous) else (
+            previous if math.isnan(mean) else (1 - EMA_WEIGHT) * previous + EMA_WEIGHT * mean)
+        record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val["loss"], "lr": lr,
+                  "mean_dice": mean, "ema_dice": ema, "dice": dict(zip(self.structures, map(float, dice))),
+                  "iterations": cfg.iterations_per_epoch, "seconds": time.time() - started}
+        for key, value in (("mean_fg_dice", mean), ("ema_fg_dice", ema), ("dice_per_class_or_region",
+                           [float(d) for d in dice]), ("train_losses", record["train_loss"]),
+                           ("val_losses", val["loss"]), ("lrs", lr), ("epoch_start_timestamps", started),
+                           ("epoch_end_timestamps", time.time())):
+            self.logging[key].append(value)
+        bar.set_postfix_str(f"loss {record['train_loss']:.4f}, val loss {val['loss']:.4f}, Dice {mean:.3f}")
+        bar.close()
+        with open(self.fold_dir / LOG_FILE, "a") as f:
+            f.write(json.dumps(_nan_to_none(record)) + "\n")
+        log.info("epoch %d: train loss %.4f, val loss %.4f, mean Dice %.3f (%.1f s)", epoch, record["train_loss"],
+                 val["loss"], mean, record["seconds"])
+        if not math.isnan(ema) and (self.best_ema is None or ema > self.best_ema):
+            self.best_ema = ema
+            ckpt.save_checkpoint(self.fold_dir / ckpt.BEST, self.checkpoint())
+        return record
+
+    def train_step(self, batch: Mapping[str, Any]) -> float:
+        """One optimiser step on a batch of :class:`PatchSampler`; returns the loss."""
+        device = self.device
+        data = batch["data"].to(device, non_blocking=True)
+        target = [t.to(device, non_blocking=True) for t in batch["target"]]
+        valid = batch.get("valid")
+        valid = [None] * len(target) if valid is None else [valid.to(device, non_blocking=True)] * len(target)
+        self.optimizer.zero_grad(set_to_none=True)
+        amp = torch.autocast(device.type) if device.type == "cuda" else contextlib.nullcontext()
+        with amp:
+            output = self.network(data)
+            loss = self.loss(output, target, valid)
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.config.grad_clip)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.config.grad_clip)
+            self.optimizer.step()
+        return float(loss.detach())
+
+    @torch.no_grad()
+    def validate(self) -> dict:
+        """Loss and Dice per structure (``(K,)``, nan if absent and not predicted) on the validation cases."""
+        counts, losses = DiceCounts(len(self.structures)), []
+        for case in self.val_cases:
+            logits = predict_logits(self.network, case.image, self.divisible_by, self.device)
+            target = torch.from_numpy(case.masks)[None]
+            valid = torch.from_numpy(case.labelled.astype(np.float32))[None, :, None, None]
+            losses.append(float(self.val_loss(logits[None], target, None if case.labelled.all() else valid)))
+            counts.add((logits > 0).numpy(), case.masks.astype(bool), case.labelled)  # sigmoid > 0.5
+        return {"loss": float(np.mean(losses)) if losses else math.nan, "dice": counts.dice()}
+
+    # --- checkpoints ----------------------------------------------------------------
+    def checkpoint(self) -> dict:
+        """The state to save: nnU-Net's keys plus ours, all loadable with ``weights_only=True``."""
+        return {
+            "network_weights": self.network.state_dict(),
+            "optimizer_state": self.optimizer.state_dict(),
+            "grad_scaler_state": None if self.grad_scaler is None else self.grad_scaler.state_dict(),
+            "logging": {k: list(v) for k, v in self.logging.items()},
+            "_best_ema": self.best_ema,
+            "current_epoch": self.current_epoch,
+            "init_args": {"plans": self.plans, "configuration": CONFIGURATION, "fold": self.options.fold,
+                          "dataset_json": self.dataset_json, "device": str(self.device)},
+            "trainer_name": TRAINER_NAME,
+            "inference_allowed_mirroring_axes": None,
+            "plans": self.plans,
+            "config": self.config.to_dict(),
+            "options": {**asdict(self.options), "dataset": str(self.dataset.root)},
+            "structures": list(self.structures),
+        }
+
+    def load_checkpoint(self, path: Path) -> None:
+        """Restore weights, optimiser, gradient scaler, logs and the epoch counter."""
+        state = ckpt.load_checkpoint(path, map_location=self.device)
+        if state.get("structures") != list(self.structures) or state.get("plans") != self.plans:
+            raise InputError(path, "this checkpoint was trained with other plans or structures; "
+                                   "use another model folder")
+        self.network.load_state_dict(state["network_weights"])
+        self.optimizer.load_state_dict(state["optimizer_state"])
+        if self.grad_scaler is not None and state.get("grad_scaler_state") is not None:
+            self.grad_scaler.load_state_dict(state["grad_scaler_state"])
+        self.logging = {k: list(v) for k, v in state["logging"].items()}
+        self.best_ema = state.get("_best_ema")
+        self.current_epoch = int(state["current_epoch"])
+        log.info("resumed %s at epoch %d", path, self.current_epoch)
+
+
+def train(dataset: Dataset | str | PathLike, model_dir: str | PathLike, config: TrainConfig | str = "default",
+          options: TrainOptions = TrainOptions(), **kwargs) -> TrainResult:
+    """Train one fold: :class:`Trainer` ``(model_dir, dataset, config, options, **kwargs).fit()``.
+
+    ``dataset`` may be a folder; it is opened with :func:`ts2d_xray.dataset.load_dataset`.
+    """
+    if not isinstance(dataset, Dataset):
+        from ..dataset import load_dataset
+
+        dataset = load_dataset(dataset)
+    return Trainer(model_dir, dataset, config, options, **kwargs).fit()
+
+
+def _one_thread(_worker_id: int) -> None:
+    torch.set_num_threads(1)  # workers make batches; the main process computes
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not enabled, leave=True, dynamic_ncols=True)
+
+
+def _nan_to_none(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    return value
+
+
+def _read_log(path: Path, epochs: int) -> list[dict]:
+    """The records of the first ``epochs`` epochs of a training log (a resumed run's past)."""
+    if not path.is_file() or epochs == 0:
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    kept = [r for r in records if r["epoch"] < epochs]
+    if len(kept) != len(records):  # epochs after the checkpoint were lost: drop them from the log too
+        path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    return kept
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".tmp-{path.name}")
+    temp.write_text(json.dumps(value, indent=1, default=json_default))
+    os.replace(temp, path)
