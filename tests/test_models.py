@@ -1,0 +1,226 @@
+"""Model bundles: install, list, resolve, safe archives, checksums, safe checkpoint loading."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import model_fixtures as mf
+from ts2d_xray.cli import main
+from ts2d_xray.errors import InputError
+from ts2d_xray.models import (
+    MANIFEST,
+    infer_manifest,
+    install_model,
+    list_models,
+    model_home,
+    open_model,
+    remove_model,
+    safe_extract,
+)
+from ts2d_xray.network import build_network, load_group, read_checkpoint, speed_up_for_cpu
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch):
+    """A private model cache for every test (never the user's)."""
+    folder = tmp_path / "home"
+    monkeypatch.setenv("TS2D_XRAY_HOME", str(folder))
+    return folder
+
+
+@pytest.fixture
+def bundle(tmp_path) -> Path:
+    return mf.deterministic_bundle(tmp_path / "coronal-test")
+
+
+def _zip(folder: Path, archive: Path, prefix: str = "") -> Path:
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in sorted(folder.rglob("*")):
+            zf.write(f, prefix + f.relative_to(folder).as_posix())
+    return archive
+
+
+def test_home_follows_environment(home):
+    assert model_home() == home
+    assert list_models() == []
+
+
+def test_install_folder_and_zip_then_list_and_open(bundle, tmp_path, home):
+    m = install_model(bundle)
+    assert m.name == "coronal-test" and (home / "models" / "coronal-test" / MANIFEST).is_file()
+    archive = _zip(bundle, tmp_path / "b.zip", prefix="coronal-test/")  # a zipped folder
+    install_model(archive, name="from-zip")
+    assert [x.name for x in list_models()] == ["coronal-test", "from-zip"]
+    with open_model("from-zip") as b:
+        assert b.installed and b.manifest.kind == "coronal"
+        assert b.manifest.group_names == ("bones", "soft")
+        assert b.manifest.structures == ("bone", "dense", "dense_soft")
+    with pytest.raises(InputError, match="already installed"):
+        install_model(bundle)
+    install_model(bundle, force=True)
+    remove_model("from-zip")
+    assert [x.name for x in list_models()] == ["coronal-test"]
+    assert not [p for p in (home / "models").iterdir() if p.name.startswith(".")]  # no staging left
+
+
+def test_names_resolve_exactly_and_unknown_names_list_installed(bundle):
+    install_model(bundle, name="ts2d")
+    with pytest.raises(InputError, match=r"unknown model 'ts2d_cardiac'.*installed models: ts2d"):
+        open_model("ts2d_cardiac")  # TS2D resolved this key to its v1 models; here: exact names only
+    with pytest.raises(InputError, match=r"did you mean ts2d\?"):
+        open_model("ts2")
+
+
+def test_archive_with_parent_entries_is_refused(tmp_path):
+    archive = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("model/plans.json", "{}")
+        zf.writestr("../escaped.txt", "gotcha")
+    dest = tmp_path / "dest"
+    with pytest.raises(InputError, match=r"'\.\./escaped\.txt' would land outside the target folder"):
+        safe_extract(archive, dest)
+    assert not (tmp_path / "escaped.txt").exists() and not dest.exists()  # refused before writing anything
+    with pytest.raises(InputError, match="outside the target folder"):
+        install_model(archive)
+    with pytest.raises(InputError, match="outside the target folder"):
+        open_model(archive)
+
+
+@pytest.mark.parametrize("entry", ["/abs/file.txt", "C:/win.txt", "a/../../up.txt"])
+def test_archive_with_absolute_or_drive_entries_is_refused(tmp_path, entry):
+    archive = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr(entry, "x")
+    with pytest.raises(InputError, match="outside the target folder"):
+        safe_extract(archive, tmp_path / "dest")
+
+
+def test_archive_with_symlink_is_refused(tmp_path):
+    archive = tmp_path / "link.zip"
+    info = zipfile.ZipInfo("model/link")
+    info.external_attr = (0o120777 << 16)  # a symbolic link entry
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr(info, "/etc/passwd")
+    with pytest.raises(InputError, match="symbolic link"):
+        safe_extract(archive, tmp_path / "dest")
+
+
+def test_sha256_mismatch_is_refused(bundle):
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    rel = next(iter(manifest["sha256"]))
+    with open(bundle / rel, "r+b") as f:  # flip one byte of the checkpoint
+        f.seek(200)
+        byte = f.read(1)
+        f.seek(200)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(InputError, match="SHA-256 mismatch"):
+        install_model(bundle)
+    from ts2d_xray import Segmenter
+
+    with pytest.raises(InputError, match="SHA-256 mismatch"):
+        Segmenter(bundle, device="cpu")
+
+
+def test_corrupted_checkpoint_is_refused(bundle):
+    from ts2d_xray import Segmenter
+
+    rel = json.loads((bundle / MANIFEST).read_text())["groups"][0]["path"] + "/fold_0/checkpoint_final.pth"
+    data = (bundle / rel).read_bytes()
+    (bundle / rel).write_bytes(data[: len(data) // 2])  # truncated download
+    with pytest.raises(InputError, match="corrupted or unreadable checkpoint"):
+        Segmenter(bundle, device="cpu", verify=False)
+    (bundle / rel).write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(InputError, match="corrupted or unreadable checkpoint"):
+        read_checkpoint(bundle / rel)
+
+
+def test_nnunet_checkpoint_loads_weights_only_and_pickled_objects_need_trust(tmp_path):
+    good = tmp_path / "good.pth"
+    torch.save(mf.checkpoint({"w": torch.zeros(2)}, {}, {}, "x"), good)  # numpy scalars in the log
+    assert read_checkpoint(good)["_best_ema"] == np.float64(0.6)
+    evil = tmp_path / "evil.pth"
+    torch.save({"network_weights": {"w": torch.zeros(2)}, "extra": argparse.Namespace(a=1)}, evil)
+    with pytest.raises(InputError, match=r"argparse\.Namespace.*trust_checkpoint"):
+        read_checkpoint(evil)
+    assert isinstance(read_checkpoint(evil, trust=True)["extra"], argparse.Namespace)
+
+
+def test_plans_cannot_import_arbitrary_code():
+    plans = mf.plans("coronal", ["a"], 3.0, (64, 64), (4, 8))
+    plans["configurations"]["2d"]["architecture"]["network_class_name"] = "os.system"
+    with pytest.raises(InputError, match=r"'os\.system' is not allowed"):
+        build_network(plans, 2, 1)
+    plans = mf.plans("coronal", ["a"], 3.0, (64, 64), (4, 8))
+    plans["configurations"]["2d"]["architecture"]["arch_kwargs"]["nonlin"] = "subprocess.Popen"
+    with pytest.raises(InputError, match="must be a class under torch.nn"):
+        build_network(plans, 2, 1)
+
+
+def test_fork_zip_is_read_as_it_is(tmp_path):
+    """TS2D's published layout: K + 1 outputs (background 0), an unknown trainer, no manifest."""
+    _, archive = mf.random_pair(tmp_path)
+    with open_model(archive) as b:
+        m = b.manifest
+        assert m.inferred and m.kind == "coronal" and m.display == "ts2d"  # TS2D's convention by default
+        assert m.group_names == ("organs",) and m.structures == ("liver", "spleen", "heart")
+        assert mf.FORK_TRAINER in m.groups[0].path
+        group = load_group(b.root, m.groups[0], device=torch.device("cpu"))
+        assert group.networks[0].decoder.seg_layers[-1].out_channels == 3  # background cut
+    tmp_root = b.root
+    assert not tmp_root.exists()  # the unpacked archive is removed on close
+    installed = install_model(archive, name="ts2d-organs", display="radiograph")
+    assert installed.display == "radiograph" and installed.sha256  # hashes recorded at install
+
+
+def test_output_count_must_match_structures(tmp_path):
+    folder = tmp_path / "m"
+    p = mf.plans("coronal", ["a", "b"], 3.0, (64, 64), (4, 8))
+    weights = mf.build(p, 4).state_dict()  # 4 outputs for 2 structures
+    mf.write_nnunet_folder(folder, p, mf.dataset_json("coronal", ["a", "b"]), weights, mf.OUR_TRAINER)
+    with open_model(folder) as b:
+        with pytest.raises(InputError, match=r"4 outputs but dataset.json lists 2 structures"):
+            load_group(b.root, b.manifest.groups[0], device=torch.device("cpu"))
+
+
+def test_infer_manifest_needs_nnunet_folders(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no nnU-Net model folder"):
+        infer_manifest(tmp_path / "empty", name="x")
+
+
+def test_cli_models_list_install_info_remove(bundle, capsys):
+    assert main(["models", "list"]) == 0
+    assert "no model is installed" in capsys.readouterr().out
+    assert main(["models", "install", str(bundle), "--name", "demo-model"]) == 0
+    assert "installed demo-model: coronal, 2 group(s), 3 structures" in capsys.readouterr().out
+    assert main(["models", "list"]) == 0
+    assert capsys.readouterr().out.startswith("demo-model: coronal, 2 group(s) (bones, soft)")
+    assert main(["models", "info", "demo-model"]) == 0
+    out = capsys.readouterr().out
+    assert "group bones (2, folds 0): bone, dense" in out and "(installed)" in out
+    assert main(["models", "info", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown model 'nope'" in err and "installed models: demo-model" in err and err.count("\n") == 1
+    assert main(["models", "remove", "demo-model"]) == 0
+    assert list_models() == []
+
+
+def test_cpu_group_norm_swap_keeps_the_outputs():
+    torch.manual_seed(1)
+    p = mf.plans("coronal", ["a", "b"], 3.0, (64, 64), (4, 8, 16), norm=True)
+    net = mf.build(p, 2)
+    for param in net.parameters():
+        torch.nn.init.normal_(param, std=0.3)
+    x = torch.randn(2, 2, 64, 96)
+    with torch.inference_mode():
+        before = net(x)
+        after = speed_up_for_cpu(net)(x)
+    assert not any(isinstance(m, torch.nn.InstanceNorm2d) for m in net.modules())
+    assert torch.allclose(before, after, atol=1e-4)

@@ -1,0 +1,182 @@
+"""The result of segmenting one image: masks on the input's grid, a report, and its files.
+
+:meth:`Result.save` writes, into one folder (each format optional):
+
+==============  ======================  ==================================================
+format          file                    contents
+==============  ======================  ==================================================
+``seg.nrrd``    ``masks.seg.nrrd``      3D Slicer segmentation, one segment per structure
+``nifti``       ``masks.nii.gz``        uint8 ``(x = W, y = H, z = 1, t = K)`` + ``masks.json``
+``png``         ``masks/``              one 0/255 PNG per structure + ``structures.json``
+``overlay``     ``overlay.png``         the image with the present structures and a legend
+``json``        ``report.json``         :meth:`Result.report`
+==============  ======================  ==================================================
+
+The mask files are on the input's own grid and orientation (the NRRD and NIfTI carry
+the geometry, so they overlay the input in 3D Slicer; the PNGs match the input's pixel
+array row for row).  Only the overlay is flipped into the radiograph display convention
+(patient's right on the image left), for reading.  Files appear all at once: they are
+written into a hidden folder first and moved into place when all are complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from .image import Image2D, Masks
+
+__all__ = ["DEFAULT_FORMATS", "FORMATS", "Result"]
+
+#: Every output format :meth:`Result.save` knows, and the file or folder it writes.
+FORMATS: Mapping[str, str] = {"seg.nrrd": "masks.seg.nrrd", "nifti": "masks.nii.gz", "png": "masks",
+                              "overlay": "overlay.png", "json": "report.json"}
+DEFAULT_FORMATS: tuple[str, ...] = ("seg.nrrd", "overlay", "json")
+
+
+def check_formats(formats: Sequence[str]) -> tuple[str, ...]:
+    """The formats, validated (ValueError naming the unknown one and the known ones)."""
+    formats = tuple(dict.fromkeys(formats))
+    for f in formats:
+        if f not in FORMATS:
+            raise ValueError(f"unknown output format {f!r}; choose from {', '.join(FORMATS)}")
+    if not formats:
+        raise ValueError(f"no output format given; choose from {', '.join(FORMATS)}")
+    return formats
+
+
+@dataclass(frozen=True, eq=False)
+class Result:
+    """Segmentation of one image.
+
+    Attributes:
+        masks: ``(K, H, W)`` bool on the input's 2D grid and orientation (for a CT: its
+            projection at the model's pixel size, radiograph display), one layer per
+            structure of the model's selected groups.
+        image: The 2D image that was segmented, on the same plane as ``masks``.
+        input_kind: ``"ct"``, ``"projection"`` or ``"radiograph"``.
+        model: Model name.
+        source: Input path, or None for an array.
+        scores: Per structure ``{"confidence": mean probability inside the mask,
+            "max_probability": ...}``, at the model's pixel size (confidence is None
+            for an empty mask).
+        timings: Seconds spent per step (``read``, ``predict``, ``total``).
+    """
+
+    masks: Masks
+    image: Image2D
+    input_kind: str
+    model: str
+    source: str | None = None
+    scores: Mapping[str, Mapping[str, float | None]] = field(default_factory=dict)
+    timings: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.masks.names
+
+    def mask(self, name: str) -> np.ndarray:
+        """``(H, W)`` bool mask of a structure; derived names (``lungs``, ``ribs``) are unions."""
+        return self.masks.mask(name)
+
+    @property
+    def present(self) -> tuple[str, ...]:
+        """Structures whose mask covers at least ``report.MIN_PRESENT_AREA_MM2``."""
+        from .report import MIN_PRESENT_AREA_MM2
+
+        area = self.masks.array.sum(axis=(1, 2)) * float(np.prod(self.masks.plane.spacing))
+        return tuple(n for n, a in zip(self.names, area) if a >= MIN_PRESENT_AREA_MM2)
+
+    def report(self) -> dict:
+        """A JSON-ready summary: image geometry, per-structure measurements, body regions, CTR.
+
+        ``structures`` holds every structure (see :func:`ts2d_xray.report.structure_stats`,
+        plus ``confidence`` and ``max_probability``); ``present`` lists those present;
+        ``body_regions`` maps each covered region (head, neck, thorax, abdomen, pelvis,
+        legs) to the structures that show it; ``cardiothoracic_ratio`` is given for
+        radiographs with heart and lungs, else None.
+        """
+        from .report import body_regions, cardiothoracic_ratio, structure_stats
+
+        plane = self.masks.plane
+        stats = structure_stats(self.masks, self.scores)
+        present = [n for n, s in stats.items() if s["present"]]
+        return {
+            "source": self.source,
+            "model": self.model,
+            "input_kind": self.input_kind,
+            "image": {"shape_hw": list(plane.shape), "spacing_mm": [round(s, 6) for s in plane.spacing],
+                      "spacing_order": "(row, column)", "orientation": list(plane.orientation),
+                      "display": plane.display, "origin_lps_mm": None if plane.origin is None else list(plane.origin),
+                      "channels": list(self.image.channels)},
+            "present": present,
+            "body_regions": body_regions(self.masks, present),
+            "cardiothoracic_ratio": cardiothoracic_ratio(self.masks) if self.input_kind == "radiograph" else None,
+            "structures": stats,
+            "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
+        }
+
+    def save(self, out_dir: str | PathLike, formats: Sequence[str] = DEFAULT_FORMATS) -> list[Path]:
+        """Write the chosen formats into ``out_dir`` (see the module docstring); returns the paths.
+
+        Existing outputs of the same names are replaced; a failure leaves ``out_dir`` as
+        it was.
+        """
+        from .io import write_masks, write_preview
+        from .io._files import sidecar_path
+
+        formats = check_formats(formats)
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        staging = out / f".tmp-{uuid.uuid4().hex[:8]}"
+        staging.mkdir()
+        try:
+            names: list[str] = []
+            for f in formats:
+                target = staging / FORMATS[f]
+                if f in ("seg.nrrd", "nifti", "png"):
+                    write_masks(self.masks, target)
+                    if f == "nifti":
+                        names.append(sidecar_path(target).name)
+                elif f == "overlay":
+                    image, masks = _for_reading(self.image, self.masks)
+                    write_preview(image, target, masks.select(_shown(masks, self.present)))
+                else:
+                    target.write_text(json.dumps(self.report(), indent=1))
+                names.append(target.name)
+            for name in names:  # everything is complete: move it into place
+                final = out / name
+                if final.is_dir() and not final.is_symlink():
+                    shutil.rmtree(final)
+                os.replace(staging / name, final)
+            return [out / n for n in names]
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _shown(masks: Masks, present: Sequence[str]) -> tuple[str, ...]:
+    """Structures drawn on the overlay: the coarse preview set when the catalog knows them, else all present."""
+    from .labels import is_known, preview_subset
+
+    known = [n for n in present if is_known(n)]
+    coarse = preview_subset(known) if known else ()
+    return coarse + tuple(n for n in present if not is_known(n)) if coarse else tuple(present)
+
+
+def _for_reading(image: Image2D, masks: Masks) -> tuple[Image2D, Masks]:
+    """Image and masks in the radiograph display when the view is coronal, else as stored."""
+    from .segment import Orientation
+
+    try:
+        orient = Orientation.for_plane(image.plane, "radiograph")
+    except ValueError:
+        return image, masks
+    return orient.apply(image), orient.apply(masks)

@@ -1,0 +1,399 @@
+"""Segment CTs, coronal projections and radiographs with a model bundle, in one process.
+
+:class:`Segmenter` loads every group model of a bundle once (no worker process per
+model, no temporary files) and runs them on each input:
+
+1. **Read** the input and tell its kind from the header (:mod:`ts2d_xray.inputs`): a
+   3D CT is projected as the model was trained (``projection_mode``, at the model's
+   pixel size, radiograph display); a 2-channel projection is used as it is; a
+   radiograph goes through the radiograph reader (DICOM modality and VOI LUTs,
+   MONOCHROME1 inversion, [0, 1]).  A model of the other kind is refused.
+2. **Orient**: flip (and, for a header with rows along left-right, transpose) the
+   image into the model's display convention.  No interpolation.
+3. **Resample** to each group's pixel size (:func:`ts2d_xray.projection.resample`, as
+   in training), **normalise** and **predict** (:mod:`ts2d_xray.predict`).
+4. **Back**: sigmoid probabilities are resampled (bilinear) to the oriented input grid,
+   thresholded, and un-flipped: masks land on the input's own pixel grid.
+
+Example:
+    >>> from ts2d_xray import Segmenter
+    >>> with Segmenter(model="my-model", device="cpu") as seg:   # doctest: +SKIP
+    ...     result = seg("chest.dcm")
+    ...     result.save("out/chest")
+    ...     heart = result.mask("heart")                          # (H, W) bool
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, fields, replace
+from os import PathLike
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .errors import InputError
+from .image import DISPLAYS, Image2D, Masks, Plane, Volume
+from .inputs import MAX_CT_VOXELS, MAX_PIXELS, MODEL_KIND, inspect_input
+from .manifest import KIND_CHANNELS, verify_bundle
+from .models import installed_summary, list_models, open_model
+from .result import Result
+
+__all__ = ["MAX_MASK_BYTES", "Orientation", "SegmentOptions", "Segmenter", "default_model"]
+
+log = logging.getLogger(__name__)
+
+#: Largest output mask stack (K structures x H x W bytes) a segmentation may allocate.
+MAX_MASK_BYTES = 8 * 2**30
+# Probability maps are brought back to the input grid this many bytes at a time.
+_CHUNK_BYTES = 256 * 2**20
+_KIND_WORDS = {"coronal": "coronal CT projections (2 channels: mean, max; or a 3D CT, projected)",
+               "xray": "radiographs (1 channel)"}
+_INPUT_WORDS = {"ct": "a 3D CT", "projection": "a 2-channel coronal projection", "radiograph": "a 1-channel radiograph"}
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    """How a :class:`Segmenter` runs.
+
+    Attributes:
+        device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or
+            ``"cuda:N"``.
+        groups: Group models to run (default: all of the bundle's).
+        tta: Test-time augmentation (shifted copies, allowed mirrorings); off by default.
+        threshold: Sigmoid threshold for every structure, overriding the manifest's.
+        step: Sliding-window step as a fraction of the patch (nnU-Net: 0.5).
+        batch_size: Windows per forward pass (default 1 on CPU, 4 on CUDA).
+        trust_checkpoint: Load checkpoints that ``weights_only=True`` refuses (can run
+            code from the file).
+        verify: Check the SHA-256 of the weights before loading (default: for a path,
+            not for an installed model, which was checked when installed).
+        display: Display convention of a bundle without a manifest (see
+            :func:`ts2d_xray.models.infer_manifest`).
+        invert: Override the radiograph reader's MONOCHROME1 inversion.
+        max_pixels: Largest 2D input (and working image), in pixels.
+        max_voxels: Largest CT, in voxels.
+    """
+
+    device: str = "auto"
+    groups: tuple[str, ...] | None = None
+    tta: bool = False
+    threshold: float | None = None
+    step: float = 0.5
+    batch_size: int | None = None
+    trust_checkpoint: bool = False
+    verify: bool | None = None
+    display: str | None = None
+    invert: bool | None = None
+    max_pixels: int = MAX_PIXELS
+    max_voxels: int = MAX_CT_VOXELS
+
+    def __post_init__(self):
+        if self.threshold is not None and not 0 < self.threshold < 1:
+            raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
+        if not 0 < self.step <= 1:
+            raise ValueError(f"step must be in (0, 1], got {self.step}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.groups is not None:
+            object.__setattr__(self, "groups", tuple(self.groups))
+
+
+@dataclass(frozen=True)
+class Orientation:
+    """The exact re-arrangement (transpose, then flips) that brings a 2D plane into a display convention.
+
+    Attributes:
+        transpose: Swap rows and columns first (rows ran left-right).
+        flip_rows: Then reverse the rows (so they run head to feet).
+        flip_cols: Then reverse the columns (so they follow the display convention).
+    """
+
+    transpose: bool
+    flip_rows: bool
+    flip_cols: bool
+
+    @classmethod
+    def for_plane(cls, plane: Plane, display: str) -> "Orientation":
+        """Raises ValueError when the plane is not coronal (e.g. a lateral view)."""
+        if display not in DISPLAYS:
+            raise ValueError(f"display must be one of {list(DISPLAYS)}, got {display!r}")
+        col, row = plane.orientation
+        transpose = col in "HF" and row in "LR"
+        if transpose:
+            col, row = row, col
+        if col not in "LR" or row not in "HF":
+            raise ValueError(f"image orientation {''.join(plane.orientation)} (columns toward {plane.orientation[0]}, "
+                             f"rows toward {plane.orientation[1]}) is not a coronal (AP/PA) view")
+        return cls(transpose, row != "F", col != DISPLAYS[display])
+
+    def array(self, a: np.ndarray) -> np.ndarray:
+        """``(..., H, W)`` -> the oriented array."""
+        if self.transpose:
+            a = np.swapaxes(a, -1, -2)
+        if self.flip_rows:
+            a = a[..., ::-1, :]
+        if self.flip_cols:
+            a = a[..., ::-1]
+        return np.ascontiguousarray(a)
+
+    def inverse(self, a: np.ndarray) -> np.ndarray:
+        """The oriented ``(..., H', W')`` array -> the stored order."""
+        if self.flip_cols:
+            a = a[..., ::-1]
+        if self.flip_rows:
+            a = a[..., ::-1, :]
+        if self.transpose:
+            a = np.swapaxes(a, -1, -2)
+        return np.ascontiguousarray(a)
+
+    def plane(self, plane: Plane) -> Plane:
+        if self.transpose:
+            plane = Plane((plane.shape[1], plane.shape[0]), (plane.spacing[1], plane.spacing[0]),
+                          plane.row_dir, plane.col_dir, plane.origin)
+        return plane.flipped(self.flip_rows, self.flip_cols)
+
+    def apply(self, item):
+        """An :class:`Image2D` or :class:`Masks`, oriented."""
+        return replace(item, array=self.array(item.array), plane=self.plane(item.plane))
+
+
+def default_model(kind: str | None = None) -> str:
+    """The only installed model (of ``kind``, when given); InputError listing them otherwise."""
+    models = [m for m in list_models() if kind is None or m.kind == kind]
+    if len(models) == 1:
+        return models[0].name
+    what = f"{kind} " if kind else ""
+    if not models:
+        raise InputError(None, f"no {what}model to use: pass --model NAME_OR_PATH (model=...); {installed_summary()}")
+    raise InputError(None, f"{len(models)} {what}models are installed ({', '.join(m.name for m in models)}); "
+                           "choose one with --model (model=...)")
+
+
+def _device(spec: str):
+    import torch
+
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {spec!r} ({err})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {spec!r} requested but CUDA is not available (torch {torch.__version__}); "
+                         "use --device cpu")
+    return device
+
+
+class Segmenter:
+    """Segments images with every group model of one bundle, loaded once.
+
+    Args:
+        model: Installed model name, bundle folder, nnU-Net folder or ``.zip``; default:
+            the only installed model.
+        options: A :class:`SegmentOptions`; or give its fields as keyword arguments.
+
+    Call it on a path (CT file or DICOM folder, projection, radiograph), a
+    :class:`~ts2d_xray.image.Volume`, an :class:`~ts2d_xray.image.Image2D`, or a numpy
+    array ``(H, W)`` / ``(C, H, W)`` (in the model's display convention, at ``spacing``
+    mm, default the model's).  Returns a :class:`~ts2d_xray.result.Result`.
+    """
+
+    def __init__(self, model: str | PathLike | None = None, *, options: SegmentOptions | None = None, **kwargs):
+        if options is not None and kwargs:
+            raise TypeError("give either options= or keyword options, not both")
+        known = {f.name for f in fields(SegmentOptions)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise TypeError(f"unknown option(s) {unknown}; SegmentOptions has {sorted(known)}")
+        self.options = options or SegmentOptions(**kwargs)
+        self.device = _device(self.options.device)
+        self.bundle = open_model(default_model() if model is None else model, display=self.options.display)
+        try:
+            manifest = self.bundle.manifest
+            selected = tuple(dict.fromkeys(self.options.groups or manifest.group_names))
+            specs = [manifest.group(g) for g in selected]
+            verify = self.options.verify if self.options.verify is not None else not self.bundle.installed
+            if verify:
+                verify_bundle(self.bundle.root, manifest)
+            from .network import load_group
+
+            if self.device.type == "cuda":
+                import torch
+
+                torch.backends.cudnn.benchmark = True
+            self.groups = [load_group(self.bundle.root, s, device=self.device, trust=self.options.trust_checkpoint)
+                           for s in specs]
+        except BaseException:
+            self.bundle.close()
+            raise
+        self.structures = tuple(dict.fromkeys(s for g in self.groups for s in g.structures))
+        threshold = self.options.threshold
+        self.thresholds = {s: threshold if threshold is not None else manifest.thresholds.get(s, manifest.threshold)
+                           for s in self.structures}
+
+    @property
+    def manifest(self):
+        return self.bundle.manifest
+
+    @property
+    def kind(self) -> str:
+        """``"coronal"`` or ``"xray"``: the input kind the model segments."""
+        return self.manifest.kind
+
+    def close(self) -> None:
+        """Release the networks (and GPU memory) and any unpacked archive."""
+        self.groups = []
+        if self.device.type == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+        self.bundle.close()
+
+    def __enter__(self) -> "Segmenter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- inputs -------------------------------------------------------------------
+    def check(self, path: str | PathLike):
+        """Inspect a path's header (kind, size limits) and refuse a kind the model cannot segment."""
+        info = inspect_input(path, max_pixels=self.options.max_pixels, max_voxels=self.options.max_voxels)
+        self._check_kind(info.kind, info.path)
+        return info
+
+    def _check_kind(self, input_kind: str, source) -> None:
+        if MODEL_KIND[input_kind] != self.kind:
+            raise InputError(source, f"model {self.manifest.name!r} segments {_KIND_WORDS[self.kind]}; "
+                                     f"this is {_INPUT_WORDS[input_kind]}")
+
+    def _read(self, x, spacing) -> tuple[Image2D, str, str | None]:
+        from .io import read_ct, read_projection, read_radiograph
+
+        if isinstance(x, (str, PathLike)):
+            info = self.check(x)
+            if info.kind == "ct":
+                return self._project(read_ct(info.path)), "ct", str(info.path)
+            if info.kind == "projection":
+                return read_projection(info.path, display=None), "projection", str(info.path)
+            return read_radiograph(info.path, display=None, invert=self.options.invert), "radiograph", str(info.path)
+        if isinstance(x, Volume):
+            self._check_kind("ct", x.source)
+            if x.array.size > self.options.max_voxels:
+                raise InputError(x.source, f"{x.array.size:,} voxels exceed max_voxels={self.options.max_voxels:,}")
+            return self._project(x), "ct", x.source
+        if isinstance(x, Image2D):
+            kind = {2: "projection", 1: "radiograph"}.get(x.array.shape[0])
+            if kind is None:
+                raise InputError(x.meta.get("source"), f"an image with {x.array.shape[0]} channels; expected 1 or 2")
+            self._check_kind(kind, x.meta.get("source"))
+            return x, kind, x.meta.get("source")
+        if isinstance(x, np.ndarray):
+            return self._from_array(x, spacing)
+        raise TypeError(f"input must be a path, Volume, Image2D or numpy array, got {type(x).__name__}")
+
+    def _project(self, ct: Volume) -> Image2D:
+        from .projection import project_ct, resample
+
+        image = project_ct(ct, mode=self.manifest.projection_mode, spacing=None, display="radiograph")
+        return resample(image, self.manifest.spacing_mm)
+
+    def _from_array(self, array: np.ndarray, spacing) -> tuple[Image2D, str, None]:
+        if array.ndim == 2:
+            array = array[None]
+        if array.ndim != 3 or array.shape[0] not in (1, 2):
+            raise ValueError(f"array input must be (H, W) or (C, H, W) with C = 1 or 2, got shape {array.shape}")
+        kind = "projection" if array.shape[0] == 2 else "radiograph"
+        self._check_kind(kind, None)
+        spacing = self.manifest.spacing_mm if spacing is None else tuple(np.broadcast_to(np.asarray(spacing, float), 2))
+        col = (1.0, 0.0, 0.0) if DISPLAYS[self.manifest.display] == "L" else (-1.0, 0.0, 0.0)
+        plane = Plane(tuple(array.shape[1:]), tuple(float(s) for s in spacing), col, (0.0, 0.0, -1.0))
+        return Image2D(np.asarray(array, np.float32), plane, KIND_CHANNELS[self.kind]), kind, None
+
+    # --- segmentation -------------------------------------------------------------
+    def __call__(self, x, *, spacing: float | Sequence[float] | None = None,
+                 progress: Callable[[], None] | None = None) -> Result:
+        """Segment one input (see the class docstring); ``progress`` is called after each group model."""
+        if not self.groups:
+            raise ValueError("this Segmenter is closed")
+        started = time.perf_counter()
+        image, kind, source = self._read(x, spacing)
+        read = time.perf_counter() - started
+        try:
+            orient = Orientation.for_plane(image.plane, self.manifest.display)
+        except ValueError as err:
+            raise InputError(source, str(err)) from None
+        masks, scores = self._predict(orient.apply(image), source, progress)
+        masks = Masks(orient.inverse(masks), self.structures, image.plane)
+        total = time.perf_counter() - started
+        return Result(masks, image, kind, self.manifest.name, source, scores,
+                      {"read": read, "predict": total - read, "total": total})
+
+    def _predict(self, image: Image2D, source, progress) -> tuple[np.ndarray, dict]:
+        """Masks ``(K, H, W)`` on the (oriented) image's grid, and per-structure scores."""
+        import torch
+
+        with torch.inference_mode():
+            return self._predict_groups(image, source, progress)
+
+    def _predict_groups(self, image: Image2D, source, progress) -> tuple[np.ndarray, dict]:
+        import torch
+        import torch.nn.functional as F
+
+        from .predict import normalize, predict_logits
+        from .projection import resample
+
+        h, w = image.plane.shape
+        if len(self.structures) * h * w > MAX_MASK_BYTES:
+            raise InputError(source, f"masks of {len(self.structures)} structures at {w}x{h} px would need "
+                                     f"{len(self.structures) * h * w / 2**30:.1f} GiB (limit "
+                                     f"{MAX_MASK_BYTES / 2**30:.0f} GiB)")
+        masks = np.zeros((len(self.structures), h, w), bool)
+        scores: dict[str, dict] = {}
+        resampled: dict[tuple[float, float], Image2D] = {}
+        written: set[int] = set()
+        batch = self.options.batch_size or (4 if self.device.type == "cuda" else 1)
+        for group in self.groups:
+            if group.spacing not in resampled:
+                shape = np.maximum(1, np.round(np.asarray(image.plane.extent) / group.spacing))
+                if np.prod(shape) > self.options.max_pixels:
+                    raise InputError(source, f"at the model's {group.spacing[0]:g} mm pixels the image would be "
+                                             f"{int(shape[1])}x{int(shape[0])} px, above max_pixels="
+                                             f"{self.options.max_pixels:,}; check the pixel spacing")
+                resampled[group.spacing] = resample(image, group.spacing)
+            work = resampled[group.spacing]
+            x = normalize(work.array, group.normalization)[list(group.channel_source)]
+            x = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
+            probs = torch.sigmoid(predict_logits(group, x, step=self.options.step, batch_size=batch,
+                                                 tta=self.options.tta))
+            thresholds = torch.tensor([self.thresholds[s] for s in group.structures], device=self.device)[:, None, None]
+            inside = probs >= thresholds
+            n_inside = inside.sum(dim=(1, 2))
+            confidence = (probs * inside).sum(dim=(1, 2)) / n_inside.clamp(min=1)
+            peak = probs.amax(dim=(1, 2))
+            downsampling = probs.shape[-2] > h or probs.shape[-1] > w
+            per_chunk = max(1, _CHUNK_BYTES // (4 * h * w))
+            index = [self.structures.index(name) for name in group.structures]
+            for k0 in range(0, len(index), per_chunk):
+                up = probs[k0:k0 + per_chunk]
+                if up.shape[-2:] != (h, w):  # a CT's projection is already on the model's grid
+                    up = F.interpolate(up[None], size=(h, w), mode="bilinear", align_corners=False,
+                                       antialias=downsampling)[0]
+                rows = index[k0:k0 + per_chunk]
+                if self.device.type == "cpu" and rows == list(range(rows[0], rows[0] + len(rows))) and \
+                        written.isdisjoint(rows):  # straight into the output, no copy
+                    torch.ge(up, thresholds[k0:k0 + per_chunk], out=torch.from_numpy(masks[rows[0]:rows[-1] + 1]))
+                else:  # a GPU result, or a structure also predicted by another group (the union)
+                    masks[rows] |= (up >= thresholds[k0:k0 + per_chunk]).cpu().numpy()
+                written.update(rows)
+            for k, name in enumerate(group.structures):
+                conf = float(confidence[k]) if int(n_inside[k]) else None
+                old = scores.get(name)
+                if old is None or (conf or 0) > (old["confidence"] or 0):
+                    scores[name] = {"confidence": None if conf is None else round(conf, 4),
+                                    "max_probability": round(float(peak[k]), 4)}
+            if progress is not None:
+                progress()
+        return masks, scores
