@@ -10,6 +10,9 @@ Example:
     >>> labels = tx.read_labels("seg.nii.gz", classmap="v2", reference=ct)  # doctest: +SKIP
     >>> image, masks = tx.project(ct, labels, spacing=1.5)             # doctest: +SKIP
     >>> tx.write_masks(masks, "masks.seg.nrrd")                        # doctest: +SKIP
+    >>> with tx.Segmenter(model="my-model") as seg:                    # doctest: +SKIP
+    ...     result = seg("chest.dcm")
+    ...     result.save("out/chest")
 """
 
 from . import labels
@@ -27,6 +30,8 @@ from .io import (
     write_preview,
 )
 from .projection import project, project_ct, project_labels, resample
+from .result import Result
+from .segment import SegmentOptions, Segmenter
 
 __version__ = "0.1.0"
 
@@ -37,6 +42,9 @@ __all__ = [
     "LabelMap",
     "Masks",
     "Plane",
+    "Result",
+    "SegmentOptions",
+    "Segmenter",
     "Volume",
     "labels",
     "project",

