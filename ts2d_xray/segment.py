@@ -171,21 +171,6 @@ def default_model(kind: str | None = None) -> str:
                            "choose one with --model (model=...)")
 
 
-def _device(spec: str):
-    import torch
-
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(spec)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {spec!r} ({err})") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {spec!r} requested but CUDA is not available (torch {torch.__version__}); "
-                         "use --device cpu")
-    return device
-
-
 class Segmenter:
     """Segments images with every group model of one bundle, loaded once.
 
@@ -208,7 +193,9 @@ class Segmenter:
         if unknown:
             raise TypeError(f"unknown option(s) {unknown}; SegmentOptions has {sorted(known)}")
         self.options = options or SegmentOptions(**kwargs)
-        self.device = _device(self.options.device)
+        from .device import resolve_device  # imports torch: not at module import time
+
+        self.device = resolve_device(self.options.device)
         self.bundle = open_model(default_model() if model is None else model, display=self.options.display)
         try:
             manifest = self.bundle.manifest

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 
+from ..device import resolve_device
 from .checkpoint import FINAL
 
 __all__ = ["TrainOptions", "TrainResult", "resolve_device"]
@@ -61,18 +61,3 @@ class TrainResult:
     @property
     def final_checkpoint(self) -> Path:
         return self.fold_dir / FINAL
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA if available, else CPU; ValueError for an unavailable CUDA device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"device must be 'cpu', 'cuda' or 'auto', got {name!r}") from None
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu', 'cuda' or 'auto', got {name!r}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for, but torch sees no CUDA device; use --device cpu")
-    return device
