@@ -43,6 +43,7 @@ from ts2d_xray.errors import InputError
 from ts2d_xray.image import Image2D, Masks
 from ts2d_xray.projection import DEFAULT_SPACING_MM
 
+from .deform import DeformSpec, deform, random_transform
 from .subjects import Subject, find_subjects, labelled_classes
 
 __all__ = [
@@ -80,6 +81,9 @@ class SampleSpec:
         seed: Base seed (>= 0) of every case's random generator.
         spacing: Pixel size in mm of coronal projections (xray: set by the preset).
         shape: ``(H, W)`` detector pixels of xray cases, or None for the preset's.
+        deform: Random 3D deformation of the CT and labels before projecting or
+            rendering (see :mod:`synth.deform`), or None.  Case 0 of each CT is
+            always the undeformed scan; cases 1, 2, ... are deformed copies.
     """
 
     kind: Kind = "coronal"
@@ -87,6 +91,7 @@ class SampleSpec:
     seed: int = 0
     spacing: float = DEFAULT_SPACING_MM
     shape: tuple[int, int] | None = None
+    deform: DeformSpec | None = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -117,7 +122,8 @@ class SampleSpec:
         """The spec as stored in dataset.json (spacing is per case for xray)."""
         return {"kind": self.kind, "preset": self.preset, "seed": self.seed,
                 "spacing": self.spacing if self.kind == "coronal" else None,
-                "shape": None if self.shape is None else list(self.shape)}
+                "shape": None if self.shape is None else list(self.shape),
+                "deform": None if self.deform is None else self.deform.to_dict()}
 
 
 @dataclass(frozen=True)
@@ -128,8 +134,8 @@ class BuildOptions:
         spec: What each case is (see :class:`SampleSpec`).
         groups: TS2D group names (one data set each, in ``OUT/<group>/``) or
             ``("all",)`` for one data set with every group's structures in ``OUT``.
-        per_ct: Cases per CT.  Coronal projections are deterministic (no augmentation
-            here), so coronal allows only 1.
+        per_ct: Cases per CT.  A coronal projection is deterministic, so coronal allows
+            more than 1 only with ``spec.deform``.
         workers: Worker processes; 1 builds in this process.
         scheduler: Address of a dask.distributed scheduler (overrides ``workers``);
             its workers must import this package and see the same file paths.
@@ -147,8 +153,9 @@ class BuildOptions:
         structures_of(self.groups)  # raises for unknown groups
         if self.per_ct < 1:
             raise ValueError(f"per_ct must be >= 1, got {self.per_ct}")
-        if self.spec.kind == "coronal" and self.per_ct != 1:
-            raise ValueError(f"per_ct must be 1 for kind 'coronal' (its projection is deterministic), got {self.per_ct}")
+        if self.spec.kind == "coronal" and self.per_ct != 1 and self.spec.deform is None:
+            raise ValueError(f"per_ct must be 1 for kind 'coronal' without deform (its projection is deterministic), "
+                             f"got {self.per_ct}")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
 
@@ -275,17 +282,28 @@ def build_case(job: CaseJob) -> CaseResult:
 def _make_sample(job: CaseJob) -> _Sample:
     spec = job.spec
     loaded = _load(job.subject, spec.kind)
+    rng = case_rng(spec.seed, job.case_id)
+    ct, labels, prepared, deformation = loaded.ct, loaded.labels, loaded.prepared, None
+    if spec.deform is not None and job.index > 0:
+        transform, deformation = random_transform(ct.grid, rng, spec.deform)
+        ct, labels = deform(ct, labels, transform, spec.deform.spacing_mm)
+        if spec.kind == "xray":
+            from .drr import prepare
+
+            prepared = prepare(ct, labels)
     if spec.kind == "coronal":
         from ts2d_xray.projection import project_ct, project_labels
 
-        image = project_ct(loaded.ct, mode=CORONAL_MODE, spacing=spec.spacing, display=DISPLAY)
-        masks = project_labels(loaded.labels, spacing=spec.spacing, display=DISPLAY)
+        image = project_ct(ct, mode=CORONAL_MODE, spacing=spec.spacing, display=DISPLAY)
+        masks = project_labels(labels, spacing=spec.spacing, display=DISPLAY)
         params = {"mode": CORONAL_MODE, "display": DISPLAY, "spacing_mm": spec.spacing}
     else:
         from .drr import synthesize
 
-        drawn = synthesize(loaded.prepared, preset=spec.preset, rng=case_rng(spec.seed, job.case_id), shape=spec.shape)
+        drawn = synthesize(prepared, preset=spec.preset, rng=rng, shape=spec.shape)
         image, masks, params = drawn.image, drawn.masks, dict(drawn.params)
+    if spec.deform is not None:
+        params["deformation"] = deformation
     return _Sample(image, masks.to_v2(), params, loaded.labelled)
 
 

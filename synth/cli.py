@@ -75,7 +75,10 @@ def add_parser(sub) -> None:
                    help="coronal: TS2D projection [mean, max] in HU; xray: synthetic radiograph in [0, 1]")
     b.add_argument("--preset", default=None, metavar="P", help="X-ray preset (--kind xray)")
     b.add_argument("--per-ct", type=_positive_int, default=1, metavar="N",
-                   help="cases per CT (default 1; coronal allows only 1)")
+                   help="cases per CT (default 1; coronal allows more only with --deform)")
+    b.add_argument("--deform", action="store_true",
+                   help="warp each CT and its labels with a random 3D affine + elastic deformation before "
+                        "projecting or rendering (case 0 of each CT stays the original scan)")
     b.add_argument("--groups", type=_groups, default=("all",), metavar="G,G,...|all",
                    help="TS2D groups (organs, vertebrae, cardiac, muscles, ribs), one data set each, "
                         "or 'all' for one data set with every structure (default)")
@@ -110,12 +113,14 @@ def _run_build(args) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from .build import BuildOptions, SampleSpec, build
+    from .deform import DeformSpec
     from ts2d_xray.projection import DEFAULT_SPACING_MM
 
     if args.kind == "xray" and args.spacing is not None:
         raise ValueError("--spacing is for --kind coronal; an X-ray preset sets its own detector spacing")
     spec = SampleSpec(kind=args.kind, preset=args.preset, seed=args.seed, shape=args.shape,
-                      spacing=DEFAULT_SPACING_MM if args.spacing is None else args.spacing)
+                      spacing=DEFAULT_SPACING_MM if args.spacing is None else args.spacing,
+                      deform=DeformSpec() if args.deform else None)
     options = BuildOptions(spec=spec, groups=args.groups, per_ct=args.per_ct, workers=args.workers,
                            scheduler=args.scheduler, progress=True)
     with logging_redirect_tqdm():  # failure messages above the bar, not through it
