@@ -8,9 +8,10 @@ Two parts:
   raised mean Dice on 8 real X-ray sets from 0.35 to 0.87).
 * :func:`augment` randomises a rendered image: inversion, gamma, contrast, then an
   albumentations pipeline (affine, grid and elastic distortion, noise, blur, CLAHE,
-  JPEG, downscaling).  Geometric transforms move the masks with the image; intensity
-  transforms touch only the image.  There are no flips (they would swap left and right
-  structures) and rotations are at most ±10°.
+  JPEG, downscaling), with no flips and rotations of at most ±10°.  It is
+  :func:`ts2d_xray.xray_augment.augment`, the pipeline that training applies to
+  radiograph patches too; :class:`AugmentParams` adds the attenuation settings to its
+  parameters, so one preset section sets both.
 
 Images are ``(H, W)`` float32 in [0, 1] (0 = black), masks ``(K, H, W)`` bool.
 Everything random comes from the ``numpy.random.Generator`` passed in: the same
@@ -19,16 +20,14 @@ generator state gives the same result.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, fields
-from typing import Any, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
-__all__ = ["AugmentParams", "attenuation_scales", "augment"]
+from ts2d_xray.xray_augment import XrayAugmentParams, augment
 
-#: Largest rotation allowed, in degrees: radiographs are taken roughly upright.
-MAX_ROTATE_DEG = 10.0
+__all__ = ["AugmentParams", "attenuation_scales", "augment"]
 
 
 def attenuation_scales(
@@ -74,263 +73,25 @@ def attenuation_scales(
 
 
 @dataclass(frozen=True)
-class AugmentParams:
-    """Strengths and probabilities of the augmentation in :func:`augment`.
-
-    Ranges are ``(low, high)`` sampled uniformly (gamma: log-uniformly); each
-    ``*_probability`` is the chance that its step runs.  Pixel units refer to the image
-    as augmented.
+class AugmentParams(XrayAugmentParams):
+    """A preset's ``"augment"`` section: the radiograph augmentation of
+    :class:`~ts2d_xray.xray_augment.XrayAugmentParams` (see there for its fields) plus
+    the renderer's per-structure attenuation scaling.
 
     Attributes:
         attenuation_range: Per-structure attenuation factors for the renderer
             (see :func:`attenuation_scales`).
         attenuation_probability: Chance that a structure's attenuation is scaled.
-        invert_probability: Chance of ``1 - image`` (bone dark).
-        gamma_range: Exponent ``g`` of ``image ** g``.
-        gamma_probability: Chance of a gamma change.
-        contrast_range: Factor ``c`` of ``mean + c·(image - mean)``.
-        contrast_probability: Chance of a contrast change.
-        albumentations: Run the albumentations pipeline below at all.
-        rotate_deg: Rotations uniform in ``±rotate_deg`` (at most 10°).
-        scale_range: Isotropic zoom factors.
-        translate_fraction: Shifts up to this fraction of the width/height.
-        affine_probability: Chance of the affine transform (rotate, scale, shift).
-        grid_distortion_limit: ``distort_limit`` of ``A.GridDistortion`` (5 steps);
-            0.1 moves pixels ~6 px on a 512² image.
-        grid_distortion_probability: Its chance.
-        elastic_alpha: ``alpha`` of ``A.ElasticTransform``; with ``elastic_sigma`` 40
-            px, 1000 moves pixels ~1 px on average, up to ~5 px.
-        elastic_sigma: Smoothness of the elastic field in px.
-        elastic_probability: Its chance.
-        noise_std_range: Std of additive Gaussian noise (image range is 1).
-        noise_probability: Its chance.
-        blur_sigma_range: Gaussian blur sigma in px.
-        blur_probability: Its chance.
-        clahe_clip_range: CLAHE clip limit (8×8 tiles).
-        clahe_probability: Its chance.
-        jpeg_quality_range: JPEG quality (1-100).
-        jpeg_probability: Its chance.
-        downscale_range: Down-and-up scaling factor (< 1 loses resolution).
-        downscale_probability: Its chance.
     """
 
     attenuation_range: tuple[float, float] = (0.7, 1.3)
     attenuation_probability: float = 0.5
-    invert_probability: float = 0.0
-    gamma_range: tuple[float, float] = (0.7, 1.5)
-    gamma_probability: float = 0.5
-    contrast_range: tuple[float, float] = (0.75, 1.25)
-    contrast_probability: float = 0.5
-    albumentations: bool = True
-    rotate_deg: float = 10.0
-    scale_range: tuple[float, float] = (0.9, 1.1)
-    translate_fraction: float = 0.05
-    affine_probability: float = 0.5
-    grid_distortion_limit: float = 0.1
-    grid_distortion_probability: float = 0.2
-    elastic_alpha: float = 1000.0
-    elastic_sigma: float = 40.0
-    elastic_probability: float = 0.2
-    noise_std_range: tuple[float, float] = (0.005, 0.03)
-    noise_probability: float = 0.3
-    blur_sigma_range: tuple[float, float] = (0.3, 1.2)
-    blur_probability: float = 0.2
-    clahe_clip_range: tuple[float, float] = (1.0, 3.0)
-    clahe_probability: float = 0.2
-    jpeg_quality_range: tuple[float, float] = (40.0, 95.0)
-    jpeg_probability: float = 0.2
-    downscale_range: tuple[float, float] = (0.5, 0.9)
-    downscale_probability: float = 0.1
 
     def __post_init__(self):
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.type == "bool":
-                if not isinstance(value, (bool, np.bool_)):
-                    raise TypeError(f"augment parameter {f.name!r} must be true or false, got {value!r}")
-            elif f.type.startswith("tuple"):
-                if (
-                    not isinstance(value, tuple) or len(value) != 2
-                    or not all(_is_number(v) for v in value) or not value[0] <= value[1]
-                ):
-                    raise ValueError(
-                        f"augment parameter {f.name!r} must be [low, high] with low <= high, got {value!r}"
-                    )
-            elif not _is_number(value):
-                raise TypeError(f"augment parameter {f.name!r} must be a finite number, got {value!r}")
-            if f.name.endswith("_probability") and not 0 <= value <= 1:
-                raise ValueError(f"augment parameter {f.name!r} must be in [0, 1], got {value!r}")
-        positive_ranges = ("attenuation_range", "gamma_range", "scale_range", "clahe_clip_range")
-        bounds = {
-            "contrast_range": (0.0, math.inf), "noise_std_range": (0.0, 1.0), "blur_sigma_range": (0.0, math.inf),
-            "jpeg_quality_range": (1.0, 100.0), "downscale_range": (0.0, 1.0),
-            "rotate_deg": (0.0, MAX_ROTATE_DEG), "translate_fraction": (0.0, 0.5),
-            "grid_distortion_limit": (0.0, 1.0), "elastic_alpha": (0.0, math.inf),
-        }
-        for name in positive_ranges:
-            if getattr(self, name)[0] <= 0:
-                raise ValueError(f"augment parameter {name!r} must be > 0, got {getattr(self, name)!r}")
-        for name, (lo, hi) in bounds.items():
-            value = getattr(self, name)
-            values = value if isinstance(value, tuple) else (value,)
-            if not all(lo <= v <= hi for v in values):
-                raise ValueError(f"augment parameter {name!r} must be within [{lo}, {hi}], got {value!r}")
-        if not self.elastic_sigma > 0:
-            raise ValueError(f"augment parameter 'elastic_sigma' must be > 0, got {self.elastic_sigma!r}")
-        if self.downscale_range[0] <= 0:
-            raise ValueError(f"augment parameter 'downscale_range' must be > 0, got {self.downscale_range!r}")
+        super().__post_init__()  # checks every field's type, ranges and probabilities
+        if self.attenuation_range[0] <= 0:
+            raise ValueError(f"augment parameter 'attenuation_range' must be > 0, got {self.attenuation_range!r}")
 
     def attenuation_args(self) -> tuple[float, float, float]:
         """``(low, high, probability)``, the trailing arguments of :func:`attenuation_scales`."""
         return (*self.attenuation_range, self.attenuation_probability)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "AugmentParams":
-        """Parameters from a mapping (a preset's ``"augment"`` section); ranges as lists.
-
-        Missing keys keep their defaults; unknown keys raise ValueError.
-        """
-        if not isinstance(d, Mapping):
-            raise TypeError(f"augment section must be a mapping, got {type(d).__name__}")
-        known = {f.name: f for f in fields(cls)}
-        values = {}
-        for key, value in d.items():
-            if key not in known:
-                raise ValueError(f"unknown AugmentParams key {key!r}; expected one of {list(known)}")
-            if known[key].type.startswith("tuple"):
-                if not isinstance(value, (list, tuple)):
-                    raise ValueError(f"augment parameter {key!r} must be [low, high], got {value!r}")
-                value = tuple(value)
-            values[key] = value
-        return cls(**values)
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float, np.number)) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v)
-
-
-def augment(
-    image: np.ndarray,
-    masks: np.ndarray | None,
-    params: AugmentParams,
-    rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Randomly augment a radiograph and, consistently, its masks.
-
-    Steps: inversion, gamma, contrast (image only), then the albumentations pipeline
-    of :func:`_pipeline` seeded from ``rng``.  Masks are bit-packed 8 per uint8
-    channel for albumentations (13 channels instead of 104 masks); geometric
-    transforms use nearest-neighbour interpolation and fill 0 for masks, so the packed
-    bits move exactly like separate masks would.
-
-    Args:
-        image: ``(H, W)`` float32 in [0, 1].
-        masks: ``(K, H, W)`` bool, or None.
-        params: Strengths and probabilities.
-        rng: Random source (the only one).
-
-    Returns:
-        ``(image, masks)``: ``(H, W)`` float32 in [0, 1] and ``(K, H, W)`` bool (or
-        None), new arrays.
-
-    Example:
-        >>> img = np.random.default_rng(0).random((64, 64), dtype=np.float32)
-        >>> out, _ = augment(img, None, AugmentParams(), np.random.default_rng(1))
-        >>> out.shape, out.dtype
-        ((64, 64), dtype('float32'))
-    """
-    image = np.asarray(image)
-    if image.ndim != 2 or not np.issubdtype(image.dtype, np.floating):
-        raise ValueError(f"image must be a (H, W) float array, got shape {image.shape} dtype {image.dtype}")
-    if masks is not None:
-        masks = np.asarray(masks)
-        if masks.ndim != 3 or masks.shape[1:] != image.shape or masks.dtype != bool:
-            raise ValueError(f"masks must be (K, *{image.shape}) bool, got shape {masks.shape} dtype {masks.dtype}")
-
-    # Draw everything up front, in a fixed order, so one step's probability does not
-    # shift the others' draws.
-    u_invert, u_gamma, u_contrast, t_gamma, t_contrast = rng.random(5)
-    seed = int(rng.integers(0, 2**32))
-
-    out = np.clip(image.astype(np.float32), 0.0, 1.0)
-    if u_invert < params.invert_probability:
-        out = 1.0 - out
-    if u_gamma < params.gamma_probability:
-        lo, hi = np.log(params.gamma_range)
-        out = out ** np.float32(np.exp(lo + (hi - lo) * t_gamma))
-    if u_contrast < params.contrast_probability:
-        lo, hi = params.contrast_range
-        mean = out.mean()
-        out = np.clip(mean + np.float32(lo + (hi - lo) * t_contrast) * (out - mean), 0.0, 1.0)
-
-    out_masks = None if masks is None else masks.copy()
-    if params.albumentations:
-        data = {"image": np.ascontiguousarray(out, dtype=np.float32)}
-        packed = masks is not None and masks.shape[0] > 0
-        if packed:
-            data["mask"] = np.ascontiguousarray(_pack(masks).transpose(1, 2, 0))
-        result = _pipeline(params, seed)(**data)
-        out = result["image"]
-        if packed:
-            out_masks = _unpack(np.ascontiguousarray(result["mask"].transpose(2, 0, 1)), masks.shape[0])
-    return np.clip(out, 0.0, 1.0).astype(np.float32, copy=False), out_masks
-
-
-def _pack(masks: np.ndarray) -> np.ndarray:
-    """``(K, H, W)`` bool -> ``(ceil(K/8), H, W)`` uint8, mask ``k`` in bit ``k % 8`` of channel ``k // 8``.
-
-    (``np.packbits`` along the first axis is ~10x slower for large masks.)
-    """
-    packed = np.zeros(((masks.shape[0] + 7) // 8, *masks.shape[1:]), dtype=np.uint8)
-    for k in range(masks.shape[0]):
-        packed[k // 8] |= masks[k].view(np.uint8) << np.uint8(k % 8)
-    return packed
-
-
-def _unpack(packed: np.ndarray, count: int) -> np.ndarray:
-    """Inverse of :func:`_pack`: ``(C, H, W)`` uint8 -> ``(count, H, W)`` bool."""
-    masks = np.empty((count, *packed.shape[1:]), dtype=bool)
-    scratch = np.empty(packed.shape[1:], dtype=np.uint8)
-    for k in range(count):
-        np.right_shift(packed[k // 8], np.uint8(k % 8), out=scratch)
-        np.bitwise_and(scratch, np.uint8(1), out=masks[k].view(np.uint8))
-    return masks
-
-
-def _pipeline(params: AugmentParams, seed: int):
-    """The albumentations ``Compose`` of ``params``, seeded; geometric steps first.
-
-    Built per call (a few ms) so that concurrent callers never share random state.
-    """
-    import albumentations as A
-    import cv2
-
-    fill = {"border_mode": cv2.BORDER_CONSTANT, "fill": 0, "fill_mask": 0, "mask_interpolation": cv2.INTER_NEAREST}
-    transforms = [
-        A.Affine(
-            rotate=(-params.rotate_deg, params.rotate_deg),
-            scale=params.scale_range,
-            keep_ratio=True,
-            translate_percent=(-params.translate_fraction, params.translate_fraction),
-            p=params.affine_probability,
-            **fill,
-        ),
-        A.GridDistortion(
-            num_steps=5,
-            distort_limit=(-params.grid_distortion_limit, params.grid_distortion_limit),
-            p=params.grid_distortion_probability,
-            **fill,
-        ),
-        A.ElasticTransform(
-            alpha=params.elastic_alpha, sigma=params.elastic_sigma, p=params.elastic_probability, **fill
-        ),
-        A.Downscale(scale_range=params.downscale_range, p=params.downscale_probability),
-        A.GaussianBlur(sigma_limit=params.blur_sigma_range, blur_limit=0, p=params.blur_probability),
-        A.CLAHE(clip_limit=params.clahe_clip_range, tile_grid_size=(8, 8), p=params.clahe_probability),
-        A.GaussNoise(std_range=params.noise_std_range, p=params.noise_probability),
-        A.ImageCompression(
-            quality_range=(int(params.jpeg_quality_range[0]), int(params.jpeg_quality_range[1])),
-            p=params.jpeg_probability,
-        ),
-    ]
-    return A.Compose(transforms, seed=seed)

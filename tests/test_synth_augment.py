@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from synth.augment import AugmentParams, _pack, _unpack, attenuation_scales, augment
+from synth.augment import AugmentParams, attenuation_scales, augment
+from ts2d_xray.xray_augment import _pack, _unpack
 
 PRESETS = sorted((Path(__file__).resolve().parents[1] / "configs" / "synth").glob("*.json"))
 

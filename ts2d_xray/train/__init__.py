@@ -7,18 +7,24 @@ optimiser and schedule; plans, checkpoints and folders in nnU-Net's layout::
     MODEL_DIR/Ts2dMultiLabelTrainer__<plans>__2d/{plans.json, dataset.json, fold_N/checkpoint_final.pth}
 
 Modules: :mod:`.config` (presets ``tiny`` and ``default``), :mod:`.plans` (planning,
-``plans.json``), :mod:`.data` (reading, resampling, normalisation), :mod:`.augment`,
-:mod:`.sampling` (batches), :mod:`.loss`, :mod:`.validation`, :mod:`.splits`,
-:mod:`.checkpoint`, :mod:`.options`, :mod:`.trainer`.
+``plans.json``), :mod:`.data` (reading, resampling, normalisation), :mod:`.augment`
+(nnU-Net's and radiographs'), :mod:`.sampling` (batches), :mod:`.loss`,
+:mod:`.validation`, :mod:`.splits`, :mod:`.checkpoint`, :mod:`.options`,
+:mod:`.trainer`, :mod:`.adapt` (a coronal model fine-tuned on radiographs into an X-ray
+model).
 
 Example:
     >>> from ts2d_xray.train import TrainOptions, train
     >>> result = train("Dataset501_Coronal/organs", "models", "tiny", TrainOptions(device="cpu"))  # doctest: +SKIP
     >>> result.final_checkpoint  # doctest: +SKIP
     PosixPath('models/Ts2dMultiLabelTrainer__ts2dPlansTiny__2d/fold_0/checkpoint_final.pth')
+    >>> from ts2d_xray.train import adapt
+    >>> xray = adapt("models", "Dataset601_Xray/organs", "models_xray", TrainOptions(device="cpu"),
+    ...              epochs=5, freeze_encoder_epochs=1)  # doctest: +SKIP
 """
 
-from .augment import Augmentation, NnUNetAugmentation
+from .adapt import adapt, adaptation_trainer, load_coronal_model
+from .augment import XRAY_TRAINING_AUGMENT, Augmentation, NnUNetAugmentation, XrayAugmentation
 from .checkpoint import load_checkpoint, load_trained_network, load_weights
 from .config import CONFIGS, TrainConfig, get_config
 from .data import preprocess_image
@@ -30,15 +36,20 @@ from .validation import predict_logits
 __all__ = [
     "CONFIGS",
     "TRAINER_NAME",
+    "XRAY_TRAINING_AUGMENT",
     "Augmentation",
     "NnUNetAugmentation",
     "TrainConfig",
     "TrainOptions",
     "TrainResult",
     "Trainer",
+    "XrayAugmentation",
+    "adapt",
+    "adaptation_trainer",
     "build_network",
     "get_config",
     "load_checkpoint",
+    "load_coronal_model",
     "load_trained_network",
     "load_weights",
     "predict_logits",

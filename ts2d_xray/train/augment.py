@@ -1,4 +1,4 @@
-"""Augmentation of training patches: nnU-Net's 2D pipeline, without mirroring.
+"""Augmentation of training patches: nnU-Net's 2D pipeline without mirroring, and radiographs'.
 
 An augmentation is any callable ``aug(image, masks) -> (image, masks)`` on torch tensors
 ``image (C, h, w)`` float32 and ``masks (K, h, w)`` uint8 (1 = inside).  It receives
@@ -15,6 +15,11 @@ except:
 * masks are resampled as fractions and thresholded at 0.5 (one pass for all K
   structures; for a binary mask this is the label vote nnU-Net takes).
 
+:class:`XrayAugmentation` is for radiographs (adaptation, :mod:`.adapt`): the
+albumentations pipeline of :mod:`ts2d_xray.xray_augment` that ``synth`` applies to its
+DRRs, with training strengths (:data:`XRAY_TRAINING_AUGMENT`: inversion, gamma,
+contrast, noise, blur, CLAHE, affine up to ±10°, no flips).
+
 Random numbers come from numpy's and torch's global generators, as in
 batchgeneratorsv2; the sampler seeds them per batch.
 """
@@ -26,7 +31,22 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-__all__ = ["Augmentation", "NnUNetAugmentation"]
+from ..xray_augment import XrayAugmentParams, augment
+
+__all__ = ["XRAY_TRAINING_AUGMENT", "Augmentation", "NnUNetAugmentation", "XrayAugmentation"]
+
+#: Radiograph augmentation during training.  Intensity: inversion, gamma, contrast,
+#: noise, blur and CLAHE, the ways real radiographs differ from each other and from
+#: DRRs.  Geometry: the affine only (rotation ±10°, zoom 0.85-1.15, no shift, since the
+#: sampler already places patches anywhere), no grid or elastic distortion, JPEG or
+#: downscaling (patches at the network's pixel size are coarse already).
+XRAY_TRAINING_AUGMENT = XrayAugmentParams(
+    invert_probability=0.1, gamma_range=(0.7, 1.5), gamma_probability=0.3, contrast_range=(0.75, 1.25),
+    contrast_probability=0.3, rotate_deg=10.0, scale_range=(0.85, 1.15), translate_fraction=0.0,
+    affine_probability=0.3, grid_distortion_probability=0.0, elastic_probability=0.0,
+    noise_std_range=(0.005, 0.03), noise_probability=0.2, blur_sigma_range=(0.3, 1.0), blur_probability=0.2,
+    clahe_clip_range=(1.0, 3.0), clahe_probability=0.2, jpeg_probability=0.0, downscale_probability=0.0,
+)
 
 
 class Augmentation(Protocol):
@@ -102,6 +122,71 @@ class NnUNetAugmentation:
 
     def __repr__(self):
         return f"NnUNetAugmentation(patch_size={self.patch_size}, input_size={self.input_size})"
+
+
+class XrayAugmentation:
+    """Radiograph augmentation of training patches (:func:`ts2d_xray.xray_augment.augment`).
+
+    Patches arrive normalised (z-scored per image, see :mod:`.data`), while the
+    pipeline works on images in [0, 1].  Each channel of a crop is therefore mapped
+    linearly to [0, 1] (its minimum to 0, its maximum to 1), augmented, mapped back, and
+    given its former mean and standard deviation again (nnU-Net's "retain stats"):
+    inference z-scores every image, so a global change of brightness or contrast would
+    be undone there anyway; what the network must learn to ignore is the change of
+    shape of the histogram (gamma, CLAHE, inversion), noise and blur.  The centre
+    patch is cut out last, from a crop grown so that rotated and zoomed-out patches
+    stay filled with image.
+
+    Args:
+        patch_size: Output ``(H, W)`` in pixels.
+        params: Strengths and probabilities (default :data:`XRAY_TRAINING_AUGMENT`).
+
+    Attributes:
+        input_size: ``(h, w)`` of the crops to pass in.
+    """
+
+    def __init__(self, patch_size: Sequence[int], params: XrayAugmentParams = XRAY_TRAINING_AUGMENT):
+        self.patch_size = tuple(int(p) for p in patch_size)
+        self.params = params
+        # A patch rotated by up to rotate_deg and zoomed out to scale_range[0] (about the
+        # crop centre) reads a square of side P (|cos| + |sin|) / scale; a shift of
+        # translate_fraction of the crop on either side needs that much more.
+        angle = math.radians(params.rotate_deg if params.affine_probability > 0 else 0.0)
+        zoom = min(1.0, params.scale_range[0]) if params.affine_probability > 0 else 1.0
+        shift = params.translate_fraction if params.affine_probability > 0 else 0.0
+        grow = (abs(math.cos(angle)) + abs(math.sin(angle))) / zoom / (1 - 2 * shift)
+        self.input_size = tuple(int(math.ceil(p * grow)) for p in self.patch_size)
+
+    def __call__(self, image, masks):
+        """Augment one crop: ``image (C, h, w)`` float32 torch, ``masks (K, h, w)`` uint8 -> patch size."""
+        import torch
+
+        seed = int(np.random.randint(0, 2**63 - 1, dtype=np.int64))  # the sampler seeded numpy for this batch
+        array = image.numpy()
+        masks_in = masks.numpy().astype(bool)
+        channels, out_masks = [], masks_in
+        for c, channel in enumerate(array):
+            lo, hi = float(channel.min()), float(channel.max())
+            if not hi > lo:  # a flat crop (e.g. all padding): nothing to augment
+                channels.append(channel)
+                continue
+            mean, std = float(channel.mean()), float(channel.std())
+            # Every channel gets the same draws (same seed): the same geometry for all.
+            out, moved = augment((channel - lo) / (hi - lo), masks_in if c == 0 else None, self.params,
+                                 np.random.default_rng(seed))
+            out = lo + out * (hi - lo)
+            out_std = float(out.std())
+            channels.append((out - out.mean()) * (std / out_std if out_std > 0 else 1.0) + mean)
+            if c == 0:
+                out_masks = moved
+        top = [(i - p) // 2 for i, p in zip(array.shape[1:], self.patch_size)]
+        window = (slice(None), slice(top[0], top[0] + self.patch_size[0]), slice(top[1], top[1] + self.patch_size[1]))
+        out_image = np.stack(channels).astype(np.float32, copy=False)[window]
+        return (torch.from_numpy(np.ascontiguousarray(out_image)),
+                torch.from_numpy(np.ascontiguousarray(out_masks[window])).to(masks.dtype))
+
+    def __repr__(self):
+        return f"XrayAugmentation(patch_size={self.patch_size}, input_size={self.input_size})"
 
 
 def input_size_of(augmentation, patch_size: Sequence[int]) -> tuple[int, int]:

@@ -57,6 +57,11 @@ class TrainConfig:
         save_every: Write ``checkpoint_latest.pth`` every this many epochs.
         val_max_cases: Validate on at most this many validation cases per epoch (the
             first ones in case-id order); ``None``: all.
+        freeze_encoder_epochs: Train only the decoder and the segmentation heads for
+            this many first epochs (the encoder's parameters get no gradient), then
+            everything.  For fine-tuning from ``initial_weights``: the new heads and
+            decoder settle before their gradients reach the pretrained features.
+            0 (nnU-Net): never frozen.
     """
 
     name: str
@@ -79,6 +84,7 @@ class TrainConfig:
     scaling: tuple[float, float] = (0.7, 1.4)
     save_every: int = 1
     val_max_cases: int | None = None
+    freeze_encoder_epochs: int = 0
 
     def __post_init__(self):
         if not self.name or not self.name.replace("_", "").isalnum():
@@ -93,6 +99,8 @@ class TrainConfig:
                 raise ValueError(f"{key} must be an integer >= 1, got {getattr(self, key)!r}")
         if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size < 1):
             raise ValueError(f"batch_size must be an integer >= 1 or None, got {self.batch_size!r}")
+        if not isinstance(self.freeze_encoder_epochs, int) or self.freeze_encoder_epochs < 0:
+            raise ValueError(f"freeze_encoder_epochs must be an integer >= 0, got {self.freeze_encoder_epochs!r}")
         if self.val_max_cases is not None and self.val_max_cases < 1:
             raise ValueError(f"val_max_cases must be >= 1 or None, got {self.val_max_cases}")
         if not 0 <= self.oversample_foreground <= 1:

@@ -47,6 +47,7 @@ __all__ = [
     "TRAINER_NAME",
     "build_network",
     "check_plans",
+    "data_fields",
     "dataset_fingerprint",
     "network_topology",
     "plan",
@@ -199,6 +200,44 @@ def _feature_map_size(architecture: Mapping[str, Any], patch: Sequence[int], in_
 
 
 # --- planning ---------------------------------------------------------------------
+def data_fields(fingerprint: Mapping[str, Any], dataset_meta: Mapping[str, Any], spacing: Sequence[float]) -> dict:
+    """The plan values that describe the data rather than the network.
+
+    Adapting a model to another data set (:mod:`.adapt`) keeps the network's plan and
+    replaces these.
+
+    Args:
+        fingerprint: :func:`dataset_fingerprint` of the data set's cases.
+        dataset_meta: The data set's ``dataset.json``.
+        spacing: ``(row, column)`` pixel size the network works at, in mm.
+
+    Returns:
+        ``{"configuration": {...}, "plans": {...}}``: the keys of ``configurations["2d"]``
+        (median image size at ``spacing``, nnU-Net's normalisation scheme per channel,
+        named by ``channel_names``) and of the plans' top level (data set name, original
+        median spacing and shape, foreground intensity statistics).
+    """
+    from nnunetv2.preprocessing.normalization.map_channel_name_to_normalization import get_normalization_scheme
+
+    channel_names = [dataset_meta["channel_names"][str(c)] for c in range(len(dataset_meta["channel_names"]))]
+    spacings = np.asarray(fingerprint["spacings"], dtype=float)
+    shapes = np.asarray(fingerprint["shapes_after_crop"], dtype=float)
+    median_shape = np.median(shapes[:, 1:] * spacings[:, 1:] / np.asarray(spacing, dtype=float), axis=0)
+    return {
+        "configuration": {
+            "median_image_size_in_voxels": [float(v) for v in median_shape],
+            "normalization_schemes": [get_normalization_scheme(n).__name__ for n in channel_names],
+            "use_mask_for_norm": [False] * len(channel_names),
+        },
+        "plans": {
+            "dataset_name": str(dataset_meta.get("name", "dataset")),
+            "original_median_spacing_after_transp": [float(v) for v in np.median(spacings, axis=0)],
+            "original_median_shape_after_transp": [int(round(v)) for v in np.median(shapes, axis=0)],
+            "foreground_intensity_properties_per_channel": fingerprint["foreground_intensity_properties_per_channel"],
+        },
+    }
+
+
 def plan(fingerprint: Mapping[str, Any], dataset_meta: Mapping[str, Any], config: TrainConfig, *,
          in_channels: int | None = None, channel_source: Sequence[int] | None = None) -> dict:
     """nnU-Net v2 plans (one ``"2d"`` configuration) for a data set and a configuration.
@@ -221,7 +260,8 @@ def plan(fingerprint: Mapping[str, Any], dataset_meta: Mapping[str, Any], config
     target = (np.array([config.spacing_mm] * 2) if config.spacing_mm is not None
               else np.median(spacings, axis=0))
     # 2. Median shape at the target spacing; the first patch: nnU-Net's 2048^2-pixel start, clipped.
-    median_shape = np.median(shapes * spacings / target, axis=0)
+    data = data_fields(fingerprint, dataset_meta, target)
+    median_shape = np.asarray(data["configuration"]["median_image_size_in_voxels"])
     start = 1 / target * (_INITIAL_PATCH_PIXELS / np.prod(1 / target)) ** 0.5
     patch = np.minimum(np.round(start), np.maximum(np.round(median_shape), 1))
     if config.max_patch_size is not None:
@@ -236,17 +276,15 @@ def plan(fingerprint: Mapping[str, Any], dataset_meta: Mapping[str, Any], config
         batch_size, topology = _memory_rule(topology, target, median_shape, config, len(channel_names),
                                             len(structures), n_cases=len(shapes))
         architecture = _architecture(topology, config)
-    from nnunetv2.preprocessing.normalization.map_channel_name_to_normalization import get_normalization_scheme
-
     configuration = {
         "data_identifier": f"{config.plans_name}_{CONFIGURATION}",
         "preprocessor_name": "DefaultPreprocessor",
         "batch_size": int(batch_size),
         "patch_size": topology["patch_size"],
-        "median_image_size_in_voxels": [float(v) for v in median_shape],
+        "median_image_size_in_voxels": data["configuration"]["median_image_size_in_voxels"],
         "spacing": [float(v) for v in target],
-        "normalization_schemes": [get_normalization_scheme(n).__name__ for n in channel_names],
-        "use_mask_for_norm": [False] * len(channel_names),
+        "normalization_schemes": data["configuration"]["normalization_schemes"],
+        "use_mask_for_norm": data["configuration"]["use_mask_for_norm"],
         "resampling_fn_data": "resample_data_or_seg_to_shape",
         "resampling_fn_seg": "resample_data_or_seg_to_shape",
         "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
@@ -256,20 +294,18 @@ def plan(fingerprint: Mapping[str, Any], dataset_meta: Mapping[str, Any], config
         "architecture": architecture,
         "batch_dice": True,
     }
-    all_spacings = np.asarray(fingerprint["spacings"], dtype=float)
     return {
-        "dataset_name": str(dataset_meta.get("name", "dataset")),
+        "dataset_name": data["plans"]["dataset_name"],
         "plans_name": config.plans_name,
-        "original_median_spacing_after_transp": [float(v) for v in np.median(all_spacings, axis=0)],
-        "original_median_shape_after_transp": [int(round(v)) for v in
-                                               np.median(np.asarray(fingerprint["shapes_after_crop"]), axis=0)],
+        "original_median_spacing_after_transp": data["plans"]["original_median_spacing_after_transp"],
+        "original_median_shape_after_transp": data["plans"]["original_median_shape_after_transp"],
         "image_reader_writer": "SimpleITKIO",
         "transpose_forward": [0, 1, 2],
         "transpose_backward": [0, 1, 2],
         "configurations": {CONFIGURATION: configuration},
         "experiment_planner_used": "ts2d_xray.train.plans",
         "label_manager": "LabelManager",
-        "foreground_intensity_properties_per_channel": fingerprint["foreground_intensity_properties_per_channel"],
+        "foreground_intensity_properties_per_channel": data["plans"]["foreground_intensity_properties_per_channel"],
         "ts2d": {
             "config": config.name,
             "planning": {k: config.to_dict()[k] for k in PLANNING_FIELDS},

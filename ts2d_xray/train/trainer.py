@@ -16,7 +16,10 @@ Everything that can be wrong with the input is checked before the first iteratio
 (and before anything is written): the split, every case's files and labels, the plans.
 
 Reuse (e.g. for radiographs): pass another data set, ``in_channels``, an
-``augmentation`` and ``initial_weights`` (a state dict or checkpoint).
+``augmentation``, ``initial_weights`` (a state dict or checkpoint) and a ``planner``
+(plans that keep a pretrained network's architecture); ``config.freeze_encoder_epochs``
+trains only the decoder for the first epochs.  :mod:`.adapt` does all of this to turn a
+coronal model into a radiograph model.
 
 Example:
     >>> from ts2d_xray.dataset import load_dataset
@@ -82,11 +85,16 @@ class Trainer:
         in_channels: Network inputs; a 1-channel data set is repeated to fill them.
         augmentation: ``aug(image, masks) -> (image, masks)`` on patches (see
             :mod:`ts2d_xray.train.augment`); default :class:`NnUNetAugmentation`.
+        planner: ``planner(fingerprint, dataset_meta, config, *, in_channels,
+            channel_source) -> plans`` instead of :func:`~ts2d_xray.train.plans.plan`,
+            called when the model folder has no ``plans.json`` yet (e.g. plans that keep
+            a pretrained network's architecture, see :mod:`ts2d_xray.train.adapt`).
     """
 
     def __init__(self, model_dir: str | PathLike, dataset: Dataset, config: TrainConfig | str = "default",
                  options: TrainOptions = TrainOptions(), *, initial_weights: Mapping[str, Any] | None = None,
-                 in_channels: int | None = None, augmentation: Callable | None = None):
+                 in_channels: int | None = None, augmentation: Callable | None = None,
+                 planner: Callable[..., dict] | None = None):
         self.config = get_config(config) if isinstance(config, str) else config
         self.options = options
         self.dataset = dataset
@@ -95,6 +103,7 @@ class Trainer:
         self.initial_weights = initial_weights
         self.in_channels = in_channels
         self.augmentation = augmentation
+        self.planner = planner or plan
         self.current_epoch = 0
         self.logging: dict[str, list] = {k: [] for k in (
             "mean_fg_dice", "ema_fg_dice", "dice_per_class_or_region", "train_losses", "val_losses", "lrs",
@@ -131,8 +140,8 @@ class Trainer:
                                               [c.masks.array for c in raw.values()],
                                               [c.image.plane.spacing for c in raw.values()],
                                               [c.labelled for c in raw.values()])
-            plans = plan(fingerprint, dataset.meta, self.config, in_channels=in_channels,
-                         channel_source=channel_source)
+            plans = self.planner(fingerprint, dataset.meta, self.config, in_channels=in_channels,
+                                 channel_source=channel_source)
             plans = json.loads(json.dumps(plans))  # as plans.json will read back
         arch = plans["configurations"][CONFIGURATION]["architecture"]["arch_kwargs"]
         if arch["n_stages"] < 2:
@@ -181,6 +190,8 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.options.seed)
             self.network = build_network(plans, deep_supervision=True).to(self.device)
+        if cfg.freeze_encoder_epochs and not isinstance(getattr(self.network, "encoder", None), torch.nn.Module):
+            raise ValueError(f"freeze_encoder_epochs: {type(self.network).__name__} has no 'encoder' to freeze")
         self.loss = build_loss(len(self.ds_scales), batch_dice=configuration["batch_dice"])
         self.val_loss = MultiLabelDiceBCELoss(batch_dice=configuration["batch_dice"])
         self.optimizer = torch.optim.SGD(self.network.parameters(), cfg.initial_lr, weight_decay=cfg.weight_decay,
@@ -234,8 +245,13 @@ class Trainer:
         self.lr_scheduler.step(epoch)
         lr = float(self.optimizer.param_groups[0]["lr"])
         self.network.train()
+        # Frozen or not follows from the epoch alone, so a resumed run freezes exactly as
+        # an uninterrupted one.
+        frozen = epoch < cfg.freeze_encoder_epochs
+        self._freeze_encoder(frozen)
         losses = []
-        bar = _progress(cfg.iterations_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", self.options.progress)
+        desc = f"epoch {epoch + 1}/{cfg.epochs}" + (" (encoder frozen)" if frozen else "")
+        bar = _progress(cfg.iterations_per_epoch, desc, self.options.progress)
         for _ in range(cfg.iterations_per_epoch):
             losses.append(self.train_step(next(batches)))
             bar.update()
@@ -249,7 +265,7 @@ class Trainer:
             previous if math.isnan(mean) else (1 - EMA_WEIGHT) * previous + EMA_WEIGHT * mean)
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val["loss"], "lr": lr,
                   "mean_dice": mean, "ema_dice": ema, "dice": dict(zip(self.structures, map(float, dice))),
-                  "iterations": cfg.iterations_per_epoch, "seconds": time.time() - started}
+                  "iterations": cfg.iterations_per_epoch, "encoder_frozen": frozen, "seconds": time.time() - started}
         for key, value in (("mean_fg_dice", mean), ("ema_fg_dice", ema), ("dice_per_class_or_region",
                            [float(d) for d in dice]), ("train_losses", record["train_loss"]),
                            ("val_losses", val["loss"]), ("lrs", lr), ("epoch_start_timestamps", started),
@@ -265,6 +281,19 @@ class Trainer:
             self.best_ema = ema
             ckpt.save_checkpoint(self.fold_dir / ckpt.BEST, self.checkpoint())
         return record
+
+    def _freeze_encoder(self, frozen: bool) -> None:
+        """Switch the encoder's gradients off (or on again).
+
+        Its parameters then get no gradient, so SGD leaves them (and their momentum and
+        weight decay) untouched, and backpropagation stops at the skip connections.
+        InstanceNorm keeps no running statistics, so nothing else of the encoder changes.
+        """
+        encoder = getattr(self.network, "encoder", None)
+        if encoder is None:
+            return  # never frozen (prepare checked freeze_encoder_epochs)
+        for param in encoder.parameters():
+            param.requires_grad_(not frozen)
 
     def train_step(self, batch: Mapping[str, Any]) -> float:
         """One optimiser step on a batch of :class:`PatchSampler`; returns the loss."""
