@@ -81,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("-o", "--output", type=Path, default=Path("out/demo"), metavar="DIR",
                    help="output folder (default out/demo)")
     _add_train_parser(sub)
+    _add_adapt_parser(sub)
     try:  # synth is optional and never imported with ts2d_xray itself
         from synth import cli as synth_cli
     except ImportError as err:
@@ -89,6 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     else:
         synth_cli.add_parser(sub)
     _add_inference_parsers(sub)
+    _add_evaluate_parser(sub)
     return parser
 
 
@@ -199,6 +201,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
 def _fold(text: str) -> int | str:
     if text == "all":
         return text
@@ -248,6 +260,53 @@ def _run_train(args) -> int:
     last = result.history[-1] if result.history else {}
     dice = last.get("mean_dice")
     print(f"{result.final_checkpoint}: {result.epochs} epochs of config {config.name}"
+          + (f", last validation mean Dice {dice:.3f}" if dice is not None else "")
+          + f" ({time.perf_counter() - started:.0f} s); per-epoch log in {result.fold_dir / 'training_log.jsonl'}")
+    return 0
+
+
+def _add_adapt_parser(sub) -> None:
+    p = sub.add_parser("adapt", help="fine-tune a coronal model on a radiograph data set into an X-ray model")
+    p.add_argument("coronal_model", type=Path, metavar="CORONAL_MODEL",
+                   help="model folder of `ts2d-xray train` on coronal projections (MODEL_DIR or its "
+                        "<trainer>__<plans>__2d folder)")
+    p.add_argument("dataset", type=Path, metavar="XRAY_DATASET",
+                   help="1-channel data set of `ts2d-xray synth build --kind xray`; its structures must be the "
+                        "coronal model's or a subset")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT",
+                   help="model folder of the X-ray model; results go to OUT/<trainer>__<plans>__2d/fold_F")
+    p.add_argument("--epochs", type=_positive_int, default=None, metavar="N",
+                   help="epochs (default: the coronal model's configuration's)")
+    p.add_argument("--iterations-per-epoch", type=_positive_int, default=None, metavar="N",
+                   help="training iterations per epoch (default: the coronal model's configuration's)")
+    p.add_argument("--freeze-encoder-epochs", type=_non_negative_int, default=None, metavar="N",
+                   help="train only the decoder for the first N epochs (default: the coronal model's "
+                        "configuration's, usually 0)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto: CUDA if available (default)")
+    p.add_argument("--fold", type=_fold, default=0, metavar="F|all",
+                   help="fold of the X-ray data set's cross-validation split, or 'all'")
+    p.add_argument("--folds", type=_positive_int, default=5, metavar="N", help="folds of a new split (default 5)")
+    p.add_argument("--coronal-fold", type=_fold, default=None, metavar="F|all",
+                   help="fold of the coronal model to start from (default: its only finished fold)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the batches (default 0)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="data-loader processes (default: 0 on the CPU, up to 8 with CUDA)")
+    p.add_argument("--resume", action="store_true", help="continue from the fold's last checkpoint")
+
+
+def _run_adapt(args) -> int:
+    from .train import TrainOptions, adapt
+
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("iterations_per_epoch", args.iterations_per_epoch),
+                                   ("freeze_encoder_epochs", args.freeze_encoder_epochs)) if v is not None}
+    options = TrainOptions(device=args.device, fold=args.fold, num_folds=args.folds, seed=args.seed,
+                           resume=args.resume, num_workers=args.workers, progress=True)
+    started = time.perf_counter()
+    result = adapt(args.coronal_model, args.dataset, args.output, options, coronal_fold=args.coronal_fold,
+                   **overrides)
+    dice = result.history[-1].get("mean_dice") if result.history else None
+    print(f"{result.final_checkpoint}: X-ray model adapted from {args.coronal_model}, {result.epochs} epochs"
           + (f", last validation mean Dice {dice:.3f}" if dice is not None else "")
           + f" ({time.perf_counter() - started:.0f} s); per-epoch log in {result.fold_dir / 'training_log.jsonl'}")
     return 0
@@ -403,6 +462,60 @@ def _run_models(args) -> int:
     return 0
 
 
+# --- evaluate ---------------------------------------------------------------------
+def _add_evaluate_parser(sub) -> None:
+    """``evaluate``: a thin layer over :func:`ts2d_xray.evaluate.evaluate`."""
+    e = sub.add_parser("evaluate", help="Dice, HD95 (mm) and presence of predicted masks against a ground truth")
+    e.add_argument("pred", type=Path, metavar="PRED",
+                   help="result: .seg.nrrd, masks.nii.gz (+ .json), a result folder of segment/project, "
+                        "or a folder of results (one per case)")
+    e.add_argument("gt", type=Path, metavar="GT",
+                   help="ground truth: the same kinds, a folder of one mask per structure (PNG/NRRD/NIfTI) "
+                        "or one mask file; a folder of cases named as PRED's results; with --vs-3d, 3D labels")
+    e.add_argument("--map", type=Path, default=None, metavar="MAPPING.yaml",
+                   help="YAML lines 'mask name: structure' naming GT masks as catalog or derived structures "
+                        "(e.g. lung_field_left.png: lung_left)")
+    e.add_argument("-o", "--output", type=Path, default=None, metavar="REPORT_DIR",
+                   help="write metrics.csv, summary.json and dice_boxplot.png into this folder")
+    e.add_argument("--vs-3d", action="store_true",
+                   help="GT is a 3D segmentation (TotalSegmentator subject or segmentations/ folder, or a "
+                        "multilabel map with --classmap) of the CT PRED was made from: project it on PRED's "
+                        "pixel spacing and display, then compare")
+    e.add_argument("--classmap", default=None, metavar="v1|v2|FILE",
+                   help="ids of a multilabel 3D map (--vs-3d)")
+    e.add_argument("--structures", type=_names, default=None, metavar="A,B,...",
+                   help="structures to evaluate (catalog or derived names such as lungs, spine); "
+                        "default: those of GT that PRED predicts")
+    e.add_argument("--min-area", type=float, default=None, metavar="MM2",
+                   help="a structure is present when its mask covers at least MM2 mm^2 (default 50)")
+
+
+def _run_evaluate(args) -> int:
+    from .errors import InputError
+    from .evaluate import evaluate
+    from .report import MIN_PRESENT_AREA_MM2
+
+    if args.classmap is not None and not args.vs_3d:
+        raise ValueError("--classmap gives the ids of 3D labels: use it with --vs-3d")
+    if args.map is not None and args.vs_3d:
+        raise ValueError("--map renames 2D masks; 3D labels (--vs-3d) use catalog names")
+    if args.output is not None:
+        _check_outputs([args.pred, args.gt, args.map], [args.output])
+        if args.output.exists() and not args.output.is_dir():
+            raise InputError(args.output, "exists and is not a folder")
+    started = time.perf_counter()
+    min_area = MIN_PRESENT_AREA_MM2 if args.min_area is None else args.min_area
+    report = evaluate(args.pred, args.gt, args.map, structures=args.structures, vs_3d=args.vs_3d,
+                      classmap=args.classmap, min_area_mm2=min_area)
+    print(report.table())
+    for note in report.notes:
+        print(f"note: {note}")
+    if args.output is not None:
+        written = report.save(args.output)
+        print(f"({time.perf_counter() - started:.1f} s) -> " + ", ".join(str(p) for p in written))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ts2d-xray`` command; returns the exit code."""
     from .errors import InputError
@@ -411,7 +524,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     run = {"project": _run_project, "demo": _run_demo, "synth": _run_synth,
-           "segment": _run_segment, "models": _run_models, "train": _run_train}[args.command]
+           "segment": _run_segment, "models": _run_models, "train": _run_train, "adapt": _run_adapt,
+           "evaluate": _run_evaluate}[args.command]
     try:
         return run(args)
     except (InputError, FileExistsError, KeyError, ValueError) as err:
