@@ -8,52 +8,12 @@ are imported only when a command runs.  Exit codes follow ``ts2d-xray``: 0 succe
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
+from ts2d_xray.argtypes import non_negative_int, pixel_shape, positive_int, spacing_mm
+
 __all__ = ["add_parser", "run"]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"seed must be >= 0, got {value}")
-    return value
-
-
-def _spacing(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a pixel size in mm, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"spacing must be > 0 mm, got {value}")
-    return value
-
-
-def _shape(text: str) -> tuple[int, int]:
-    parts = text.replace("x", ",").split(",")
-    try:
-        h, w = (int(p) for p in parts)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected H,W in pixels (e.g. 512,512), got {text!r}") from None
-    if min(h, w) < 1:
-        raise argparse.ArgumentTypeError(f"H and W must be >= 1, got {text!r}")
-    return h, w
 
 
 def _groups(text: str) -> tuple[str, ...]:
@@ -74,7 +34,7 @@ def add_parser(sub) -> None:
     b.add_argument("--kind", choices=("coronal", "xray"), required=True,
                    help="coronal: TS2D projection [mean, max] in HU; xray: synthetic radiograph in [0, 1]")
     b.add_argument("--preset", default=None, metavar="P", help="X-ray preset (--kind xray)")
-    b.add_argument("--per-ct", type=_positive_int, default=1, metavar="N",
+    b.add_argument("--per-ct", type=positive_int, default=1, metavar="N",
                    help="cases per CT (default 1; coronal allows more only with --deform)")
     b.add_argument("--deform", action="store_true",
                    help="warp each CT and its labels with a random 3D affine + elastic deformation before "
@@ -82,14 +42,14 @@ def add_parser(sub) -> None:
     b.add_argument("--groups", type=_groups, default=("all",), metavar="G,G,...|all",
                    help="TS2D groups (organs, vertebrae, cardiac, muscles, ribs), one data set each, "
                         "or 'all' for one data set with every structure (default)")
-    b.add_argument("--workers", type=_positive_int, default=1, metavar="W",
+    b.add_argument("--workers", type=positive_int, default=1, metavar="W",
                    help="worker processes (default 1: build in this process)")
-    b.add_argument("--seed", type=_seed, default=0, metavar="S", help="base random seed (default 0)")
+    b.add_argument("--seed", type=non_negative_int, default=0, metavar="S", help="base random seed (default 0)")
     b.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="dask.distributed scheduler address (e.g. tcp://host:8786); overrides --workers")
-    b.add_argument("--spacing", type=_spacing, default=None, metavar="MM",
+    b.add_argument("--spacing", type=spacing_mm, default=None, metavar="MM",
                    help="pixel size of coronal projections in mm (default 1.5)")
-    b.add_argument("--shape", type=_shape, default=None, metavar="H,W",
+    b.add_argument("--shape", type=pixel_shape, default=None, metavar="H,W",
                    help="detector size in pixels of X-ray cases (default: the preset's)")
 
     d = commands.add_parser("drr", help="write synthetic radiographs of one CT, with previews")
@@ -99,9 +59,9 @@ def add_parser(sub) -> None:
     d.add_argument("--classmap", default=None, metavar="v1|v2|FILE", help="ids of a multilabel map")
     d.add_argument("-o", "--output", type=Path, required=True, metavar="OUT_DIR", help="new output folder")
     d.add_argument("--preset", required=True, metavar="P", help="X-ray preset")
-    d.add_argument("-n", type=_positive_int, default=1, metavar="N", help="number of radiographs (default 1)")
-    d.add_argument("--seed", type=_seed, default=0, metavar="S", help="random seed (default 0)")
-    d.add_argument("--shape", type=_shape, default=None, metavar="H,W", help="detector size in pixels")
+    d.add_argument("-n", type=positive_int, default=1, metavar="N", help="number of radiographs (default 1)")
+    d.add_argument("--seed", type=non_negative_int, default=0, metavar="S", help="random seed (default 0)")
+    d.add_argument("--shape", type=pixel_shape, default=None, metavar="H,W", help="detector size in pixels")
 
 
 def run(args) -> int:
