@@ -224,3 +224,44 @@ def test_cpu_group_norm_swap_keeps_the_outputs():
         after = speed_up_for_cpu(net)(x)
     assert not any(isinstance(m, torch.nn.InstanceNorm2d) for m in net.modules())
     assert torch.allclose(before, after, atol=1e-4)
+
+
+def test_export_bundle_keeps_only_half_precision_weights_and_predicts_the_same(tmp_path):
+    from ts2d_xray import Segmenter
+    from ts2d_xray.manifest import verify_bundle
+    from ts2d_xray.models import export_bundle
+
+    source = mf.random_pair(tmp_path, structures=("liver", "spleen", "heart"))[0] / "organs"
+    (trainer_dir,) = [p for p in source.iterdir() if p.is_dir()]
+    out = export_bundle({"organs": trainer_dir}, tmp_path / "slim", name="slim", fold=0,
+                        description="exported", training={"cases": 3})
+    manifest = open_model(out).manifest
+    assert manifest.name == "slim" and manifest.group_names == ("organs",) and not manifest.inferred
+    assert manifest.training == {"cases": 3} and manifest.sha256
+    verify_bundle(out, manifest)
+    state = read_checkpoint(out / manifest.groups[0].checkpoints()[0])
+    assert set(state) == {"network_weights", "trainer_name", "current_epoch", "inference_allowed_mirroring_axes"}
+    assert all(v.dtype == torch.float16 for v in state["network_weights"].values() if v.is_floating_point())
+    image = np.random.default_rng(0).normal(0, 300, (2, 96, 80)).astype(np.float32)
+    with Segmenter(source.parent, device="cpu") as a, Segmenter(out, device="cpu") as b:
+        full, slim = a(image).masks.array, b(image).masks.array
+    assert (full != slim).mean() < 0.002  # float16 weights move only pixels at the threshold
+    with pytest.raises(InputError, match="exists"):
+        export_bundle({"organs": trainer_dir}, out, name="slim", fold=0)
+
+
+def test_bundled_models_resolve_by_name_and_installed_ones_win(tmp_path, monkeypatch):
+    from ts2d_xray.models import bundled_models
+    from ts2d_xray.segment import default_model
+
+    bundled = tmp_path / "bundled"
+    mf.deterministic_bundle(bundled / "shipped-coronal", name="shipped-coronal")
+    monkeypatch.setattr("ts2d_xray.models.BUNDLED_DIR", bundled)
+    assert [m.name for m in bundled_models()] == ["shipped-coronal"] and list_models() == []
+    assert default_model("coronal") == "shipped-coronal"
+    with open_model("shipped-coronal") as b:
+        assert b.root == bundled / "shipped-coronal" and not b.installed
+    install_model(mf.deterministic_bundle(tmp_path / "mine"), name="mine")
+    assert default_model("coronal") == "mine"  # an installed model of the kind comes first
+    with pytest.raises(InputError, match="no xray model to use"):
+        default_model("xray")

@@ -303,9 +303,12 @@ def _four_d(tmp: Path) -> Path:
     ("no_model", "no coronal model to use"),
     ("device", "device 'cuda:0' was asked for, but torch"),
 ])
-def test_bad_input_exits_2_with_one_line_and_writes_nothing(data, coronal_model, tmp_path, capsys, case, message):
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(data, coronal_model, tmp_path, capsys, monkeypatch,
+                                                            case, message):
     if case == "device" and torch.cuda.is_available():
         pytest.skip("CUDA is available here")
+    if case == "no_model":  # neither installed nor bundled models
+        monkeypatch.setattr("ts2d_xray.models.BUNDLED_DIR", tmp_path / "no-bundled-models")
     out = tmp_path / "out"
     png = data / "xray" / "nih_cxr14" / "00000001_000.png"
     ct = data / "ct" / "ts_example" / "ct.nii.gz"

@@ -15,7 +15,9 @@ group and the manifest is inferred, which covers the published TS2D/TSXR zips (K
 sigmoid outputs with background as channel 0, trainer names nnU-Net does not know).
 
 Installed bundles live in ``$TS2D_XRAY_HOME/models/<name>/`` (default
-``~/.cache/ts2d-xray``); names are resolved exactly, never by prefix.
+``~/.cache/ts2d-xray``); names are resolved exactly, never by prefix.  The *bundled*
+default models ship inside the package (``ts2d_xray/weights/<name>/``, made by
+``scripts/make_default_models.py``); an installed model of the same name wins.
 
 Example:
     >>> from ts2d_xray.models import install_model, list_models
@@ -38,7 +40,7 @@ import zipfile
 from dataclasses import dataclass, replace
 from os import PathLike
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Mapping
 
 from .errors import InputError
 from .manifest import (
@@ -56,12 +58,15 @@ from .manifest import (
 )
 
 __all__ = [
+    "BUNDLED_DIR",
     "HOME_ENV",
     "MANIFEST",
     "GroupSpec",
     "Kind",
     "ModelBundle",
     "ModelManifest",
+    "bundled_models",
+    "export_bundle",
     "find_nnunet_folders",
     "infer_manifest",
     "install_model",
@@ -82,6 +87,8 @@ log = logging.getLogger(__name__)
 #: Environment variable that moves the user cache (installed models live in ``<it>/models``).
 HOME_ENV = "TS2D_XRAY_HOME"
 DEFAULT_HOME = Path("~/.cache/ts2d-xray")
+#: Where the bundled default models live (package data).
+BUNDLED_DIR = Path(__file__).resolve().parent / "weights"
 #: Largest total size of the files an archive may unpack to (a guard against zip bombs).
 MAX_UNPACKED_BYTES = 32 * 2**30
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -146,6 +153,15 @@ def list_models() -> list[ModelManifest]:
     return out
 
 
+def bundled_models() -> list[ModelManifest]:
+    """Manifests of the models that ship with the package, by name."""
+    out = []
+    for path in sorted(BUNDLED_DIR.iterdir()) if BUNDLED_DIR.is_dir() else ():
+        if (path / MANIFEST).is_file():
+            out.append(read_manifest(path / MANIFEST))
+    return out
+
+
 def installed_summary() -> str:
     """One line naming the installed models and how to install one (for error messages)."""
     names = [m.name for m in list_models()]
@@ -189,7 +205,9 @@ def open_model(spec: str | PathLike, *, display: str | None = None) -> ModelBund
         folder = _models_dir() / name
         if (folder / MANIFEST).is_file():
             return ModelBundle(folder, read_manifest(folder / MANIFEST), installed=True)
-        installed = [m.name for m in list_models()]
+        if (BUNDLED_DIR / name / MANIFEST).is_file():
+            return ModelBundle(BUNDLED_DIR / name, read_manifest(BUNDLED_DIR / name / MANIFEST))
+        installed = [m.name for m in list_models() + bundled_models()]
         close = difflib.get_close_matches(name, installed, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise InputError(None, f"unknown model {name!r}{hint}; {installed_summary()}")
@@ -260,6 +278,75 @@ def install_model(source: str | PathLike, name: str | None = None, *, force: boo
         return manifest
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def export_bundle(groups: Mapping[str, str | PathLike], out: str | PathLike, *, name: str, fold: int | str = 0,
+                  description: str = "", training: Mapping[str, Any] | None = None, half: bool = True,
+                  overwrite: bool = False) -> Path:
+    """Write trained nnU-Net folders as one slim bundle: weights only, a manifest with SHA-256.
+
+    Each group's ``plans.json`` and ``dataset.json`` are copied; of each checkpoint only
+    what inference reads is kept (``network_weights``, the trainer name, the epoch),
+    without optimiser state or logs, and floating-point weights are stored in half
+    precision when ``half`` (they are cast back to float32 when loaded on a CPU).
+
+    Args:
+        groups: Group name -> nnU-Net results folder (``<trainer>__<plans>__2d``).
+        out: The bundle folder to write (refused if it exists, unless ``overwrite``).
+        name: Model name in the manifest.
+        fold: The fold whose ``checkpoint_final.pth`` is exported.
+        description, training: Written into the manifest.
+
+    Returns:
+        ``out``.  The bundle appears complete or not at all.
+    """
+    import torch
+
+    from .network import read_checkpoint
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise InputError(out, "exists; choose another folder or pass overwrite=True")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".exporting-{uuid.uuid4().hex[:8]}"
+    try:
+        for group, folder in groups.items():
+            folder = Path(folder)
+            source = folder / f"fold_{fold}" / "checkpoint_final.pth"
+            state = read_checkpoint(source)
+            if "network_weights" not in state:
+                raise InputError(source, "no 'network_weights' in the checkpoint")
+            target = staging / group / folder.name
+            (target / f"fold_{fold}").mkdir(parents=True)
+            for file in ("plans.json", "dataset.json"):
+                shutil.copyfile(folder / file, target / file)
+            weights, halves = {}, {}
+            for key, value in state["network_weights"].items():
+                if half and value.is_floating_point():
+                    # nnU-Net's blocks list each conv twice (``conv`` and ``all_modules.N``):
+                    # convert each tensor once, so that the file keeps one copy.
+                    same = (value.data_ptr(), tuple(value.shape), value.stride())
+                    if same not in halves:
+                        halves[same] = value.half()
+                    value = halves[same]
+                weights[key] = value
+            slim = {"network_weights": weights, "trainer_name": state.get("trainer_name"),
+                    "current_epoch": state.get("current_epoch"), "inference_allowed_mirroring_axes": None}
+            torch.save(slim, target / f"fold_{fold}" / "checkpoint_final.pth")
+        manifest = infer_manifest(staging, name=name)
+        named = tuple(replace(g, name=PurePosixPath(g.path).parts[0]) for g in manifest.groups)
+        manifest = replace(manifest, groups=named, description=description, training=dict(training or {}),
+                           inferred=False)
+        manifest = replace(manifest, sha256=hash_weights(staging, manifest))
+        write_manifest(staging, manifest)
+        if out.exists():
+            trash = out.parent / f".removing-{uuid.uuid4().hex[:8]}"
+            os.replace(out, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
 
 
 def remove_model(name: str) -> None:

@@ -37,7 +37,7 @@ from .errors import InputError
 from .image import DISPLAYS, Image2D, Masks, Plane, Volume
 from .inputs import MAX_CT_VOXELS, MAX_PIXELS, MODEL_KIND, inspect_input
 from .manifest import KIND_CHANNELS, verify_bundle
-from .models import installed_summary, list_models, open_model
+from .models import bundled_models, installed_summary, list_models, open_model
 from .result import Result
 
 __all__ = ["MAX_MASK_BYTES", "Orientation", "SegmentOptions", "Segmenter", "default_model"]
@@ -160,8 +160,14 @@ class Orientation:
 
 
 def default_model(kind: str | None = None) -> str:
-    """The only installed model (of ``kind``, when given); InputError listing them otherwise."""
+    """The model used when none is named, for inputs of ``kind`` (when given).
+
+    The only installed model (of ``kind``); with none installed, the only bundled one
+    (see :func:`ts2d_xray.models.bundled_models`); InputError listing them otherwise.
+    """
     models = [m for m in list_models() if kind is None or m.kind == kind]
+    if not models:
+        models = [m for m in bundled_models() if kind is None or m.kind == kind]
     if len(models) == 1:
         return models[0].name
     what = f"{kind} " if kind else ""
