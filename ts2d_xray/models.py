@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 import os
 import re
@@ -51,6 +52,7 @@ from .manifest import (
     hash_weights,
     find_nnunet_folders,
     infer_manifest,
+    read_json,
     read_manifest,
     sha256_file,
     verify_bundle,
@@ -318,8 +320,12 @@ def export_bundle(groups: Mapping[str, str | PathLike], out: str | PathLike, *, 
                 raise InputError(source, "no 'network_weights' in the checkpoint")
             target = staging / group / folder.name
             (target / f"fold_{fold}").mkdir(parents=True)
-            for file in ("plans.json", "dataset.json"):
-                shutil.copyfile(folder / file, target / file)
+            shutil.copyfile(folder / "dataset.json", target / "dataset.json")
+            plans = read_json(folder / "plans.json")
+            source_model = plans.get("ts2d", {}).get("adapted_from") or {}
+            if "model" in source_model:  # a path on the training machine means nothing elsewhere
+                source_model["model"] = Path(source_model["model"]).name
+            (target / "plans.json").write_text(json.dumps(plans, indent=1))
             weights, halves = {}, {}
             for key, value in state["network_weights"].items():
                 if half and value.is_floating_point():
