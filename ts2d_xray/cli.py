@@ -307,8 +307,8 @@ def _add_inference_parsers(sub) -> None:
     s.add_argument("-o", "--output", type=Path, required=True, metavar="OUT_DIR",
                    help="output folder; each input gets a sub-folder named after it")
     s.add_argument("--model", default=None, metavar="NAME_OR_PATH",
-                   help="installed model name, bundle folder or .zip (default: the only installed model "
-                        "of the input's kind)")
+                   help="installed or bundled model name, bundle folder or .zip (default: the only installed "
+                        "model of the input's kind, else the bundled default of that kind)")
     s.add_argument("--device", default="auto", metavar="auto|cpu|cuda",
                    help="auto: CUDA when available, else CPU (default); or cpu, cuda, cuda:N")
     s.add_argument("--format", type=name_list, default=None, metavar="F,...",

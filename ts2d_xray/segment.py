@@ -181,8 +181,9 @@ class Segmenter:
     """Segments images with every group model of one bundle, loaded once.
 
     Args:
-        model: Installed model name, bundle folder, nnU-Net folder or ``.zip``; default:
-            the only installed model.
+        model: Installed or bundled model name, bundle folder, nnU-Net folder or
+            ``.zip``; default: :func:`default_model` without a kind (the only installed
+            model, else the only bundled one; with the two bundled defaults, name one).
         options: A :class:`SegmentOptions`; or give its fields as keyword arguments.
 
     Call it on a path (CT file or DICOM folder, projection, radiograph), a
