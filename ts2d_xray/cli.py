@@ -71,6 +71,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="also segment this real radiograph (DICOM, PNG, JPEG, NRRD); repeatable")
     _add_train_parser(sub)
     _add_adapt_parser(sub)
+    x = sub.add_parser("export-regions", help="write a data set in upstream nnU-Net's region format "
+                                              "(one integer code per combination of structures) for nnUNetv2_train")
+    x.add_argument("dataset", type=Path, metavar="DATASET", help="data set of `ts2d-xray synth build`")
+    x.add_argument("-o", "--output", type=Path, required=True, metavar="OUT",
+                   help="new folder, e.g. $nnUNet_raw/Dataset501_Organs")
     try:  # synth is optional and never imported with ts2d_xray itself
         from synth import cli as synth_cli
     except ImportError as err:
@@ -272,6 +277,16 @@ def _add_adapt_parser(sub) -> None:
     p.add_argument("--coronal-fold", type=fold, default=None, metavar="F|all",
                    help="fold of the coronal model to start from (default: its only finished fold)")
     _add_run_options(p)
+
+
+def _run_export_regions(args) -> int:
+    from .region_export import export_regions
+
+    out = export_regions(args.dataset, args.output)
+    meta = json.loads((out / "dataset.json").read_text())
+    print(f"{out}: {meta['numTraining']} cases, {len(meta['regions_class_order'])} regions (structures), "
+          f"{meta['ts2d_export']['codes']} codes; train with nnUNetv2_plan_and_preprocess and nnUNetv2_train")
+    return 0
 
 
 def _run_adapt(args) -> int:
@@ -507,7 +522,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     run = {"project": _run_project, "demo": _run_demo, "synth": _run_synth,
            "segment": _run_segment, "models": _run_models, "train": _run_train, "adapt": _run_adapt,
-           "evaluate": _run_evaluate}[args.command]
+           "export-regions": _run_export_regions, "evaluate": _run_evaluate}[args.command]
     try:
         return run(args)
     except (InputError, FileExistsError, KeyError, ValueError) as err:

@@ -1,0 +1,110 @@
+"""Export a multi-label data set to upstream nnU-Net v2's region format (for ``nnUNetv2_train``).
+
+Upstream nnU-Net reads one integer label map per case, so overlapping structures are
+written with its *region* trick: every pixel gets the code of its combination of
+structures (0: none), and ``dataset.json`` lists for each structure every code whose
+combination holds it.  nnU-Net then trains one sigmoid output per structure (a region)
+in ``regions_class_order`` order, which is the same model as :mod:`ts2d_xray.train`'s.
+
+Codes are numbered 1, 2, ... in order of first appearance over the cases in case-id
+order (deterministic for a data set); they must fit in uint16.  Images are written as
+nnU-Net's 2D NIfTI (``x = W, y = H, z = 1``) with the label files' geometry.
+
+What does not carry over: a structure a case's source did not label
+(``unlabelled_structures`` in its record) becomes "absent" for nnU-Net, which has no way
+to say "unknown"; structures absent from every case are left out (nnU-Net refuses an
+empty region).  Both are counted in ``dataset.json["ts2d_export"]``.
+
+Example:
+    >>> export_regions("Dataset501_Coronal/organs", "nnUNet_raw/Dataset501_Organs")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+
+from .dataset import Dataset, image_name, iter_cases, label_name, load_dataset
+from .errors import InputError
+
+__all__ = ["MAX_CODES", "export_regions"]
+
+#: Combinations of structures that fit in a uint16 label map (0 is background).
+MAX_CODES = 2**16 - 1
+
+
+def export_regions(dataset: str | PathLike | Dataset, out: str | PathLike) -> Path:
+    """Write ``dataset`` as an upstream nnU-Net v2 raw data set with region labels.
+
+    Args:
+        dataset: A data set of :mod:`ts2d_xray.dataset` (folder or opened).
+        out: The new folder (``nnUNet_raw/DatasetXXX_Name``); refused if it exists.
+
+    Returns:
+        ``out``, written completely or not at all.
+    """
+    import nibabel as nib
+
+    ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
+    out = Path(out)
+    if out.exists():
+        raise InputError(out, "exists; choose a new folder for the nnU-Net data set")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".exporting-{uuid.uuid4().hex[:8]}"
+    codes: dict[bytes, int] = {}
+    holds = np.zeros(len(ds.structures), bool)
+    try:
+        for sub in ("imagesTr", "labelsTr"):
+            (staging / sub).mkdir(parents=True)
+        unlabelled = sum(bool(r.get("unlabelled_structures")) for r in iter_cases(ds))
+        for case in ds.case_ids:
+            image, masks = ds.read(case)
+            k, h, w = masks.array.shape
+            packed = np.packbits(masks.array.reshape(k, -1), axis=0).T  # (pixels, ceil(K / 8)) bytes
+            combos, inverse = np.unique(packed, axis=0, return_inverse=True)
+            lookup = np.zeros(len(combos), np.uint16)
+            for i, combo in enumerate(combos):
+                if not combo.any():
+                    continue
+                key = combo.tobytes()
+                if key not in codes:
+                    if len(codes) == MAX_CODES:
+                        raise InputError(ds.root, f"more than {MAX_CODES} combinations of structures: they do "
+                                                  "not fit nnU-Net's uint16 label maps")
+                    codes[key] = len(codes) + 1
+                lookup[i] = codes[key]
+            label_map = lookup[inverse.reshape(-1)].reshape(h, w)
+            holds |= masks.array.any(axis=(1, 2))
+            affine = nib.load(ds.root / "labelsTr" / label_name(case)).affine
+            nib.save(nib.Nifti1Image(label_map.T[:, :, None], affine), staging / "labelsTr" / f"{case}.nii.gz")
+            for c in range(image.array.shape[0]):
+                nib.save(nib.Nifti1Image(image.array[c].T[:, :, None].astype(np.float32), affine),
+                         staging / "imagesTr" / image_name(case, c))
+        # Row c - 1: which structures code c holds (codes were numbered in insertion order).
+        width = (len(ds.structures) + 7) // 8
+        members = np.unpackbits(np.frombuffer(b"".join(codes), np.uint8).reshape(-1, width), axis=1,
+                                count=len(ds.structures)).astype(bool)
+        kept = [s for s, present in zip(ds.structures, holds) if present]
+        labels = {"background": 0}
+        for j, name in enumerate(ds.structures):
+            if holds[j]:
+                labels[name] = [int(c) for c in np.flatnonzero(members[:, j]) + 1]
+        meta = {
+            "name": out.name, "channel_names": dict(ds.meta["channel_names"]), "labels": labels,
+            "regions_class_order": list(range(1, len(kept) + 1)), "numTraining": len(ds.case_ids),
+            "file_ending": ".nii.gz",
+            "ts2d_export": {"source": str(ds.root), "codes": len(codes),
+                            "cases_with_unlabelled_structures_exported_as_absent": unlabelled,
+                            "structures_left_out_absent_everywhere": [s for s, p in zip(ds.structures, holds) if not p]},
+        }
+        (staging / "dataset.json").write_text(json.dumps(meta, indent=1))
+        os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
