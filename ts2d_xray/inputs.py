@@ -139,18 +139,11 @@ def inspect_input(path: str | PathLike, *, max_pixels: int = MAX_PIXELS, max_vox
 
 
 def _itk_info(path: Path) -> InputInfo:
-    import SimpleITK as sitk
+    from .io.radiograph import sitk_header
 
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as err:
-        raise InputError(path, f"unreadable image ({brief(err)})") from None
+    reader = sitk_header(path)
     size, components = tuple(reader.GetSize()), reader.GetNumberOfComponents()
     non_singleton = [s for s in size if s > 1]
-    if 0 in size:
-        raise InputError(path, f"empty image (size {size})")
     if components == 2:
         if len(non_singleton) > 2:
             raise InputError(path, f"a 2-channel image of size {size} is 3D; a TS2D projection is 2D")

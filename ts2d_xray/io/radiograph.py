@@ -344,8 +344,12 @@ def _read_itk(path: Path, spacing):
     return _min_max(array[0]), plane, meta
 
 
-def _sitk_header(path: Path):
-    """A SimpleITK reader that has read (only) the header of a 2D or one-slice 3D image."""
+def sitk_header(path: Path):
+    """A SimpleITK reader that has read (only) the header of an image of any dimension.
+
+    Raises:
+        InputError: An unreadable file, or an empty image (a size of 0).
+    """
     import SimpleITK as sitk
 
     reader = sitk.ImageFileReader()
@@ -354,9 +358,15 @@ def _sitk_header(path: Path):
         reader.ReadImageInformation()
     except RuntimeError as exc:
         raise InputError(path, f"unreadable image ({brief(exc)})") from exc
+    if 0 in reader.GetSize():
+        raise InputError(path, f"empty image (size {reader.GetSize()})")
+    return reader
+
+
+def _sitk_header(path: Path):
+    """A SimpleITK reader that has read (only) the header of a 2D or one-slice 3D image."""
+    reader = sitk_header(path)
     size = reader.GetSize()
-    if 0 in size:
-        raise InputError(path, f"empty image (size {size})")
     if len(size) == 3 and 1 not in size:
         raise InputError(path, f"this is a 3D volume, not a 2D image (size {size} along i, j, k)")
     if len(size) not in (2, 3) or len(size) - size.count(1) != 2:
