@@ -178,7 +178,7 @@ def time_baseline(folders: list[Path], image: np.ndarray, spacing: tuple[float, 
 
 
 def bare_network(folder: Path, size: tuple[int, int]) -> float:
-    from ts2d_xray.network import build_network
+    from ts2d_xray.nnunet.network import build_network
 
     p = json.loads((folder / "plans.json").read_text())
     n_in = len(p["configurations"]["2d"]["normalization_schemes"])

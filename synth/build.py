@@ -7,7 +7,7 @@ process, in a process pool, or on a dask.distributed cluster; each case draws it
 numbers from ``np.random.default_rng([seed, stable_hash(case_id)])``, so a seed gives
 the same files whatever the workers and their order.
 
-Cases are written in the on-disk format of :mod:`ts2d_xray.dataset` (described in
+Cases are written in the on-disk format of :mod:`ts2d_xray.dataset.format` (described in
 ``docs/dataset_format.md``), which also reads them back for training.
 
 Images and masks follow the radiograph display convention (patient's right on the image
@@ -38,13 +38,13 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from ts2d_xray import labels as catalog
-from ts2d_xray.dataset import CHANNELS, DISPLAY, FORMAT_VERSION, KINDS, Kind, finalize, is_complete, write_case
+from ts2d_xray.dataset.format import CHANNELS, DISPLAY, FORMAT_VERSION, KINDS, Kind, finalize, is_complete, write_case
 from ts2d_xray.errors import InputError
 from ts2d_xray.image import Image2D, Masks
 from ts2d_xray.projection import DEFAULT_SPACING_MM
 
-from .deform import DeformSpec, deform, random_transform
-from .subjects import Subject, find_subjects, labelled_classes
+from synth.deform import DeformSpec, deform, random_transform
+from synth.subjects import Subject, find_subjects, labelled_classes
 
 __all__ = [
     "ALL_GROUPS",
@@ -106,7 +106,7 @@ class SampleSpec:
             if not self.spacing > 0:
                 raise ValueError(f"spacing must be > 0 mm, got {self.spacing}")
         else:
-            from .presets import load_preset, preset_names
+            from synth.presets import load_preset, preset_names
 
             if self.preset is None:
                 raise ValueError(f"kind 'xray' needs a preset, one of {list(preset_names())}")
@@ -288,7 +288,7 @@ def _make_sample(job: CaseJob) -> _Sample:
         transform, deformation = random_transform(ct.grid, rng, spec.deform)
         ct, labels = deform(ct, labels, transform, spec.deform.spacing_mm)
         if spec.kind == "xray":
-            from .drr import prepare
+            from synth.drr import prepare
 
             prepared = prepare(ct, labels)
     if spec.kind == "coronal":
@@ -298,7 +298,7 @@ def _make_sample(job: CaseJob) -> _Sample:
         masks = project_labels(labels, spacing=spec.spacing, display=DISPLAY)
         params = {"mode": CORONAL_MODE, "display": DISPLAY, "spacing_mm": spec.spacing}
     else:
-        from .drr import synthesize
+        from synth.drr import synthesize
 
         drawn = synthesize(prepared, preset=spec.preset, rng=rng, shape=spec.shape)
         image, masks, params = drawn.image, drawn.masks, dict(drawn.params)
@@ -318,7 +318,7 @@ def _load(subject: Subject, kind: str) -> _Loaded:
     labels = read_labels(subject.labels, classmap=subject.classmap, reference=ct)
     prepared = None
     if kind == "xray":
-        from .drr import prepare
+        from synth.drr import prepare
 
         prepared = prepare(ct, labels)
     return _Loaded(ct, labels, prepared, labelled_classes(subject))

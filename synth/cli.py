@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ts2d_xray.argtypes import non_negative_int, pixel_shape, positive_int, spacing_mm
+from ts2d_xray.cli.argtypes import non_negative_int, pixel_shape, positive_int, spacing_mm
 
 __all__ = ["add_parser", "run"]
 
@@ -72,8 +72,8 @@ def run(args) -> int:
 def _run_build(args) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from .build import BuildOptions, SampleSpec, build
-    from .deform import DeformSpec
+    from synth.build import BuildOptions, SampleSpec, build
+    from synth.deform import DeformSpec
     from ts2d_xray.projection import DEFAULT_SPACING_MM
 
     if args.kind == "xray" and args.spacing is not None:
@@ -98,7 +98,7 @@ def _run_build(args) -> int:
 
 
 def _run_drr(args) -> int:
-    from .presets import load_preset
+    from synth.presets import load_preset
 
     load_preset(args.preset)  # an unknown name raises, listing the presets
     out = args.output
@@ -122,9 +122,9 @@ def _write_drrs(args) -> int:
     import shutil
     import uuid
 
-    from .build import case_rng
-    from .drr import prepare, save_sample, synthesize
-    from ts2d_xray.dataset import json_default  # numpy values in params -> JSON
+    from synth.build import case_rng
+    from synth.drr import prepare, save_sample, synthesize
+    from ts2d_xray.dataset.format import json_default  # numpy values in params -> JSON
     from ts2d_xray.io import read_ct, read_labels
 
     ct = read_ct(args.ct)

@@ -23,10 +23,10 @@ import torch
 
 from ts2d_xray.image import Image2D, LabelMap, Masks, Volume
 
-from . import augment, materials, physics
-from .geometry import View, detector_rays, view_plane, volume_center
-from .presets import Preset, load_preset
-from .render import Renderer, label_masks, render
+from synth import materials, physics, randomize
+from synth.geometry import View, detector_rays, view_plane, volume_center
+from synth.presets import Preset, load_preset
+from synth.render import Renderer, label_masks, render
 
 __all__ = ["Prepared", "Sample", "prepare", "save_sample", "synthesize"]
 
@@ -141,8 +141,8 @@ def synthesize(
     if view is None:
         view = preset.view.sample(rng, _isocenter(prepared, preset.view.center_on), shape)
     names: Sequence[str] = () if prepared.labels is None else tuple(prepared.labels.segments)
-    aug = augment.AugmentParams.from_dict(preset.augment)
-    scales = augment.attenuation_scales(names, rng, *aug.attenuation_args()) if names else {}
+    aug = randomize.AugmentParams.from_dict(preset.augment)
+    scales = randomize.attenuation_scales(names, rng, *aug.attenuation_args()) if names else {}
     phys = physics.PhysicsRanges.from_dict(preset.physics).sample(rng)
 
     sources, targets = detector_rays(view)
@@ -154,7 +154,7 @@ def synthesize(
     masks = None
     if prepared.labels is not None:
         masks = label_masks(result.path_mm, prepared.labels, preset.labels, plane)
-    image, mask_array = augment.augment(image, None if masks is None else masks.array, aug, rng)
+    image, mask_array = randomize.augment(image, None if masks is None else masks.array, aug, rng)
     if masks is not None:
         masks = Masks(mask_array, masks.names, plane)
     params = {

@@ -24,7 +24,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from .materials import KVP_RANGE, MATERIALS, mass_attenuation, tube_spectrum
+from synth.materials import KVP_RANGE, MATERIALS, mass_attenuation, tube_spectrum
 
 __all__ = [
     "PhysicsParams",

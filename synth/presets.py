@@ -7,7 +7,7 @@ A preset has four sections:
 ``physics``
     X-ray physics settings and ranges (:mod:`synth.physics`).
 ``augment``
-    Domain randomisation (:mod:`synth.augment`).
+    Domain randomisation (:mod:`synth.randomize`).
 ``labels``
     Path-length thresholds in mm that make a structure present on a ray:
     ``default_threshold_mm`` and per-structure ``thresholds_mm`` (e.g. a higher one for
@@ -27,7 +27,7 @@ from typing import Mapping
 
 from ts2d_xray import labels as catalog
 
-from .geometry import ViewRanges
+from synth.geometry import ViewRanges
 
 __all__ = ["LabelThresholds", "Preset", "load_preset", "preset_names"]
 

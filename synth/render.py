@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from ts2d_xray.image import Grid, LabelMap, Masks, Plane
 
-from .presets import LabelThresholds
+from synth.presets import LabelThresholds
 
 __all__ = ["Renderer", "RenderResult", "label_masks", "render", "world_to_index"]
 

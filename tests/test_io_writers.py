@@ -1,4 +1,4 @@
-"""Tests of ts2d_xray.io.writers: Slicer segmentations, NIfTI, PNG folders, NRRD images, previews."""
+"""Tests of ts2d_xray.io.masks: Slicer segmentations, NIfTI, PNG folders, NRRD images, previews."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 
 from ts2d_xray import labels
 from ts2d_xray.image import Image2D, Masks, Plane
-from ts2d_xray.io import writers
+from ts2d_xray.io import masks as mask_files
 from ts2d_xray.io.preview import MIN_DISPLAY_PX, write_preview
-from ts2d_xray.io.writers import read_masks, read_segment_colors, write_image2d, write_masks
+from ts2d_xray.io.masks import read_masks, read_segment_colors, write_image2d, write_masks
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 NAMES = ("heart", "lung_left", "vertebrae_T5")
@@ -97,7 +97,7 @@ def test_seg_nrrd_packs_layers_and_keeps_empty_and_unknown(tmp_path):
     assert back.plane.origin is None  # radiograph without origin stays without one
     colors = read_segment_colors(path)
     assert colors["liver"] == labels.color("liver")
-    assert colors["my_tumour"] in writers.FALLBACK_COLORS
+    assert colors["my_tumour"] in mask_files.FALLBACK_COLORS
 
 
 def test_read_masks_ts2d_layout(tmp_path):

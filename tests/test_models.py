@@ -14,7 +14,7 @@ import torch
 import model_fixtures as mf
 from ts2d_xray.cli import main
 from ts2d_xray.errors import InputError
-from ts2d_xray.models import (
+from ts2d_xray.segment.models import (
     MANIFEST,
     infer_manifest,
     install_model,
@@ -24,7 +24,7 @@ from ts2d_xray.models import (
     remove_model,
     safe_extract,
 )
-from ts2d_xray.network import build_network, load_group, read_checkpoint, speed_up_for_cpu
+from ts2d_xray.nnunet.network import build_network, load_group, read_checkpoint, speed_up_for_cpu
 
 
 @pytest.fixture(autouse=True)
@@ -228,8 +228,8 @@ def test_cpu_group_norm_swap_keeps_the_outputs():
 
 def test_export_bundle_keeps_only_half_precision_weights_and_predicts_the_same(tmp_path):
     from ts2d_xray import Segmenter
-    from ts2d_xray.manifest import verify_bundle
-    from ts2d_xray.models import export_bundle
+    from ts2d_xray.segment.manifest import verify_bundle
+    from ts2d_xray.segment.models import export_bundle
 
     source = mf.random_pair(tmp_path, structures=("liver", "spleen", "heart"))[0] / "organs"
     (trainer_dir,) = [p for p in source.iterdir() if p.is_dir()]
@@ -251,12 +251,12 @@ def test_export_bundle_keeps_only_half_precision_weights_and_predicts_the_same(t
 
 
 def test_bundled_models_resolve_by_name_and_installed_ones_win(tmp_path, monkeypatch):
-    from ts2d_xray.models import bundled_models
+    from ts2d_xray.segment.models import bundled_models
     from ts2d_xray.segment import default_model
 
     bundled = tmp_path / "bundled"
     mf.deterministic_bundle(bundled / "shipped-coronal", name="shipped-coronal")
-    monkeypatch.setattr("ts2d_xray.models.BUNDLED_DIR", bundled)
+    monkeypatch.setattr("ts2d_xray.segment.models.BUNDLED_DIR", bundled)
     assert [m.name for m in bundled_models()] == ["shipped-coronal"] and list_models() == []
     assert default_model("coronal") == "shipped-coronal"
     with open_model("shipped-coronal") as b:

@@ -9,7 +9,7 @@ import numpy as np
 
 from ts2d_xray.cli import main
 from ts2d_xray.dataset import load_dataset
-from ts2d_xray.region_export import export_regions
+from ts2d_xray.dataset.regions import export_regions
 
 
 def test_region_codes_decode_to_the_multilabel_masks(coronal_dataset, tmp_path):

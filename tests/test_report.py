@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 from ts2d_xray.image import Image2D, Masks, Plane
-from ts2d_xray.report import (
+from ts2d_xray.measure import (
     LEG_FEMUR_MIN_MM,
     MIN_PRESENT_AREA_MM2,
     body_regions,
     cardiothoracic_ratio,
     structure_stats,
 )
-from ts2d_xray.result import Result
+from ts2d_xray.segment.result import Result
 
 #: A coronal CT-projection plane: radiograph display, 2 mm rows, 1 mm columns, origin known.
 PLANE = Plane((100, 80), (2.0, 1.0), col_dir=(1.0, 0.0, 0.0), row_dir=(0.0, 0.0, -1.0), origin=(-40.0, 10.0, 500.0))

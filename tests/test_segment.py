@@ -22,9 +22,9 @@ from ts2d_xray import Image2D, Segmenter, read_ct, read_projection, write_image2
 from ts2d_xray.cli import main
 from ts2d_xray.errors import InputError
 from ts2d_xray.image import Plane, Volume
-from ts2d_xray.models import install_model
-from ts2d_xray.predict import predict_logits, window_starts
-from ts2d_xray.result import FORMATS
+from ts2d_xray.segment.models import install_model
+from ts2d_xray.nnunet.predict import predict_logits, window_starts
+from ts2d_xray.segment.result import FORMATS
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*(assum|fallback|spans).*:UserWarning")
 
@@ -308,7 +308,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(data, coronal_model,
     if case == "device" and torch.cuda.is_available():
         pytest.skip("CUDA is available here")
     if case == "no_model":  # neither installed nor bundled models
-        monkeypatch.setattr("ts2d_xray.models.BUNDLED_DIR", tmp_path / "no-bundled-models")
+        monkeypatch.setattr("ts2d_xray.segment.models.BUNDLED_DIR", tmp_path / "no-bundled-models")
     out = tmp_path / "out"
     png = data / "xray" / "nih_cxr14" / "00000001_000.png"
     ct = data / "ct" / "ts_example" / "ct.nii.gz"
@@ -357,7 +357,7 @@ def test_a_model_trained_by_ts2d_xray_train_installs_and_segments(data, tmp_path
 
 
 def test_inputs_expand_folders_series_and_names(data, tmp_path):
-    from ts2d_xray.inputs import expand_inputs, output_stems
+    from ts2d_xray.segment.inputs import expand_inputs, output_stems
 
     series = data / "ct" / "ts_example_dicom" / "dicom"
     assert expand_inputs([series]) == [series]  # a CT series folder is one input

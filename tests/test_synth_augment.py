@@ -1,4 +1,4 @@
-"""synth.augment: attenuation scales, image/mask augmentation, presets."""
+"""synth.randomize: attenuation scales, image/mask augmentation, presets."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from synth.augment import AugmentParams, attenuation_scales, augment
-from ts2d_xray.xray_augment import _pack, _unpack
+from synth.randomize import AugmentParams, attenuation_scales, augment
+from ts2d_xray.xray_randomize import _pack, _unpack
 
 PRESETS = sorted((Path(__file__).resolve().parents[1] / "configs" / "synth").glob("*.json"))
 

@@ -15,10 +15,11 @@ Example:
     ...     result.save("out/chest")
 """
 
-from . import labels
-from .errors import InputError
-from .image import Grid, Image2D, LabelMap, Masks, Plane, Volume, to_display
-from .io import (
+from ts2d_xray import labels
+from ts2d_xray.errors import InputError
+from ts2d_xray.image import Grid, Image2D, LabelMap, Masks, Plane, Volume
+from ts2d_xray.orientation import to_display
+from ts2d_xray.io import (
     read_ct,
     read_image2d,
     read_labels,
@@ -29,9 +30,8 @@ from .io import (
     write_masks,
     write_preview,
 )
-from .projection import project, project_ct, project_labels, resample
-from .result import Result
-from .segment import SegmentOptions, Segmenter
+from ts2d_xray.projection import project, project_ct, project_labels, resample
+from ts2d_xray.segment import Result, SegmentOptions, Segmenter
 
 __version__ = "0.1.0"
 

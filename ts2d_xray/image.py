@@ -33,7 +33,6 @@ __all__ = [
     "Masks",
     "Plane",
     "Volume",
-    "to_display",
 ]
 
 Display = Literal["radiograph", "ts2d"]
@@ -284,7 +283,7 @@ class Masks:
 
     def mask(self, name: str) -> np.ndarray:
         """Boolean ``(H, W)`` mask of a structure; derived structures are unions."""
-        from .labels import expand
+        from ts2d_xray.labels import expand
 
         if name in self.names:
             return self.array[self.names.index(name)]
@@ -299,7 +298,7 @@ class Masks:
         Raises ValueError for a name unknown to the catalog and KeyError for one
         whose structures are all absent.
         """
-        from .labels import expand
+        from ts2d_xray.labels import expand
 
         names = tuple(names)
         for n in names:
@@ -314,7 +313,7 @@ class Masks:
         ``face`` and ``pulmonary_artery``, which v2's ``total`` task lacks, are dropped.
         Names that are already v2 classes are kept.
         """
-        from .labels import structure, v1_to_v2
+        from ts2d_xray.labels import structure, v1_to_v2
 
         groups: dict[str, list[int]] = {}
         for k, name in enumerate(self.names):
@@ -324,28 +323,3 @@ class Masks:
         names = tuple(groups)
         array = np.stack([np.any(self.array[idx], axis=0) for idx in groups.values()]) if names else self.array[:0]
         return Masks(array, names, self.plane)
-
-
-def to_display(item, display: Display):
-    """Flip an :class:`Image2D` or :class:`Masks` into a display convention.
-
-    Both conventions are head up (rows toward the feet).  ``"radiograph"``: columns
-    toward the patient's left, so the patient's right is on the image left.
-    ``"ts2d"``: columns toward the patient's right.  Only flips are applied; an image
-    whose orientation is not coronal (e.g. a lateral view) raises ValueError.
-    """
-    if display not in DISPLAYS:
-        raise ValueError(f"display must be one of {list(DISPLAYS)}, got {display!r}")
-    col, row = item.plane.orientation
-    if {col, row} - {"L", "R", "H", "F"} or col in "HF":
-        raise ValueError(f"image orientation {col}{row} is not a coronal view; cannot show it as {display!r}")
-    flip_rows = row != "F"
-    flip_cols = col != DISPLAYS[display]
-    if not (flip_rows or flip_cols):
-        return item
-    array = item.array
-    if flip_rows:
-        array = array[:, ::-1]
-    if flip_cols:
-        array = array[:, :, ::-1]
-    return replace(item, array=np.ascontiguousarray(array), plane=item.plane.flipped(flip_rows, flip_cols))

@@ -38,7 +38,8 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from .image import DISPLAYS, Display, Grid, Image2D, LabelMap, Masks, Plane, Volume
+from ts2d_xray.image import DISPLAYS, Display, Grid, Image2D, LabelMap, Masks, Plane, Volume
+from ts2d_xray.orientation import Orientation
 
 __all__ = [
     "BODY_THRESHOLD_HU",
@@ -76,15 +77,15 @@ class _Layout:
     """Where the LPS axes lie in a volume's stored ``(z, y, x)`` array.
 
     ``ray``, ``row``, ``col``: array axes along AP, superior-inferior and left-right.
-    ``flip_rows``/``flip_cols``: reverse the projected 2D image so rows run head to
-    feet and columns follow the display convention.
+    ``orientation``: brings the projected ``(..., a, b)`` image (remaining axes in
+    stored order) to rows running head to feet and columns following the display
+    convention.
     """
 
     ray: int
     row: int
     col: int
-    flip_rows: bool
-    flip_cols: bool
+    orientation: Orientation
     plane: Plane
 
 
@@ -117,18 +118,7 @@ def _layout(grid: Grid, display: Display) -> _Layout:
         row_dir=(0.0, 0.0, -1.0),
         origin=tuple(float(v) for v in origin),
     )
-    return _Layout(ray, row, col, flip_rows, flip_cols, plane)
-
-
-def _to_image(projected: np.ndarray, lay: _Layout) -> np.ndarray:
-    """Arrange a ``(..., a, b)`` projection (remaining axes in stored order) as (..., rows, cols)."""
-    if lay.row > lay.col:
-        projected = np.swapaxes(projected, -1, -2)
-    if lay.flip_rows:
-        projected = projected[..., ::-1, :]
-    if lay.flip_cols:
-        projected = projected[..., ::-1]
-    return np.ascontiguousarray(projected)
+    return _Layout(ray, row, col, Orientation(row > col, flip_rows, flip_cols), plane)
 
 
 def _is_oblique(grid: Grid) -> bool:
@@ -240,7 +230,7 @@ def project_ct(
         total = np.where(body, hu, 0).sum(axis=lay.ray, dtype=np.float64)
         mean = np.where(count > 0, total / np.maximum(count, 1), _AIR_HU)
         peak = np.where(body, hu, _AIR_HU).max(axis=lay.ray)
-    stacked = _to_image(np.stack([mean.astype(np.float32), peak.astype(np.float32)]), lay)
+    stacked = lay.orientation.array(np.stack([mean.astype(np.float32), peak.astype(np.float32)]))
     image = Image2D(stacked, lay.plane, CHANNELS, {"source": ct.source, "mode": mode, "kind": "projection"})
     return image if spacing is None else resample(image, spacing)
 
@@ -274,7 +264,7 @@ def project_labels(
         :class:`Masks` ``(K, H, W)``, aligned pixel for pixel with
         ``project_ct(ct, spacing=spacing, display=display)``.
     """
-    from . import labels as catalog
+    from ts2d_xray import labels as catalog
 
     if min_voxels < 1:
         raise ValueError(f"min_voxels must be >= 1, got {min_voxels}")
@@ -290,7 +280,7 @@ def project_labels(
     ray_mm = grid.spacing[2 - lay.ray]
     threshold = max(1, int(np.ceil(min_mm / ray_mm - 1e-9))) if min_mm is not None else min_voxels
 
-    present = [_to_image(_ray_counts(layer, lay.ray) >= threshold, lay) for layer in layers]
+    present = [lay.orientation.array(_ray_counts(layer, lay.ray) >= threshold) for layer in layers]
     out = np.zeros((len(names),) + lay.plane.shape, dtype=bool)
     for k, name in enumerate(names):
         if name in labels.segments:

@@ -4,10 +4,10 @@ Readers return the types of :mod:`ts2d_xray.image` with their physical geometry;
 writers never overwrite an input and never leave a half-written file.
 """
 
-from .radiograph import read_image2d, read_projection, read_radiograph
-from .volume import read_classmap, read_ct, read_labels
-from .preview import write_preview
-from .writers import read_masks, read_segment_colors, write_image2d, write_masks
+from ts2d_xray.io.radiograph import read_image2d, read_projection, read_radiograph
+from ts2d_xray.io.volume import read_classmap, read_ct, read_labels
+from ts2d_xray.io.preview import write_preview
+from ts2d_xray.io.masks import read_masks, read_segment_colors, write_image2d, write_masks
 
 __all__ = [
     "read_classmap",

@@ -31,9 +31,9 @@ from typing import Mapping
 
 import numpy as np
 
-from ..errors import InputError
-from ..image import Masks, Plane, letter_vector
-from ._files import brief, format_suffix, sidecar_path
+from ts2d_xray.errors import InputError
+from ts2d_xray.image import Masks, Plane, letter_vector
+from ts2d_xray.io.files import brief, format_suffix, sidecar_path
 
 __all__ = ["MASK_FILE_SUFFIXES", "RESULT_MASK_NAMES", "MaskSource", "is_multilabel_file", "read_mask_source"]
 
@@ -99,7 +99,7 @@ def read_mask_source(path: str | PathLike) -> MaskSource:
         return _read_per_structure(path, sorted(p for p in path.iterdir() if _is_mask_file(p)))
     kind = format_suffix(path)
     if kind == ".seg.nrrd":
-        from .writers import read_masks
+        from ts2d_xray.io.masks import read_masks
 
         return MaskSource(read_masks(path), path)
     if is_multilabel_file(path):
@@ -218,7 +218,7 @@ def _read_itk(path: Path) -> tuple[np.ndarray, Plane, bool]:
     """
     import warnings
 
-    from .radiograph import _itk_plane, _sitk_header
+    from ts2d_xray.io.radiograph import _itk_plane, _sitk_header
 
     try:
         reader = _sitk_header(path)

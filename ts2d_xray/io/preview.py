@@ -2,7 +2,7 @@
 
 Previews show an image exactly as its :class:`~ts2d_xray.image.Plane` is oriented
 (row 0 at the top, column 0 on the left); callers choose a display convention with
-:func:`~ts2d_xray.image.to_display` first.  The top-left corner carries the patient
+:func:`~ts2d_xray.orientation.to_display` first.  The top-left corner carries the patient
 direction of the image's left edge ("R" for the radiograph convention), as radiographs
 are marked.
 """
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..image import Image2D, Masks, Plane, patient_direction
-from ._files import format_suffix
-from .writers import _atomic, _rgb
+from ts2d_xray.image import Image2D, Masks, Plane, patient_direction
+from ts2d_xray.io.files import format_suffix
+from ts2d_xray.io.masks import _atomic, _rgb
 
 __all__ = ["write_preview"]
 
@@ -113,7 +113,7 @@ def write_preview(
     """Write an RGB PNG preview: the image in grey with the masks blended in colour.
 
     The image is shown exactly as its Plane is oriented (row 0 at the top, column 0 on
-    the left); flip image and masks with :func:`~ts2d_xray.image.to_display` first for
+    the left); flip image and masks with :func:`~ts2d_xray.orientation.to_display` first for
     a display convention.  The top-left corner is marked with the patient direction of
     the image's left edge (e.g. "R" for a radiograph-convention image).  When row and
     column spacing differ by more than 1 %, the display is resampled to square pixels

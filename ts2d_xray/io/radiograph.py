@@ -23,9 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
-from ..image import DISPLAYS, Display, Image2D, Plane, letter_vector, to_display
-from ._files import brief
+from ts2d_xray.errors import InputError
+from ts2d_xray.image import DISPLAYS, Display, Image2D, Plane, letter_vector
+from ts2d_xray.orientation import to_display
+from ts2d_xray.io.files import brief
 
 __all__ = [
     "ASSUMED_ORIENTATION", "FALLBACK_FIELD_OF_VIEW_MM", "read_image2d", "read_projection", "read_radiograph",

@@ -18,10 +18,10 @@ from typing import Mapping
 
 import numpy as np
 
-from .. import labels as catalog
-from ..errors import InputError
-from ..image import Grid, LabelMap, Volume
-from ._files import brief, format_suffix
+from ts2d_xray import labels as catalog
+from ts2d_xray.errors import InputError
+from ts2d_xray.image import Grid, LabelMap, Volume
+from ts2d_xray.io.files import brief, format_suffix
 
 __all__ = ["read_ct", "read_labels", "read_classmap", "LABEL_SUFFIXES"]
 
@@ -196,7 +196,7 @@ def _onto_grid(labelmap: LabelMap, grid: Grid) -> LabelMap:
 
 def _axis_code(grid: Grid) -> str:
     """SimpleITK DICOMOrient code of a grid: LPS letter each index axis points to."""
-    from ..image import patient_direction
+    from ts2d_xray.image import patient_direction
 
     return "".join(patient_direction(grid.matrix[:, n]).replace("H", "S").replace("F", "I") for n in range(3))
 

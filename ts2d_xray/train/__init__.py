@@ -23,15 +23,15 @@ Example:
     ...              epochs=5, freeze_encoder_epochs=1)  # doctest: +SKIP
 """
 
-from .adapt import adapt, adaptation_trainer, load_coronal_model
-from .augment import XRAY_TRAINING_AUGMENT, Augmentation, NnUNetAugmentation, XrayAugmentation
-from .checkpoint import load_checkpoint, load_trained_network, load_weights
-from .config import CONFIGS, TrainConfig, get_config
-from .data import preprocess_image
-from .plans import TRAINER_NAME, build_network, trainer_folder
-from .options import TrainOptions, TrainResult, resolve_device
-from .trainer import Trainer, train
-from .validation import predict_logits
+from ts2d_xray.train.adapt import adapt, adaptation_trainer, load_coronal_model
+from ts2d_xray.train.transforms import XRAY_TRAINING_AUGMENT, Augmentation, NnUNetAugmentation, XrayAugmentation
+from ts2d_xray.train.checkpoint import load_checkpoint, load_trained_network, load_weights
+from ts2d_xray.train.config import CONFIGS, TrainConfig, get_config
+from ts2d_xray.train.data import preprocess_image
+from ts2d_xray.train.plans import TRAINER_NAME, build_network, trainer_folder
+from ts2d_xray.train.options import TrainOptions, TrainResult, resolve_device
+from ts2d_xray.train.trainer import Trainer, train
+from ts2d_xray.train.validation import predict_logits
 
 __all__ = [
     "CONFIGS",

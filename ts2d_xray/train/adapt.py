@@ -20,13 +20,13 @@ xray``):
 3. **Training**: :class:`~ts2d_xray.train.trainer.Trainer` with the coronal model's
    configuration (its training fields may be overridden: ``epochs``,
    ``iterations_per_epoch``, ``initial_lr``, ``freeze_encoder_epochs``, ...), the
-   radiograph augmentation :class:`~ts2d_xray.train.augment.XrayAugmentation`, and,
+   radiograph augmentation :class:`~ts2d_xray.train.transforms.XrayAugmentation`, and,
    with ``freeze_encoder_epochs``, only the decoder training for the first epochs.
 
 The result is an nnU-Net results folder like any trained model,
 ``OUT/Ts2dMultiLabelTrainer__<plans>__2d/{plans.json, dataset.json, fold_N/...}``, whose
 plans say ``kind: "xray"`` and ``in_channels: 1``: :class:`ts2d_xray.Segmenter` and
-:func:`ts2d_xray.models.infer_manifest` read it as an ``xray`` model.
+:func:`ts2d_xray.segment.models.infer_manifest` read it as an ``xray`` model.
 
 Example:
     >>> from ts2d_xray.train import TrainOptions, adapt
@@ -49,15 +49,15 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from ..dataset import Dataset, load_dataset
-from ..errors import InputError
-from . import checkpoint as ckpt
-from .augment import XrayAugmentation
-from .config import PLANNING_FIELDS, TrainConfig, config_from_dict
-from .options import TrainOptions, TrainResult
-from .plans import (CONFIGURATION, DATASET_FILE, PLANS_FILE, TRAINER_NAME, build_network, data_fields, read_json,
+from ts2d_xray.dataset.format import Dataset, load_dataset
+from ts2d_xray.errors import InputError
+from ts2d_xray.train import checkpoint as ckpt
+from ts2d_xray.train.transforms import XrayAugmentation
+from ts2d_xray.train.config import PLANNING_FIELDS, TrainConfig, config_from_dict
+from ts2d_xray.train.options import TrainOptions, TrainResult
+from ts2d_xray.train.plans import (CONFIGURATION, DATASET_FILE, PLANS_FILE, TRAINER_NAME, build_network, data_fields, read_json,
                     trainer_folder)
-from .trainer import Trainer
+from ts2d_xray.train.trainer import Trainer
 
 __all__ = ["CoronalModel", "adapt", "adapt_weights", "adaptation_trainer", "adapted_plans", "load_coronal_model"]
 
@@ -97,7 +97,7 @@ class CoronalModel:
     @cached_property
     def sha256(self) -> str:
         """SHA-256 (hex) of the checkpoint file: which coronal model an adaptation started from."""
-        from ..manifest import sha256_file
+        from ts2d_xray.segment.manifest import sha256_file
 
         return sha256_file(self.checkpoint)
 
@@ -354,14 +354,14 @@ def adapt(coronal_model: str | PathLike | CoronalModel, xray_dataset: Dataset | 
         coronal_model: ``MODEL_DIR`` of a coronal training (one
             ``<trainer>__<plans>__2d`` folder in it), that folder, or a
             :class:`CoronalModel`.
-        xray_dataset: A 1-channel data set (folder or :class:`~ts2d_xray.dataset.Dataset`)
+        xray_dataset: A 1-channel data set (folder or :class:`~ts2d_xray.dataset.format.Dataset`)
             whose structures are the coronal model's or a subset of them.
         out_dir: ``MODEL_DIR`` of the X-ray model; it goes to
             ``out_dir/<trainer>__<plans>__2d/fold_<options.fold>``.
         options: Device, fold (of the X-ray data set's split), seed, resume, workers,
             progress bar.
         coronal_fold: The coronal fold to start from; default: its only finished fold.
-        augmentation: Default :class:`~ts2d_xray.train.augment.XrayAugmentation`.
+        augmentation: Default :class:`~ts2d_xray.train.transforms.XrayAugmentation`.
         **config_overrides: Training fields of :class:`TrainConfig` (``epochs``,
             ``iterations_per_epoch``, ``initial_lr``, ``freeze_encoder_epochs``, ...);
             the rest is the coronal model's configuration.

@@ -31,8 +31,8 @@ from typing import Any, Mapping
 
 import torch
 
-from ..errors import InputError
-from .plans import DATASET_FILE, PLANS_FILE, build_network
+from ts2d_xray.errors import InputError
+from ts2d_xray.train.plans import DATASET_FILE, PLANS_FILE, build_network
 
 __all__ = ["BEST", "FINAL", "LATEST", "load_checkpoint", "load_trained_network", "load_weights", "save_checkpoint"]
 

@@ -4,7 +4,7 @@ Small data sets fit in memory, so every case is read once, before training start
 a broken case (missing file, label shape, non-binary label) raises
 :class:`~ts2d_xray.errors.InputError` then, not in the middle of an epoch.
 
-Arrays follow :mod:`ts2d_xray.dataset`: images ``(C, H, W)`` float32 and masks
+Arrays follow :mod:`ts2d_xray.dataset.format`: images ``(C, H, W)`` float32 and masks
 ``(K, H, W)`` in the radiograph display convention.  After :func:`prepare_case` they
 are at the plans' pixel size (``configurations["2d"]["spacing"]``, (row, column) mm),
 normalised per channel as nnU-Net does, and have ``plans["ts2d"]["in_channels"]``
@@ -25,10 +25,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..dataset import Dataset, iter_cases, validate_case
-from ..errors import InputError
-from ..image import Image2D, Masks
-from .plans import CONFIGURATION
+from ts2d_xray.dataset.format import Dataset, iter_cases, validate_case
+from ts2d_xray.errors import InputError
+from ts2d_xray.image import Image2D, Masks
+from ts2d_xray.train.plans import CONFIGURATION
 
 __all__ = ["RawCase", "TrainingCase", "normalize", "prepare_case", "preprocess_image", "read_cases"]
 
@@ -111,7 +111,7 @@ def preprocess_image(image: Image2D, plans: Mapping[str, Any]) -> np.ndarray:
     Returns:
         ``(in_channels, H', W')`` float32 at the plans' spacing.
     """
-    from ..projection import resample
+    from ts2d_xray.projection import resample
 
     spacing = plans["configurations"][CONFIGURATION]["spacing"]
     array = normalize(resample(image, tuple(spacing)).array, plans)
@@ -120,7 +120,7 @@ def preprocess_image(image: Image2D, plans: Mapping[str, Any]) -> np.ndarray:
 
 def preprocess_masks(masks: Masks, plans: Mapping[str, Any]) -> np.ndarray:
     """Masks resampled to the plans' spacing: ``(K, H', W')`` uint8."""
-    from ..projection import resample
+    from ts2d_xray.projection import resample
 
     spacing = plans["configurations"][CONFIGURATION]["spacing"]
     return resample(masks, tuple(spacing)).array.astype(np.uint8)

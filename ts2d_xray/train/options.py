@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-from ..device import resolve_device
-from .checkpoint import FINAL
+from ts2d_xray.device import resolve_device
+from ts2d_xray.train.checkpoint import FINAL
 
 __all__ = ["TrainOptions", "TrainResult", "resolve_device"]
 

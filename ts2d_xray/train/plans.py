@@ -36,8 +36,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import InputError
-from .config import PLANNING_FIELDS, TrainConfig
+from ts2d_xray.errors import InputError
+from ts2d_xray.train.config import PLANNING_FIELDS, TrainConfig
 
 __all__ = [
     "CONFIGURATION",

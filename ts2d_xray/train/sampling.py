@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .data import TrainingCase
+from ts2d_xray.train.data import TrainingCase
 
 __all__ = ["BatchSource", "PatchSampler", "downsample_targets"]
 

@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import InputError
+from ts2d_xray.errors import InputError
 
 __all__ = ["SPLITS_FILE", "SPLIT_SEED", "fold_cases", "make_splits"]
 

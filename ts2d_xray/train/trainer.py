@@ -22,7 +22,7 @@ trains only the decoder for the first epochs.  :mod:`.adapt` does all of this to
 coronal model into a radiograph model.
 
 Example:
-    >>> from ts2d_xray.dataset import load_dataset
+    >>> from ts2d_xray.dataset.format import load_dataset
     >>> from ts2d_xray.train import Trainer, TrainOptions, get_config
     >>> trainer = Trainer("models", load_dataset("Dataset501_Coronal"), get_config("tiny"),  # doctest: +SKIP
     ...                   TrainOptions(device="cpu", fold=0))
@@ -47,19 +47,19 @@ import numpy as np
 import torch
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 
-from ..dataset import Dataset, json_default
-from ..errors import InputError
-from . import checkpoint as ckpt
-from .augment import NnUNetAugmentation, input_size_of
-from .config import TrainConfig, get_config
-from .data import RawCase, TrainingCase, check_channels, prepare_case, read_cases
-from .loss import MultiLabelDiceBCELoss, build_loss, deep_supervision_scales
-from .options import TrainOptions, TrainResult, resolve_device
-from .plans import (CONFIGURATION, DATASET_FILE, FINGERPRINT_FILE, PLANS_FILE, TRAINER_NAME, build_network,
+from ts2d_xray.dataset.format import Dataset, json_default
+from ts2d_xray.errors import InputError
+from ts2d_xray.train import checkpoint as ckpt
+from ts2d_xray.train.transforms import NnUNetAugmentation, input_size_of
+from ts2d_xray.train.config import TrainConfig, get_config
+from ts2d_xray.train.data import RawCase, TrainingCase, check_channels, prepare_case, read_cases
+from ts2d_xray.train.loss import MultiLabelDiceBCELoss, build_loss, deep_supervision_scales
+from ts2d_xray.train.options import TrainOptions, TrainResult, resolve_device
+from ts2d_xray.train.plans import (CONFIGURATION, DATASET_FILE, FINGERPRINT_FILE, PLANS_FILE, TRAINER_NAME, build_network,
                     check_plans, dataset_fingerprint, plan, read_json, trainer_folder)
-from .sampling import BatchSource, PatchSampler
-from .splits import fold_cases, write_splits
-from .validation import DiceCounts, predict_logits
+from ts2d_xray.train.sampling import BatchSource, PatchSampler
+from ts2d_xray.train.splits import fold_cases, write_splits
+from ts2d_xray.train.validation import DiceCounts, predict_logits
 
 __all__ = ["LOG_FILE", "Trainer", "train"]
 
@@ -84,7 +84,7 @@ class Trainer:
             only, see :func:`ts2d_xray.train.checkpoint.load_weights`); ignored on resume.
         in_channels: Network inputs; a 1-channel data set is repeated to fill them.
         augmentation: ``aug(image, masks) -> (image, masks)`` on patches (see
-            :mod:`ts2d_xray.train.augment`); default :class:`NnUNetAugmentation`.
+            :mod:`ts2d_xray.train.transforms`); default :class:`NnUNetAugmentation`.
         planner: ``planner(fingerprint, dataset_meta, config, *, in_channels,
             channel_source) -> plans`` instead of :func:`~ts2d_xray.train.plans.plan`,
             called when the model folder has no ``plans.json`` yet (e.g. plans that keep
@@ -374,7 +374,7 @@ def train(dataset: Dataset | str | PathLike, model_dir: str | PathLike, config: 
     ``dataset`` may be a folder; it is opened with :func:`ts2d_xray.dataset.load_dataset`.
     """
     if not isinstance(dataset, Dataset):
-        from ..dataset import load_dataset
+        from ts2d_xray.dataset.format import load_dataset
 
         dataset = load_dataset(dataset)
     return Trainer(model_dir, dataset, config, options, **kwargs).fit()

@@ -1,6 +1,6 @@
 """Bring 2D masks onto another plane of the same patient, exactly or by nearest neighbour.
 
-Used by :mod:`ts2d_xray.evaluate` to put a prediction on the ground truth's grid.  The
+Used by :mod:`ts2d_xray.evaluate.metrics` to put a prediction on the ground truth's grid.  The
 steps, each only when needed:
 
 1. **Orient**: transpose and/or flip the masks so that their row and column directions
@@ -24,16 +24,14 @@ from dataclasses import replace
 
 import numpy as np
 
-from .errors import InputError
-from .image import Masks, Plane
+from ts2d_xray.errors import InputError
+from ts2d_xray.image import Masks, Plane
+from ts2d_xray.orientation import DIRECTION_TOL, Orientation
 
 __all__ = ["DIRECTION_TOL", "ORIGIN_TOL_PX", "SPACING_RTOL", "align_masks"]
 
 log = logging.getLogger(__name__)
 
-#: Largest difference of direction cosines (about 0.06 degrees) for two axes to count as
-#: parallel.
-DIRECTION_TOL = 1e-3
 #: Relative difference of pixel sizes below which two spacings are the same.
 SPACING_RTOL = 1e-3
 #: Origin difference (in pixels of the target) below which two grids coincide.
@@ -48,35 +46,15 @@ def _describe(plane: Plane) -> str:
 
 def _orient(masks: Masks, target: Plane, source: str, target_name: str) -> Masks:
     """Transpose/flip ``masks`` so that its column and row directions are the target's."""
-    src = np.array([masks.plane.col_dir, masks.plane.row_dir], float)
-    dst = np.array([target.col_dir, target.row_dir], float)
-    dots = src @ dst.T  # dots[i, j]: source axis i (0 = columns, 1 = rows) . target axis j
-    if np.all(np.abs(np.abs(np.diag(dots)) - 1) < DIRECTION_TOL):
-        transpose = False
-    elif np.all(np.abs(np.abs(np.diag(dots[::-1])) - 1) < DIRECTION_TOL):
-        transpose = True
-    else:
-        raise InputError(source, f"cannot be aligned with {target_name}: their image axes are not parallel "
-                                 f"(columns/rows toward {np.round(src, 3).tolist()} vs {np.round(dst, 3).tolist()} in LPS)")
-    array, plane = masks.array, masks.plane
-    if transpose:
-        array = np.swapaxes(array, 1, 2)
-        plane = Plane((plane.shape[1], plane.shape[0]), (plane.spacing[1], plane.spacing[0]),
-                      plane.row_dir, plane.col_dir, plane.origin)
-    flip_cols = float(np.dot(plane.col_dir, target.col_dir)) < 0
-    flip_rows = float(np.dot(plane.row_dir, target.row_dir)) < 0
-    if flip_rows:
-        array = array[:, ::-1]
-    if flip_cols:
-        array = array[:, :, ::-1]
-    if transpose or flip_rows or flip_cols:
-        log.info("%s: %s to match %s", source,
-                 ", ".join(w for w, on in (("transposed", transpose), ("rows flipped", flip_rows),
-                                           ("columns flipped", flip_cols)) if on), target_name)
-    plane = plane.flipped(flip_rows, flip_cols)
+    try:
+        orientation = Orientation.between(masks.plane, target, tol=DIRECTION_TOL)
+    except ValueError as err:
+        raise InputError(source, f"cannot be aligned with {target_name}: {err}") from None
+    if not orientation.is_identity:
+        log.info("%s: %s to match %s", source, orientation.describe(), target_name)
+    oriented = orientation.apply(masks)
     # Directions now agree within DIRECTION_TOL; use the target's exactly.
-    plane = replace(plane, col_dir=target.col_dir, row_dir=target.row_dir)
-    return Masks(np.ascontiguousarray(array), masks.names, plane)
+    return replace(oriented, plane=replace(oriented.plane, col_dir=target.col_dir, row_dir=target.row_dir))
 
 
 def align_masks(masks: Masks, target: Plane, *, source: str = "the masks", target_name: str = "the target") -> Masks:

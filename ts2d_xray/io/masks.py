@@ -39,10 +39,10 @@ from typing import Iterator
 
 import numpy as np
 
-from .. import labels
-from ..errors import InputError
-from ..image import Image2D, Masks, Plane
-from ._files import format_suffix, sidecar_path
+from ts2d_xray import labels
+from ts2d_xray.errors import InputError
+from ts2d_xray.image import Image2D, Masks, Plane
+from ts2d_xray.io.files import format_suffix, sidecar_path
 
 __all__ = ["read_masks", "read_segment_colors", "write_image2d", "write_masks"]
 
@@ -335,7 +335,7 @@ def write_image2d(image: Image2D, path: str | PathLike) -> Path:
     path = Path(path)
     kind = image_format(path)
     if kind == ".png":
-        from .preview import write_preview
+        from ts2d_xray.io.preview import write_preview
 
         return write_preview(image, path)
     if kind == ".nrrd":

@@ -1,4 +1,4 @@
-"""Outputs of an :class:`~ts2d_xray.evaluate.EvaluationReport`: summary, table and files.
+"""Outputs of an :class:`~ts2d_xray.evaluate.metrics.EvaluationReport`: summary, table and files.
 
 ``save`` writes three files:
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io._files import staged_folder
+from ts2d_xray.io.files import staged_folder
 
 FILES = ("metrics.csv", "summary.json", "dice_boxplot.png")
 CSV_COLUMNS = ("case", "structure", "dice", "hd95_mm", "pred_present", "gt_present", "presence_correct",

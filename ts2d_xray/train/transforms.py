@@ -16,7 +16,7 @@ except:
   structures; for a binary mask this is the label vote nnU-Net takes).
 
 :class:`XrayAugmentation` is for radiographs (adaptation, :mod:`.adapt`): the
-albumentations pipeline of :mod:`ts2d_xray.xray_augment` that ``synth`` applies to its
+albumentations pipeline of :mod:`ts2d_xray.xray_randomize` that ``synth`` applies to its
 DRRs, with training strengths (:data:`XRAY_TRAINING_AUGMENT`: inversion, gamma,
 contrast, noise, blur, CLAHE, affine up to ±10°, no flips).
 
@@ -31,7 +31,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from ..xray_augment import XrayAugmentParams, augment
+from ts2d_xray.xray_randomize import XrayAugmentParams, augment
 
 __all__ = ["XRAY_TRAINING_AUGMENT", "Augmentation", "NnUNetAugmentation", "XrayAugmentation"]
 
@@ -125,7 +125,7 @@ class NnUNetAugmentation:
 
 
 class XrayAugmentation:
-    """Radiograph augmentation of training patches (:func:`ts2d_xray.xray_augment.augment`).
+    """Radiograph augmentation of training patches (:func:`ts2d_xray.xray_randomize.augment`).
 
     Patches arrive normalised (z-scored per image, see :mod:`.data`), while the
     pipeline works on images in [0, 1].  Each channel of a crop is therefore mapped

@@ -9,7 +9,7 @@ Two parts:
 * :func:`augment` randomises a rendered image: inversion, gamma, contrast, then an
   albumentations pipeline (affine, grid and elastic distortion, noise, blur, CLAHE,
   JPEG, downscaling), with no flips and rotations of at most ±10°.  It is
-  :func:`ts2d_xray.xray_augment.augment`, the pipeline that training applies to
+  :func:`ts2d_xray.xray_randomize.augment`, the pipeline that training applies to
   radiograph patches too; :class:`AugmentParams` adds the attenuation settings to its
   parameters, so one preset section sets both.
 
@@ -25,7 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ts2d_xray.xray_augment import XrayAugmentParams, augment
+from ts2d_xray.xray_randomize import XrayAugmentParams, augment
 
 __all__ = ["AugmentParams", "attenuation_scales", "augment"]
 
@@ -75,7 +75,7 @@ def attenuation_scales(
 @dataclass(frozen=True)
 class AugmentParams(XrayAugmentParams):
     """A preset's ``"augment"`` section: the radiograph augmentation of
-    :class:`~ts2d_xray.xray_augment.XrayAugmentParams` (see there for its fields) plus
+    :class:`~ts2d_xray.xray_randomize.XrayAugmentParams` (see there for its fields) plus
     the renderer's per-structure attenuation scaling.
 
     Attributes:

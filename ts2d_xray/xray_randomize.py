@@ -1,8 +1,8 @@
 """Domain randomisation of radiographs and their masks: inversion, gamma, contrast, albumentations.
 
 One pipeline serves both places that randomise radiographs: :mod:`synth` applies it to
-rendered DRRs (with per-structure attenuation scaling on top, see :mod:`synth.augment`),
-and training applies it to patches (:class:`ts2d_xray.train.augment.XrayAugmentation`).
+rendered DRRs (with per-structure attenuation scaling on top, see :mod:`synth.randomize`),
+and training applies it to patches (:class:`ts2d_xray.train.transforms.XrayAugmentation`).
 It lives here, in the core package, because ``ts2d_xray`` never imports ``synth``.
 
 :func:`augment` randomises an image: inversion, gamma, contrast, then an albumentations

@@ -25,8 +25,8 @@ from os import PathLike
 from pathlib import Path
 from typing import Literal, Sequence
 
-from .errors import InputError
-from .io._files import brief, format_suffix
+from ts2d_xray.errors import InputError
+from ts2d_xray.io.files import brief, format_suffix
 
 __all__ = ["InputInfo", "MAX_CT_VOXELS", "MAX_PIXELS", "expand_inputs", "inspect_input", "output_stems"]
 
@@ -139,7 +139,7 @@ def inspect_input(path: str | PathLike, *, max_pixels: int = MAX_PIXELS, max_vox
 
 
 def _itk_info(path: Path) -> InputInfo:
-    from .io.radiograph import sitk_header
+    from ts2d_xray.io.radiograph import sitk_header
 
     reader = sitk_header(path)
     size, components = tuple(reader.GetSize()), reader.GetNumberOfComponents()

@@ -32,7 +32,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .image import Image2D, Masks
+from ts2d_xray.image import Image2D, Masks
+from ts2d_xray.orientation import Orientation
 
 __all__ = ["DEFAULT_FORMATS", "FORMATS", "Result"]
 
@@ -90,7 +91,7 @@ class Result:
     @property
     def present(self) -> tuple[str, ...]:
         """Structures whose mask covers at least ``report.MIN_PRESENT_AREA_MM2``."""
-        from .report import MIN_PRESENT_AREA_MM2
+        from ts2d_xray.measure import MIN_PRESENT_AREA_MM2
 
         area = self.masks.array.sum(axis=(1, 2)) * float(np.prod(self.masks.plane.spacing))
         return tuple(n for n, a in zip(self.names, area) if a >= MIN_PRESENT_AREA_MM2)
@@ -98,13 +99,13 @@ class Result:
     def report(self) -> dict:
         """A JSON-ready summary: image geometry, per-structure measurements, body regions, CTR.
 
-        ``structures`` holds every structure (see :func:`ts2d_xray.report.structure_stats`,
+        ``structures`` holds every structure (see :func:`ts2d_xray.measure.structure_stats`,
         plus ``confidence`` and ``max_probability``); ``present`` lists those present;
         ``body_regions`` maps each covered region (head, neck, thorax, abdomen, pelvis,
         legs) to the structures that show it; ``cardiothoracic_ratio`` is given for
         radiographs with heart and lungs, else None.
         """
-        from .report import body_regions, cardiothoracic_ratio, structure_stats
+        from ts2d_xray.measure import body_regions, cardiothoracic_ratio, structure_stats
 
         plane = self.masks.plane
         stats = structure_stats(self.masks, self.scores)
@@ -130,8 +131,8 @@ class Result:
         Existing outputs of the same names are replaced; a failure leaves ``out_dir`` as
         it was.
         """
-        from .io import write_masks, write_preview
-        from .io._files import sidecar_path
+        from ts2d_xray.io import write_masks, write_preview
+        from ts2d_xray.io.files import sidecar_path
 
         formats = check_formats(formats)
         out = Path(out_dir)
@@ -164,7 +165,7 @@ class Result:
 
 def _shown(masks: Masks, present: Sequence[str]) -> tuple[str, ...]:
     """Structures drawn on the overlay: the coarse preview set when the catalog knows them, else all present."""
-    from .labels import is_known, preview_subset
+    from ts2d_xray.labels import is_known, preview_subset
 
     known = [n for n in present if is_known(n)]
     coarse = preview_subset(known) if known else ()
@@ -173,10 +174,8 @@ def _shown(masks: Masks, present: Sequence[str]) -> tuple[str, ...]:
 
 def _for_reading(image: Image2D, masks: Masks) -> tuple[Image2D, Masks]:
     """Image and masks in the radiograph display when the view is coronal, else as stored."""
-    from .segment import Orientation
-
     try:
-        orient = Orientation.for_plane(image.plane, "radiograph")
+        orient = Orientation.for_display(image.plane, "radiograph")
     except ValueError:
         return image, masks
     return orient.apply(image), orient.apply(masks)

@@ -15,7 +15,7 @@ pixel size in mm as in :class:`~ts2d_xray.image.Plane`):
   ``scipy.ndimage.distance_transform_edt(sampling=spacing)``).  Both empty: 0.0; one
   empty: NaN (undefined; left out of HD95 means, and counted by ``hd95_missing``).
 * **Presence**: a structure is present when its mask covers at least ``min_area_mm2``
-  (default :data:`~ts2d_xray.report.MIN_PRESENT_AREA_MM2`, the threshold of
+  (default :data:`~ts2d_xray.measure.MIN_PRESENT_AREA_MM2`, the threshold of
   :attr:`ts2d_xray.Result.present`) and at least one pixel.  Presence is correct when
   prediction and ground truth agree (both present or both absent).
 * **Summaries** average Dice and HD95 over the cases where the structure is present in
@@ -48,9 +48,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from . import labels as catalog
-from .errors import InputError
-from .report import MIN_PRESENT_AREA_MM2
+from ts2d_xray import labels as catalog
+from ts2d_xray.errors import InputError
+from ts2d_xray.measure import MIN_PRESENT_AREA_MM2
 
 __all__ = [
     "HD95_PERCENTILE",
@@ -243,13 +243,13 @@ class EvaluationReport:
 
     def summary(self) -> dict:
         """JSON-ready summary: means over structures present in GT, per structure and per case."""
-        from ._evaluate_output import summary
+        from ts2d_xray.evaluate.output import summary
 
         return summary(self)
 
     def table(self) -> str:
         """A plain-text table: per structure Dice, HD95 (mm) and presence, then the means."""
-        from ._evaluate_output import table
+        from ts2d_xray.evaluate.output import table
 
         return table(self)
 
@@ -260,7 +260,7 @@ class EvaluationReport:
         are complete (a new ``out_dir`` appears at once); files of the same names are
         replaced.  Returns the paths written.
         """
-        from ._evaluate_output import save
+        from ts2d_xray.evaluate.output import save
 
         return save(self, Path(out_dir))
 
@@ -341,7 +341,7 @@ def evaluate(pred, gt, mapping: str | PathLike | Mapping[str, str] | None = None
       uses v2 names.
 
     Grids: metrics are computed on the ground truth's grid.  The prediction is brought
-    onto it by :func:`ts2d_xray._align.align_masks` (exact flips/transposes, then
+    onto it by :func:`ts2d_xray.evaluate.align.align_masks` (exact flips/transposes, then
     nearest neighbour where shape, spacing or position differ), or refused with an
     error naming both files.  Masks without a patient frame (PNG/JPEG: no spacing; 2D
     NRRD/NIfTI: spacing only) take the other side's plane when their shapes match, and
@@ -368,7 +368,7 @@ def evaluate(pred, gt, mapping: str | PathLike | Mapping[str, str] | None = None
         InputError: Missing or unreadable inputs, a bad mapping, grids that cannot be
             aligned, nothing in common to evaluate.
     """
-    from ._evaluate_cases import evaluate_cases
+    from ts2d_xray.evaluate.cases import evaluate_cases
 
     if mapping is not None:
         if vs_3d:

@@ -32,7 +32,7 @@ Conventions:
   marks a complete case even if the writer is killed.
 
 Example:
-    >>> from ts2d_xray.dataset import load_dataset
+    >>> from ts2d_xray.dataset.format import load_dataset
     >>> ds = load_dataset("Dataset501_Coronal")     # checks it; InputError if broken  # doctest: +SKIP
     >>> image, masks = ds.read(ds.case_ids[0])       # (C, H, W) float32, (K, H, W) bool  # doctest: +SKIP
     >>> masks.names == ds.structures                 # doctest: +SKIP
@@ -55,9 +55,9 @@ from typing import Any, Iterator, Literal, Mapping, Sequence
 
 import numpy as np
 
-from .errors import InputError
-from .image import Image2D, Masks, Plane
-from .io._files import sidecar_path  # the JSON that write_image2d/write_masks put beside a file
+from ts2d_xray.errors import InputError
+from ts2d_xray.image import Image2D, Masks, Plane
+from ts2d_xray.io.files import sidecar_path  # the JSON that write_image2d/write_masks put beside a file
 
 __all__ = [
     "CHANNELS",
@@ -210,7 +210,7 @@ def write_case(root: str | PathLike, case_id: str, image: Image2D, masks: Masks,
     ``cases/`` means every file of the case is in place, even if the writer is killed.
     Nothing of the case is left in ``.partial/``, whether it succeeds or fails.
     """
-    from .io import write_image2d, write_masks
+    from ts2d_xray.io import write_image2d, write_masks
 
     if masks.plane.shape != image.plane.shape:
         raise ValueError(f"masks of shape (H, W) = {masks.plane.shape} for an image of {image.plane.shape}")

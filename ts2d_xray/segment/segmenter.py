@@ -3,7 +3,7 @@
 :class:`Segmenter` loads every group model of a bundle once (no worker process per
 model, no temporary files) and runs them on each input:
 
-1. **Read** the input and tell its kind from the header (:mod:`ts2d_xray.inputs`): a
+1. **Read** the input and tell its kind from the header (:mod:`ts2d_xray.segment.inputs`): a
    3D CT is projected as the model was trained (``projection_mode``, at the model's
    pixel size, radiograph display); a 2-channel projection is used as it is; a
    radiograph goes through the radiograph reader (DICOM modality and VOI LUTs,
@@ -11,7 +11,7 @@ model, no temporary files) and runs them on each input:
 2. **Orient**: flip (and, for a header with rows along left-right, transpose) the
    image into the model's display convention.  No interpolation.
 3. **Resample** to each group's pixel size (:func:`ts2d_xray.projection.resample`, as
-   in training), **normalise** and **predict** (:mod:`ts2d_xray.predict`).
+   in training), **normalise** and **predict** (:mod:`ts2d_xray.nnunet.predict`).
 4. **Back**: sigmoid probabilities are resampled (bilinear) to the oriented input grid,
    thresholded, and un-flipped: masks land on the input's own pixel grid.
 
@@ -33,14 +33,15 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .errors import InputError
-from .image import DISPLAYS, Image2D, Masks, Plane, Volume
-from .inputs import MAX_CT_VOXELS, MAX_PIXELS, MODEL_KIND, inspect_input
-from .manifest import KIND_CHANNELS, verify_bundle
-from .models import bundled_models, installed_summary, list_models, open_model
-from .result import Result
+from ts2d_xray.errors import InputError
+from ts2d_xray.image import DISPLAYS, Image2D, Masks, Plane, Volume
+from ts2d_xray.orientation import Orientation
+from ts2d_xray.segment.inputs import MAX_CT_VOXELS, MAX_PIXELS, MODEL_KIND, inspect_input
+from ts2d_xray.segment.manifest import KIND_CHANNELS, verify_bundle
+from ts2d_xray.segment.models import bundled_models, installed_summary, list_models, open_model
+from ts2d_xray.segment.result import Result
 
-__all__ = ["MAX_MASK_BYTES", "Orientation", "SegmentOptions", "Segmenter", "default_model"]
+__all__ = ["MAX_MASK_BYTES", "SegmentOptions", "Segmenter", "default_model"]
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class SegmentOptions:
         verify: Check the SHA-256 of the weights before loading (default: for a path,
             not for an installed model, which was checked when installed).
         display: Display convention of a bundle without a manifest (see
-            :func:`ts2d_xray.models.infer_manifest`).
+            :func:`ts2d_xray.segment.models.infer_manifest`).
         invert: Override the radiograph reader's MONOCHROME1 inversion.
         max_pixels: Largest 2D input (and working image), in pixels.
         max_voxels: Largest CT, in voxels.
@@ -100,70 +101,11 @@ class SegmentOptions:
             object.__setattr__(self, "groups", tuple(self.groups))
 
 
-@dataclass(frozen=True)
-class Orientation:
-    """The exact re-arrangement (transpose, then flips) that brings a 2D plane into a display convention.
-
-    Attributes:
-        transpose: Swap rows and columns first (rows ran left-right).
-        flip_rows: Then reverse the rows (so they run head to feet).
-        flip_cols: Then reverse the columns (so they follow the display convention).
-    """
-
-    transpose: bool
-    flip_rows: bool
-    flip_cols: bool
-
-    @classmethod
-    def for_plane(cls, plane: Plane, display: str) -> "Orientation":
-        """Raises ValueError when the plane is not coronal (e.g. a lateral view)."""
-        if display not in DISPLAYS:
-            raise ValueError(f"display must be one of {list(DISPLAYS)}, got {display!r}")
-        col, row = plane.orientation
-        transpose = col in "HF" and row in "LR"
-        if transpose:
-            col, row = row, col
-        if col not in "LR" or row not in "HF":
-            raise ValueError(f"image orientation {''.join(plane.orientation)} (columns toward {plane.orientation[0]}, "
-                             f"rows toward {plane.orientation[1]}) is not a coronal (AP/PA) view")
-        return cls(transpose, row != "F", col != DISPLAYS[display])
-
-    def array(self, a: np.ndarray) -> np.ndarray:
-        """``(..., H, W)`` -> the oriented array."""
-        if self.transpose:
-            a = np.swapaxes(a, -1, -2)
-        if self.flip_rows:
-            a = a[..., ::-1, :]
-        if self.flip_cols:
-            a = a[..., ::-1]
-        return np.ascontiguousarray(a)
-
-    def inverse(self, a: np.ndarray) -> np.ndarray:
-        """The oriented ``(..., H', W')`` array -> the stored order."""
-        if self.flip_cols:
-            a = a[..., ::-1]
-        if self.flip_rows:
-            a = a[..., ::-1, :]
-        if self.transpose:
-            a = np.swapaxes(a, -1, -2)
-        return np.ascontiguousarray(a)
-
-    def plane(self, plane: Plane) -> Plane:
-        if self.transpose:
-            plane = Plane((plane.shape[1], plane.shape[0]), (plane.spacing[1], plane.spacing[0]),
-                          plane.row_dir, plane.col_dir, plane.origin)
-        return plane.flipped(self.flip_rows, self.flip_cols)
-
-    def apply(self, item):
-        """An :class:`Image2D` or :class:`Masks`, oriented."""
-        return replace(item, array=self.array(item.array), plane=self.plane(item.plane))
-
-
 def default_model(kind: str | None = None) -> str:
     """The model used when none is named, for inputs of ``kind`` (when given).
 
     The only installed model (of ``kind``); with none installed, the only bundled one
-    (see :func:`ts2d_xray.models.bundled_models`); InputError listing them otherwise.
+    (see :func:`ts2d_xray.segment.models.bundled_models`); InputError listing them otherwise.
     """
     models = [m for m in list_models() if kind is None or m.kind == kind]
     if not models:
@@ -189,7 +131,7 @@ class Segmenter:
     Call it on a path (CT file or DICOM folder, projection, radiograph), a
     :class:`~ts2d_xray.image.Volume`, an :class:`~ts2d_xray.image.Image2D`, or a numpy
     array ``(H, W)`` / ``(C, H, W)`` (in the model's display convention, at ``spacing``
-    mm, default the model's).  Returns a :class:`~ts2d_xray.result.Result`.
+    mm, default the model's).  Returns a :class:`~ts2d_xray.segment.result.Result`.
     """
 
     def __init__(self, model: str | PathLike | None = None, *, options: SegmentOptions | None = None, **kwargs):
@@ -200,7 +142,7 @@ class Segmenter:
         if unknown:
             raise TypeError(f"unknown option(s) {unknown}; SegmentOptions has {sorted(known)}")
         self.options = options or SegmentOptions(**kwargs)
-        from .device import resolve_device  # imports torch: not at module import time
+        from ts2d_xray.device import resolve_device  # imports torch: not at module import time
 
         self.device = resolve_device(self.options.device)
         self.bundle = open_model(default_model() if model is None else model, display=self.options.display)
@@ -211,7 +153,7 @@ class Segmenter:
             verify = self.options.verify if self.options.verify is not None else not self.bundle.installed
             if verify:
                 verify_bundle(self.bundle.root, manifest)
-            from .network import load_group
+            from ts2d_xray.nnunet.network import load_group
 
             if self.device.type == "cuda":
                 import torch
@@ -264,7 +206,7 @@ class Segmenter:
                                      f"this is {_INPUT_WORDS[input_kind]}")
 
     def _read(self, x, spacing) -> tuple[Image2D, str, str | None]:
-        from .io import read_ct, read_projection, read_radiograph
+        from ts2d_xray.io import read_ct, read_projection, read_radiograph
 
         if isinstance(x, (str, PathLike)):
             info = self.check(x)
@@ -289,7 +231,7 @@ class Segmenter:
         raise TypeError(f"input must be a path, Volume, Image2D or numpy array, got {type(x).__name__}")
 
     def _project(self, ct: Volume) -> Image2D:
-        from .projection import project_ct, resample
+        from ts2d_xray.projection import project_ct, resample
 
         image = project_ct(ct, mode=self.manifest.projection_mode, spacing=None, display="radiograph")
         return resample(image, self.manifest.spacing_mm)
@@ -316,7 +258,7 @@ class Segmenter:
         image, kind, source = self._read(x, spacing)
         read = time.perf_counter() - started
         try:
-            orient = Orientation.for_plane(image.plane, self.manifest.display)
+            orient = Orientation.for_display(image.plane, self.manifest.display)
         except ValueError as err:
             raise InputError(source, str(err)) from None
         masks, scores = self._predict(orient.apply(image), source, progress)
@@ -336,8 +278,8 @@ class Segmenter:
         import torch
         import torch.nn.functional as F
 
-        from .predict import normalize, predict_logits
-        from .projection import resample
+        from ts2d_xray.nnunet.predict import normalize, predict_logits
+        from ts2d_xray.projection import resample
 
         h, w = image.plane.shape
         if len(self.structures) * h * w > MAX_MASK_BYTES:

@@ -8,7 +8,7 @@ Each case goes through these steps:
    mapping, or (``vs_3d``) as 3D labels projected on the prediction's spacing and
    display convention.
 3. **One grid**: the ground truth's plane (or the prediction's, for masks without a
-   patient frame); the prediction is aligned onto it (:mod:`ts2d_xray._align`).
+   patient frame); the prediction is aligned onto it (:mod:`ts2d_xray.evaluate.align`).
 4. **Structures**: the requested ones, else those both sides can form.
 """
 
@@ -22,12 +22,12 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from . import labels as catalog
-from ._align import align_masks
-from .errors import InputError
-from .image import LabelMap, Masks
-from .io._files import format_suffix
-from .io.mask_sources import MASK_FILE_SUFFIXES, MaskSource, is_multilabel_file, read_mask_source, result_masks
+from ts2d_xray import labels as catalog
+from ts2d_xray.evaluate.align import align_masks
+from ts2d_xray.errors import InputError
+from ts2d_xray.image import LabelMap, Masks
+from ts2d_xray.io.files import format_suffix
+from ts2d_xray.io.mask_sources import MASK_FILE_SUFFIXES, MaskSource, is_multilabel_file, read_mask_source, result_masks
 
 log = logging.getLogger(__name__)
 
@@ -180,8 +180,8 @@ def _projected_gt(item, pred: MaskSource, classmap) -> tuple[Masks, set[str] | N
     Returns the masks (v2 names when the prediction uses them), the set of classes whose
     absence means "not in this scan" (None: only the labels' own), and a description.
     """
-    from .io import read_labels
-    from .projection import project_labels
+    from ts2d_xray.io import read_labels
+    from ts2d_xray.projection import project_labels
 
     plane = pred.masks.plane
     if pred.geometry != "plane" or plane.origin is None:
@@ -227,7 +227,7 @@ def _formable(masks: Masks, name: str) -> bool:
 
 def evaluate_cases(pred, gt, *, mapping, structures, vs_3d, classmap, min_area_mm2):
     """Scores and notes of every case (see :func:`ts2d_xray.evaluate.evaluate`)."""
-    from .evaluate import score_masks
+    from ts2d_xray.evaluate.metrics import score_masks
 
     cases, notes = pair_cases(pred, gt)
     scores, used_keys, evaluated = [], set(), set()

@@ -39,9 +39,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from .errors import InputError
-from .io._files import brief
-from .manifest import GroupSpec
+from ts2d_xray.errors import InputError
+from ts2d_xray.io.files import brief
+from ts2d_xray.segment.manifest import GroupSpec
 
 __all__ = ["GroupNetwork", "SAFE_NUMPY_GLOBALS", "build_network", "load_group", "read_checkpoint", "speed_up_for_cpu"]
 
@@ -230,7 +230,7 @@ def _drop_background(weights: dict[str, torch.Tensor], n_structures: int, path: 
 
 def load_group(root: Path, spec: GroupSpec, *, device: torch.device, trust: bool = False) -> GroupNetwork:
     """Build and load one group model of a bundle onto ``device``."""
-    from .manifest import read_json
+    from ts2d_xray.segment.manifest import read_json
 
     folder = root / spec.path
     plans, dataset = read_json(folder / "plans.json"), read_json(folder / "dataset.json")

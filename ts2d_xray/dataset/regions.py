@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import Dataset, image_name, iter_cases, label_name, load_dataset
-from .errors import InputError
+from ts2d_xray.dataset.format import Dataset, image_name, iter_cases, label_name, load_dataset
+from ts2d_xray.errors import InputError
 
 __all__ = ["MAX_CODES", "export_regions"]
 
@@ -43,7 +43,7 @@ def export_regions(dataset: str | PathLike | Dataset, out: str | PathLike) -> Pa
     """Write ``dataset`` as an upstream nnU-Net v2 raw data set with region labels.
 
     Args:
-        dataset: A data set of :mod:`ts2d_xray.dataset` (folder or opened).
+        dataset: A data set of :mod:`ts2d_xray.dataset.format` (folder or opened).
         out: The new folder (``nnUNet_raw/DatasetXXX_Name``); refused if it exists.
 
     Returns:

@@ -1,0 +1,2 @@
+"""The one nnU-Net v2 runtime of training and inference: plans -> network, checkpoints,
+normalisation and prediction."""
