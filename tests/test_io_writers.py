@@ -10,7 +10,6 @@ import pytest
 
 from ts2d_xray import labels
 from ts2d_xray.image import Image2D, Masks, Plane
-from ts2d_xray.io import masks as mask_files
 from ts2d_xray.io.preview import MIN_DISPLAY_PX, write_preview
 from ts2d_xray.io.masks import read_masks, read_segment_colors, write_image2d, write_masks
 
@@ -97,7 +96,7 @@ def test_seg_nrrd_packs_layers_and_keeps_empty_and_unknown(tmp_path):
     assert back.plane.origin is None  # radiograph without origin stays without one
     colors = read_segment_colors(path)
     assert colors["liver"] == labels.color("liver")
-    assert colors["my_tumour"] in mask_files.FALLBACK_COLORS
+    assert colors["my_tumour"] in labels.FALLBACK_COLORS
 
 
 def test_read_masks_ts2d_layout(tmp_path):

@@ -29,6 +29,7 @@ Examples
 from __future__ import annotations
 
 import json
+import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -36,6 +37,8 @@ from types import MappingProxyType
 from typing import Literal, Mapping
 
 __all__ = [
+    "FALLBACK_COLORS",
+    "display_color",
     "GROUPS",
     "PREVIEW_STRUCTURES",
     "Version",
@@ -158,6 +161,24 @@ def color(name: str) -> tuple[int, int, int]:
         return _structures()[name].color
     own = _catalog()["derived_colors"].get(name)
     return tuple(own) if own else structure(expand(name)[0]).color
+
+
+#: Colours (R, G, B, 0-255) of structure names outside the catalog; a name always gets
+#: the same one (picked by the CRC32 of the name).
+FALLBACK_COLORS: tuple[tuple[int, int, int], ...] = (
+    (255, 0, 255), (0, 255, 255), (255, 255, 0), (255, 128, 0), (128, 0, 255), (0, 255, 128),
+)
+
+
+def display_color(name: str) -> tuple[int, int, int]:
+    """Colour (R, G, B, 0-255) that overlays and mask files give a structure.
+
+    The catalog's colour (:func:`color`) for a known name; any other name (a user's own
+    structure) gets a fixed colour of :data:`FALLBACK_COLORS`.
+    """
+    if is_known(name):
+        return tuple(int(c) for c in color(name))
+    return FALLBACK_COLORS[zlib.crc32(name.encode()) % len(FALLBACK_COLORS)]
 
 
 def group_of(name: str) -> str:

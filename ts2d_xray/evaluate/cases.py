@@ -26,7 +26,7 @@ from ts2d_xray import labels as catalog
 from ts2d_xray.evaluate.align import align_masks
 from ts2d_xray.errors import InputError
 from ts2d_xray.image import LabelMap, Masks
-from ts2d_xray.io.files import format_suffix
+from ts2d_xray.kinds import format_suffix
 from ts2d_xray.io.mask_sources import MASK_FILE_SUFFIXES, MaskSource, is_multilabel_file, read_mask_source, result_masks
 
 log = logging.getLogger(__name__)

@@ -1,22 +1,43 @@
-"""Small helpers shared by the readers and writers."""
+"""Files: the one atomic writer, staged folders, JSON reading and writing, error lines.
+
+Every file the project writes goes through :func:`atomic_paths` (or a helper built on
+it): data is written to a hidden temporary sibling (``.tmp-<random>-<name>``, unique
+per writer, in the same folder so that the final ``os.replace`` is an atomic rename)
+and moved onto its name only once complete; on any error the temporary file is
+removed.  Folders are filled the same way (:func:`staged_folder`, :func:`new_folder`).
+So no reader ever sees a half-written file, and a failed or killed run leaves the
+previous file (or nothing) behind.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import uuid
+from os import PathLike
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Mapping
 
-#: Suffixes made of two parts, recognised before the last suffix alone.
-MULTI_PART_SUFFIXES = (".seg.nrrd", ".nii.gz")
+import numpy as np
 
+from ts2d_xray.errors import InputError
+from ts2d_xray.kinds import format_suffix
 
-def format_suffix(path: Path) -> str:
-    """Lower-case format suffix of a path: ``.seg.nrrd`` and ``.nii.gz`` count as one."""
-    name = path.name.lower()
-    return next((s for s in MULTI_PART_SUFFIXES if name.endswith(s)), path.suffix.lower())
+__all__ = [
+    "atomic_paths",
+    "brief",
+    "json_default",
+    "new_folder",
+    "read_json",
+    "remove_tree",
+    "sidecar_path",
+    "staged_folder",
+    "temp_sibling",
+    "write_json",
+    "write_text",
+]
 
 
 def sidecar_path(path: Path) -> Path:
@@ -34,8 +55,112 @@ def brief(err: BaseException) -> str:
     return lines[-1] if lines else type(err).__name__
 
 
+def temp_sibling(path: Path, prefix: str = ".tmp") -> Path:
+    """A unique hidden path beside ``path`` that ends with its name (libraries pick formats by suffix)."""
+    return path.with_name(f"{prefix}-{uuid.uuid4().hex[:8]}-{path.name}")
+
+
 @contextlib.contextmanager
-def staged_folder(folder: Path) -> Iterator[Path]:
+def atomic_paths(*paths: str | PathLike) -> Iterator[tuple[Path, ...]]:
+    """Yield temporary paths to write; move them onto ``paths`` on success, delete them on error.
+
+    Missing parent folders are created.  The files are moved in the order given, so the
+    last one can serve as a completion marker.
+    """
+    paths = tuple(Path(p) for p in paths)
+    for p in paths:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    temps = tuple(temp_sibling(p) for p in paths)
+    try:
+        yield temps
+        for temp, p in zip(temps, paths):
+            os.replace(temp, p)
+    finally:
+        for temp in temps:
+            temp.unlink(missing_ok=True)
+
+
+def write_text(path: str | PathLike, text: str) -> Path:
+    """Write a text file atomically."""
+    path = Path(path)
+    with atomic_paths(path) as (temp,):
+        temp.write_text(text)
+    return path
+
+
+def json_default(value: Any) -> Any:
+    """JSON for numpy values and read-only mappings (``json.dumps(..., default=json_default)``)."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"parameter of type {type(value).__name__} is not JSON-serialisable: {value!r}")
+
+
+def write_json(path: str | PathLike, value: Any, *, indent: int | None = 1) -> Path:
+    """Write ``value`` as JSON atomically; numpy values and mappings are converted (:func:`json_default`)."""
+    return write_text(path, json.dumps(value, indent=indent, default=json_default))
+
+
+def read_json(path: str | PathLike, *, what: str = "JSON", expect: type = dict) -> Any:
+    """A JSON value of type ``expect`` from a file.
+
+    Raises:
+        InputError: Naming the file, when it is missing, unreadable, not JSON, or not
+            of type ``expect``.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(path, f"missing (expected a {what} file)") from None
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise InputError(path, f"cannot read it as {what} ({brief(err)})") from None
+    if not isinstance(data, expect):
+        raise InputError(path, f"expected a {what} {'object' if expect is dict else expect.__name__}, "
+                               f"found {type(data).__name__}")
+    return data
+
+
+def remove_tree(folder: Path) -> None:
+    """Remove a folder: first renamed aside (atomic), so no reader sees it half-deleted."""
+    trash = temp_sibling(folder, ".removing")
+    os.replace(folder, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def new_folder(folder: str | PathLike, *, replace: bool = False, prefix: str = ".tmp") -> Iterator[Path]:
+    """Yield a hidden temporary folder to fill; on success it becomes ``folder``, whole.
+
+    Args:
+        folder: Where the folder appears.
+        replace: Replace an existing ``folder`` (it is moved aside first, and removed
+            once the new one is in place); without it, an existing non-empty folder
+            raises FileExistsError before anything is written.
+        prefix: Prefix of the temporary folder's name (shows what a leftover was).
+    """
+    folder = Path(folder).resolve()
+    if folder.exists() and not replace and (not folder.is_dir() or any(folder.iterdir())):
+        raise FileExistsError(f"{folder}: exists and is not an empty folder")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    temp = temp_sibling(folder, prefix)
+    temp.mkdir()
+    try:
+        yield temp
+        if folder.is_dir():
+            remove_tree(folder)  # empty, or replace=True
+        elif folder.exists():
+            folder.unlink()  # a file, and replace=True
+        os.replace(temp, folder)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_folder(folder: str | PathLike) -> Iterator[Path]:
     """Yield a hidden temporary folder to fill; on success its files are moved into ``folder``.
 
     A new ``folder`` appears at once (the temporary folder is renamed onto it).  In an
@@ -47,7 +172,7 @@ def staged_folder(folder: Path) -> Iterator[Path]:
     if folder.exists() and not folder.is_dir():
         raise FileExistsError(f"{folder}: exists and is not a folder")
     folder.parent.mkdir(parents=True, exist_ok=True)
-    temp = folder.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{folder.name}")
+    temp = temp_sibling(folder)
     temp.mkdir()
     try:
         yield temp

@@ -33,7 +33,8 @@ import numpy as np
 
 from ts2d_xray.errors import InputError
 from ts2d_xray.image import Masks, Plane, letter_vector
-from ts2d_xray.io.files import brief, format_suffix, sidecar_path
+from ts2d_xray.io.files import brief, sidecar_path
+from ts2d_xray.kinds import format_suffix
 
 __all__ = ["MASK_FILE_SUFFIXES", "RESULT_MASK_NAMES", "MaskSource", "is_multilabel_file", "read_mask_source"]
 

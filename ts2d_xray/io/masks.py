@@ -26,23 +26,19 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import shutil
-import uuid
-import zlib
 from os import PathLike
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from ts2d_xray import labels
 from ts2d_xray.errors import InputError
 from ts2d_xray.image import Image2D, Masks, Plane
-from ts2d_xray.io.files import format_suffix, sidecar_path
+from ts2d_xray.io.files import atomic_paths, new_folder, sidecar_path
+from ts2d_xray.kinds import IMAGE_WRITE_SUFFIXES, MASK_WRITE_SUFFIXES, format_suffix
 
 __all__ = ["read_masks", "read_segment_colors", "write_image2d", "write_masks"]
 
@@ -52,14 +48,7 @@ logger = logging.getLogger(__name__)
 NORMAL_SPACING_MM = 1.0
 #: Custom NRRD field set to "1" when the plane's origin is unknown and (0, 0, 0) was written.
 ORIGIN_UNKNOWN_FIELD = "TS2D_OriginUnknown"
-#: Colours (R, G, B, 0-255) of structure names outside the label catalog; a name always
-#: gets the same one (picked by the CRC32 of the name).
-FALLBACK_COLORS: tuple[tuple[int, int, int], ...] = (
-    (255, 0, 255), (0, 255, 255), (255, 255, 0), (255, 128, 0), (128, 0, 255), (0, 255, 128),
-)
-
-_MASK_FORMATS = (".seg.nrrd", ".nii", ".nii.gz", "a folder path without suffix")
-_IMAGE_FORMATS = (".nrrd", ".nii", ".nii.gz", ".png")
+_MASK_FORMATS = (*MASK_WRITE_SUFFIXES, "a folder path without suffix")
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
@@ -75,53 +64,6 @@ def _ijk_to_lps(plane: Plane) -> np.ndarray:
     return m
 
 
-def _rgb(name: str) -> tuple[int, int, int]:
-    """Catalog colour of a structure, else its fixed fallback colour (R, G, B, 0-255)."""
-    if labels.is_known(name):
-        return tuple(int(c) for c in labels.color(name))
-    return FALLBACK_COLORS[zlib.crc32(name.encode()) % len(FALLBACK_COLORS)]
-
-
-def _temp_sibling(path: Path) -> Path:
-    # Same folder, so os.replace is an atomic rename; ends with the real name because
-    # nibabel and SimpleITK choose the format from the extension.
-    return path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
-
-
-@contextlib.contextmanager
-def _atomic(*paths: Path) -> Iterator[tuple[Path, ...]]:
-    """Yield temporary paths to write; move them onto ``paths`` on success, delete them on error."""
-    for p in paths:
-        p.parent.mkdir(parents=True, exist_ok=True)
-    temps = tuple(_temp_sibling(p) for p in paths)
-    try:
-        yield temps
-        for temp, p in zip(temps, paths):
-            os.replace(temp, p)
-    except BaseException:
-        for temp in temps:
-            temp.unlink(missing_ok=True)
-        raise
-
-
-@contextlib.contextmanager
-def _atomic_folder(folder: Path) -> Iterator[Path]:
-    """Yield a temporary sibling folder to fill; rename it to ``folder`` on success."""
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise FileExistsError(f"{folder}: exists and is not an empty folder; masks are written into a new folder")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    temp = _temp_sibling(folder)
-    temp.mkdir()
-    try:
-        yield temp
-        if folder.exists():
-            folder.rmdir()  # empty (checked above); renaming onto a folder is not portable
-        os.replace(temp, folder)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
-
-
 def _write_nifti(data: np.ndarray, plane: Plane, path: Path, meta: dict) -> None:
     """Save ``(x=columns, y=rows, z=1, t)`` data as NIfTI, plus ``meta`` and the geometry as a JSON sidecar."""
     meta = {**meta, "shape_hw": list(plane.shape), "spacing_mm": list(plane.spacing),
@@ -133,7 +75,7 @@ def _write_nifti(data: np.ndarray, plane: Plane, path: Path, meta: dict) -> None
         import nibabel as nib
     except ImportError:
         nib = None
-    with _atomic(path, sidecar_path(path)) as (temp, temp_json):
+    with atomic_paths(path, sidecar_path(path)) as (temp, temp_json):
         if nib is not None:
             affine = _LPS_TO_RAS @ m  # NIfTI stores RAS
             image = nib.Nifti1Image(data, affine)
@@ -173,8 +115,8 @@ def image_format(path: str | PathLike) -> str:
     """The image format :func:`write_image2d` picks for ``path``; ValueError for an unsupported suffix."""
     path = Path(path)
     kind = format_suffix(path)
-    if kind not in _IMAGE_FORMATS:
-        raise ValueError(f"{path}: cannot write an image as {kind!r}; supported: {', '.join(_IMAGE_FORMATS)}")
+    if kind not in IMAGE_WRITE_SUFFIXES:
+        raise ValueError(f"{path}: cannot write an image as {kind!r}; supported: {', '.join(IMAGE_WRITE_SUFFIXES)}")
     return kind
 
 
@@ -201,7 +143,7 @@ def write_masks(masks: Masks, path: str | PathLike) -> Path:
     if kind == ".seg.nrrd":
         _write_seg_nrrd(masks, path)
     elif kind in (".nii", ".nii.gz"):
-        structures = [{"index": n, "name": name, "color": _rgb(name)} for n, name in enumerate(masks.names)]
+        structures = [{"index": n, "name": name, "color": labels.display_color(name)} for n, name in enumerate(masks.names)]
         layout = "x = columns, y = rows, z = 1 (plane normal), t = structure index; 1 = inside"
         data = masks.array.transpose(2, 1, 0)[:, :, None, :].astype(np.uint8)  # (W, H, 1, K)
         _write_nifti(data, masks.plane, path, {"layout": layout, "structures": structures})
@@ -220,14 +162,14 @@ def _write_seg_nrrd(masks: Masks, path: Path) -> None:
     if masks.plane.origin is None:
         seg[ORIGIN_UNKNOWN_FIELD] = "1"
     for name, mask in zip(masks.names, masks.array):
-        color = [float(f"{c / 255:.6g}") for c in _rgb(name)]  # 6 digits, as Slicer writes
+        color = [float(f"{c / 255:.6g}") for c in labels.display_color(name)]  # 6 digits, as Slicer writes
         fields = {"id": name, "name": name, "color": color, "nameAutoGenerated": False, "colorAutoGenerated": False}
         # add_segment packs greedily: the first layer where the mask overlaps nothing.
         segment = slicerio.add_segment(seg, mask.T[:, :, None], fields)
         # Slicer gives every segment of a shared layer the layer's extent; per-segment
         # extents can crop the other segments of the layer in some Slicer versions.
         segment["extent"] = [0, w - 1, 0, h - 1, 0, 0]
-    with _atomic(path) as (temp,):
+    with atomic_paths(path) as (temp,):
         slicerio.write_segmentation(str(temp), seg)
 
 
@@ -237,10 +179,10 @@ def _write_png_folder(masks: Masks, folder: Path) -> None:
     for name in masks.names:
         if name in ("", ".", "..") or Path(name).name != name:
             raise ValueError(f"structure name {name!r} cannot be used as a PNG file name in {folder}")
-    meta = {"structures": [{"name": n, "file": f"{n}.png", "color": _rgb(n)} for n in masks.names],
+    meta = {"structures": [{"name": n, "file": f"{n}.png", "color": labels.display_color(n)} for n in masks.names],
             "shape_hw": list(masks.plane.shape), "spacing_mm": list(masks.plane.spacing),
             "spacing_order": "(row, column), as DICOM PixelSpacing", "orientation": list(masks.plane.orientation)}
-    with _atomic_folder(folder) as temp:
+    with new_folder(folder) as temp:
         for name, mask in zip(masks.names, masks.array):
             Image.fromarray(mask.astype(np.uint8) * 255).save(temp / f"{name}.png")
         (temp / "structures.json").write_text(json.dumps(meta, indent=2))
@@ -312,7 +254,7 @@ def read_segment_colors(path: str | PathLike) -> dict[str, tuple[int, int, int]]
     """
     seg, names = _read_segmentation(Path(path), skip_voxels=True)
     return {
-        name: tuple(int(round(c * 255)) for c in s["color"]) if "color" in s else _rgb(name)
+        name: tuple(int(round(c * 255)) for c in s["color"]) if "color" in s else labels.display_color(name)
         for name, s in zip(names, seg["segments"])
     }
 
@@ -368,5 +310,5 @@ def _write_image_nrrd(image: Image2D, path: Path) -> None:
     if image.plane.origin is None:
         header[ORIGIN_UNKNOWN_FIELD] = "1"
     data = image.array.astype(np.float32).transpose(0, 2, 1)[:, :, None, :]  # (C, W, 1, H)
-    with _atomic(path) as (temp,):
+    with atomic_paths(path) as (temp,):
         nrrd.write(str(temp), data, header, custom_field_map={"channels": "string list"}, index_order="F")

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from ts2d_xray.image import Image2D, Masks, Plane, patient_direction
-from ts2d_xray.io.files import format_suffix
-from ts2d_xray.io.masks import _atomic, _rgb
+from ts2d_xray.kinds import format_suffix
+from ts2d_xray.io.files import atomic_paths
+from ts2d_xray.labels import display_color
 
 __all__ = ["write_preview"]
 
@@ -95,7 +96,7 @@ def _with_legend(canvas, names: list[str], font, size: int):
     for col, width in zip(columns, widths):
         for n, name in enumerate(col):
             y = pad + n * line
-            draw.rectangle([x0, y, x0 + size - 1, y + size - 1], fill=_rgb(name))
+            draw.rectangle([x0, y, x0 + size - 1, y + size - 1], fill=display_color(name))
             draw.text((x0 + size + pad, y), name, fill=(255, 255, 255), font=font)
         x0 += width
     return out
@@ -155,7 +156,7 @@ def write_preview(
     for name, mask in zip(masks.names, masks.array) if masks is not None else ():
         if mask.any():
             big = np.asarray(Image.fromarray(mask).resize((cols, rows), Image.NEAREST), bool)
-            _overlay(rgb, big, _rgb(name), alpha)
+            _overlay(rgb, big, display_color(name), alpha)
             shown.append(name)
     canvas = Image.fromarray(np.round(rgb).astype(np.uint8), "RGB")
     font_px = max(MIN_FONT_PX, rows // 40)
@@ -164,7 +165,7 @@ def write_preview(
     ImageDraw.Draw(canvas).text((2, 1), marker, fill=(255, 255, 255), font=font, stroke_width=1, stroke_fill=(0, 0, 0))
     if legend and shown:
         canvas = _with_legend(canvas, shown, font, font_px)
-    with _atomic(path) as (temp,):
+    with atomic_paths(path) as (temp,):
         canvas.save(temp, format="PNG")
     logger.info("wrote preview %s (%d structures shown)", path, len(shown))
     return path

@@ -21,7 +21,8 @@ import numpy as np
 from ts2d_xray import labels as catalog
 from ts2d_xray.errors import InputError
 from ts2d_xray.image import Grid, LabelMap, Volume
-from ts2d_xray.io.files import brief, format_suffix
+from ts2d_xray.io.files import brief
+from ts2d_xray.kinds import format_suffix
 
 __all__ = ["read_ct", "read_labels", "read_classmap", "LABEL_SUFFIXES"]
 

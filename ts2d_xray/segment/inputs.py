@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Literal, Sequence
 
 from ts2d_xray.errors import InputError
-from ts2d_xray.io.files import brief, format_suffix
+from ts2d_xray.io.files import brief
+from ts2d_xray.kinds import format_suffix
 
 __all__ = ["InputInfo", "MAX_CT_VOXELS", "MAX_PIXELS", "expand_inputs", "inspect_input", "output_stems"]
 
