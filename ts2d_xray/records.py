@@ -30,7 +30,7 @@ import types
 import typing
 from typing import Any, Mapping, TypeVar
 
-__all__ = ["field_types", "is_bool_field", "is_tuple_field", "record_from_dict", "record_to_dict"]
+__all__ = ["check_keys", "field_types", "is_bool_field", "is_tuple_field", "record_from_dict", "record_to_dict"]
 
 T = TypeVar("T")
 
@@ -62,6 +62,25 @@ def is_bool_field(cls: type, name: str) -> bool:
     return _without_none(field_types(cls)[name]) is bool
 
 
+def check_keys(cls: type, data: Mapping[str, Any], *, what: str | None = None) -> None:
+    """Refuse ``data`` unless it is a mapping whose keys all name fields of dataclass ``cls``.
+
+    For mappings whose values are not the fields' values themselves (e.g. ranges to
+    sample them from); :func:`record_from_dict` makes the same checks.
+
+    Raises:
+        TypeError: ``data`` is not a mapping.
+        ValueError: A key names no field (the message lists the fields).
+    """
+    what = what or cls.__name__
+    if not isinstance(data, Mapping):
+        raise TypeError(f"{what} must be a mapping, got {type(data).__name__}")
+    known = list(field_types(cls))
+    for key in data:
+        if key not in known:
+            raise ValueError(f"unknown {what} key {key!r}; expected one of {known}")
+
+
 def record_from_dict(cls: type[T], data: Mapping[str, Any], *, what: str | None = None) -> T:
     """An instance of dataclass ``cls`` from a mapping.
 
@@ -75,14 +94,9 @@ def record_from_dict(cls: type[T], data: Mapping[str, Any], *, what: str | None 
         ValueError: A key names no field.  Invalid values raise what ``cls``'s own
             checks (``__post_init__``) raise.
     """
-    what = what or cls.__name__
-    if not isinstance(data, Mapping):
-        raise TypeError(f"{what} must be a mapping, got {type(data).__name__}")
-    known = list(field_types(cls))
+    check_keys(cls, data, what=what)
     values = {}
     for key, value in data.items():
-        if key not in known:
-            raise ValueError(f"unknown {what} key {key!r}; expected one of {known}")
         if isinstance(value, list) and is_tuple_field(cls, key):
             value = tuple(value)
         values[key] = value
