@@ -20,15 +20,22 @@ the pipeline first runs.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Mapping, TypeVar
 
 import numpy as np
+
+from ts2d_xray.records import field_types, is_bool_field, is_tuple_field, record_from_dict
+
+if TYPE_CHECKING:
+    import albumentations
 
 __all__ = ["MAX_ROTATE_DEG", "XrayAugmentParams", "augment"]
 
 #: Largest rotation allowed, in degrees: radiographs are taken roughly upright.
 MAX_ROTATE_DEG = 10.0
+
+_P = TypeVar("_P", bound="XrayAugmentParams")
 
 
 @dataclass(frozen=True)
@@ -95,24 +102,30 @@ class XrayAugmentParams:
     downscale_range: tuple[float, float] = (0.5, 0.9)
     downscale_probability: float = 0.1
 
-    def __post_init__(self):
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.type == "bool":
-                if not isinstance(value, (bool, np.bool_)):
-                    raise TypeError(f"augment parameter {f.name!r} must be true or false, got {value!r}")
-            elif f.type.startswith("tuple"):
-                if (
-                    not isinstance(value, tuple) or len(value) != 2
-                    or not all(_is_number(v) for v in value) or not value[0] <= value[1]
-                ):
-                    raise ValueError(
-                        f"augment parameter {f.name!r} must be [low, high] with low <= high, got {value!r}"
-                    )
-            elif not _is_number(value):
-                raise TypeError(f"augment parameter {f.name!r} must be a finite number, got {value!r}")
-            if f.name.endswith("_probability") and not 0 <= value <= 1:
-                raise ValueError(f"augment parameter {f.name!r} must be in [0, 1], got {value!r}")
+    def __post_init__(self) -> None:
+        for name in field_types(type(self)):
+            self._check_type(name, getattr(self, name))
+        self._check_bounds()
+
+    def _check_type(self, name: str, value: Any) -> None:
+        """Switches are bools, ranges ``(low, high)`` with ``low <= high``, the rest finite numbers."""
+        cls = type(self)
+        if is_bool_field(cls, name):
+            if not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"augment parameter {name!r} must be true or false, got {value!r}")
+        elif is_tuple_field(cls, name):
+            if (
+                not isinstance(value, tuple) or len(value) != 2
+                or not all(_is_number(v) for v in value) or not value[0] <= value[1]
+            ):
+                raise ValueError(f"augment parameter {name!r} must be [low, high] with low <= high, got {value!r}")
+        elif not _is_number(value):
+            raise TypeError(f"augment parameter {name!r} must be a finite number, got {value!r}")
+        if name.endswith("_probability") and not 0 <= value <= 1:
+            raise ValueError(f"augment parameter {name!r} must be in [0, 1], got {value!r}")
+
+    def _check_bounds(self) -> None:
+        """Each strength within what its albumentations transform accepts (and rotations <= 10°)."""
         positive_ranges = ("gamma_range", "scale_range", "clahe_clip_range")
         bounds = {
             "contrast_range": (0.0, math.inf), "noise_std_range": (0.0, 1.0), "blur_sigma_range": (0.0, math.inf),
@@ -134,28 +147,17 @@ class XrayAugmentParams:
             raise ValueError(f"augment parameter 'downscale_range' must be > 0, got {self.downscale_range!r}")
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]):
+    def from_dict(cls: type[_P], d: Mapping[str, Any]) -> _P:
         """Parameters (of this class or a subclass) from a mapping, e.g. a preset's
         ``"augment"`` section; ranges as lists.
 
-        Missing keys keep their defaults; unknown keys raise ValueError.
+        Missing keys keep their defaults; unknown keys raise ValueError (see
+        :func:`ts2d_xray.records.record_from_dict`).
         """
-        if not isinstance(d, Mapping):
-            raise TypeError(f"augment section must be a mapping, got {type(d).__name__}")
-        known = {f.name: f for f in fields(cls)}
-        values = {}
-        for key, value in d.items():
-            if key not in known:
-                raise ValueError(f"unknown {cls.__name__} key {key!r}; expected one of {list(known)}")
-            if known[key].type.startswith("tuple"):
-                if not isinstance(value, (list, tuple)):
-                    raise ValueError(f"augment parameter {key!r} must be [low, high], got {value!r}")
-                value = tuple(value)
-            values[key] = value
-        return cls(**values)
+        return record_from_dict(cls, d)
 
 
-def _is_number(v) -> bool:
+def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float, np.number)) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v)
 
 
@@ -189,6 +191,22 @@ def augment(
         >>> out.shape, out.dtype
         ((64, 64), dtype('float32'))
     """
+    image, masks = _checked(image, masks)
+    # Draw everything up front, in a fixed order, so one step's probability does not
+    # shift the others' draws.
+    u_invert, u_gamma, u_contrast, t_gamma, t_contrast = rng.random(5)
+    seed = int(rng.integers(0, 2**32))
+
+    out = _invert_gamma_contrast(image, params, (u_invert, u_gamma, u_contrast), (t_gamma, t_contrast))
+    if params.albumentations:
+        out, out_masks = _albumentations(out, masks, params, seed)
+    else:
+        out_masks = None if masks is None else masks.copy()
+    return np.clip(out, 0.0, 1.0).astype(np.float32, copy=False), out_masks
+
+
+def _checked(image: np.ndarray, masks: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """``image`` and ``masks`` as arrays, refused unless ``(H, W)`` float and ``(K, H, W)`` bool."""
     image = np.asarray(image)
     if image.ndim != 2 or not np.issubdtype(image.dtype, np.floating):
         raise ValueError(f"image must be a (H, W) float array, got shape {image.shape} dtype {image.dtype}")
@@ -196,12 +214,22 @@ def augment(
         masks = np.asarray(masks)
         if masks.ndim != 3 or masks.shape[1:] != image.shape or masks.dtype != bool:
             raise ValueError(f"masks must be (K, *{image.shape}) bool, got shape {masks.shape} dtype {masks.dtype}")
+    return image, masks
 
-    # Draw everything up front, in a fixed order, so one step's probability does not
-    # shift the others' draws.
-    u_invert, u_gamma, u_contrast, t_gamma, t_contrast = rng.random(5)
-    seed = int(rng.integers(0, 2**32))
 
+def _invert_gamma_contrast(
+    image: np.ndarray, params: XrayAugmentParams, chances: tuple[float, float, float], strengths: tuple[float, float]
+) -> np.ndarray:
+    """The image-only steps: inversion, gamma, contrast, each run when its chance is under its probability.
+
+    Args:
+        image: ``(H, W)`` float, clipped to [0, 1] first.
+        params: Probabilities and ranges.
+        chances: Uniform draws in [0, 1) deciding inversion, gamma and contrast.
+        strengths: Uniform draws in [0, 1) placing gamma (log scale) and contrast in their ranges.
+    """
+    u_invert, u_gamma, u_contrast = chances
+    t_gamma, t_contrast = strengths
     out = np.clip(image.astype(np.float32), 0.0, 1.0)
     if u_invert < params.invert_probability:
         out = 1.0 - out
@@ -212,18 +240,21 @@ def augment(
         lo, hi = params.contrast_range
         mean = out.mean()
         out = np.clip(mean + np.float32(lo + (hi - lo) * t_contrast) * (out - mean), 0.0, 1.0)
+    return out
 
-    out_masks = None if masks is None else masks.copy()
-    if params.albumentations:
-        data = {"image": np.ascontiguousarray(out, dtype=np.float32)}
-        packed = masks is not None and masks.shape[0] > 0
-        if packed:
-            data["mask"] = np.ascontiguousarray(_pack(masks).transpose(1, 2, 0))
-        result = _pipeline(params, seed)(**data)
-        out = result["image"]
-        if packed:
-            out_masks = _unpack(np.ascontiguousarray(result["mask"].transpose(2, 0, 1)), masks.shape[0])
-    return np.clip(out, 0.0, 1.0).astype(np.float32, copy=False), out_masks
+
+def _albumentations(
+    image: np.ndarray, masks: np.ndarray | None, params: XrayAugmentParams, seed: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Run the pipeline of :func:`_pipeline` on the image and the bit-packed masks."""
+    data = {"image": np.ascontiguousarray(image, dtype=np.float32)}
+    packed = masks is not None and masks.shape[0] > 0
+    if packed:
+        data["mask"] = np.ascontiguousarray(_pack(masks).transpose(1, 2, 0))
+    result = _pipeline(params, seed)(**data)
+    if not packed:  # no masks, or none to move
+        return result["image"], None if masks is None else masks.copy()
+    return result["image"], _unpack(np.ascontiguousarray(result["mask"].transpose(2, 0, 1)), masks.shape[0])
 
 
 def _pack(masks: np.ndarray) -> np.ndarray:
@@ -247,7 +278,7 @@ def _unpack(packed: np.ndarray, count: int) -> np.ndarray:
     return masks
 
 
-def _pipeline(params: XrayAugmentParams, seed: int):
+def _pipeline(params: XrayAugmentParams, seed: int) -> albumentations.Compose:
     """The albumentations ``Compose`` of ``params``, seeded; geometric steps first.
 
     Built per call (a few ms) so that concurrent callers never share random state.
