@@ -1,28 +1,26 @@
-"""Tests for ts2d_xray.io.radiograph on the real shared data and tiny synthetic files."""
+"""Tests for ts2d_xray.io.radiograph, io.projection and io.image2d on the real shared data and tiny synthetic files."""
 
 from __future__ import annotations
 
 import hashlib
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ts2d_xray.errors import InputError
-from ts2d_xray.io.radiograph import (
-    read_image2d,
-    read_projection,
-    read_radiograph,
-)
+from ts2d_xray.examples import missing_data_message, shared_data_dir
+from ts2d_xray.io.image2d import read_image2d
+from ts2d_xray.io.projection import read_projection
+from ts2d_xray.io.radiograph import read_radiograph
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = shared_data_dir()
 XRAY = DATA / "xray" / "dicom"
 NIH = DATA / "xray" / "nih_cxr14"
 LUT = DATA / "ct" / "dicom_misc" / "lut"
 PROJ = DATA / "projections" / "ts2d_samples"
 
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared test data not found at {DATA}")
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=missing_data_message())
 
 DOG = XRAY / "highdicom_dx_dog_chest_monochrome1.dcm"
 RG1_RAW = XRAY / "pydicomdata_RG1_UNCR_cr_chest_monochrome1.dcm"

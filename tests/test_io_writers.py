@@ -1,4 +1,4 @@
-"""Tests of ts2d_xray.io.masks: Slicer segmentations, NIfTI, PNG folders, NRRD images, previews."""
+"""Tests of ts2d_xray.io.masks and io.image2d: Slicer segmentations, NIfTI, PNG folders, NRRD images, previews."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 
 from ts2d_xray import labels
+from ts2d_xray.examples import shared_data_dir
 from ts2d_xray.image import Image2D, Masks, Plane
 from ts2d_xray.io.preview import MIN_DISPLAY_PX, write_preview
-from ts2d_xray.io.masks import read_masks, read_segment_colors, write_image2d, write_masks
+from ts2d_xray.io.image2d import write_image2d
+from ts2d_xray.io.masks import read_masks, read_segment_colors, write_masks
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = shared_data_dir()
 NAMES = ("heart", "lung_left", "vertebrae_T5")
 H, W = 40, 30
 

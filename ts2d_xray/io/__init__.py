@@ -4,10 +4,12 @@ Readers return the types of :mod:`ts2d_xray.image` with their physical geometry;
 writers never overwrite an input and never leave a half-written file.
 """
 
-from ts2d_xray.io.radiograph import read_image2d, read_projection, read_radiograph
-from ts2d_xray.io.volume import read_classmap, read_ct, read_labels
+from ts2d_xray.io.image2d import read_image2d, write_image2d
+from ts2d_xray.io.masks import read_masks, read_segment_colors, write_masks
 from ts2d_xray.io.preview import write_preview
-from ts2d_xray.io.masks import read_masks, read_segment_colors, write_image2d, write_masks
+from ts2d_xray.io.projection import read_projection
+from ts2d_xray.io.radiograph import read_radiograph
+from ts2d_xray.io.volume import read_classmap, read_ct, read_labels
 
 __all__ = [
     "read_classmap",

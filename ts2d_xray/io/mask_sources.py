@@ -23,7 +23,7 @@ were drawn on.  Arrays are ``(K, H, W)`` in the files' stored order (no flips).
 
 from __future__ import annotations
 
-import json
+import warnings
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
@@ -33,8 +33,10 @@ import numpy as np
 
 from ts2d_xray.errors import InputError
 from ts2d_xray.image import Masks, Plane, letter_vector
-from ts2d_xray.io.files import brief, sidecar_path
-from ts2d_xray.kinds import format_suffix
+from ts2d_xray.io.files import brief, read_json, sidecar_path
+from ts2d_xray.io.itk import read_itk_plane, sitk_header
+from ts2d_xray.io.masks import read_masks
+from ts2d_xray.kinds import PIL_FORMATS, format_suffix
 
 __all__ = ["MASK_FILE_SUFFIXES", "RESULT_MASK_NAMES", "MaskSource", "is_multilabel_file", "read_mask_source"]
 
@@ -42,7 +44,6 @@ __all__ = ["MASK_FILE_SUFFIXES", "RESULT_MASK_NAMES", "MaskSource", "is_multilab
 RESULT_MASK_NAMES: tuple[str, ...] = ("masks.seg.nrrd", "masks.nii.gz", "masks")
 #: Suffixes of one-structure mask files in a user's folder.
 MASK_FILE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".nrrd", ".nii", ".nii.gz", ".mha")
-_PIL_SUFFIXES = (".png", ".jpg", ".jpeg")
 #: Placeholder pixel size (mm) of masks read from files without geometry.
 _PLACEHOLDER_SPACING = (1.0, 1.0)
 
@@ -100,8 +101,6 @@ def read_mask_source(path: str | PathLike) -> MaskSource:
         return _read_per_structure(path, sorted(p for p in path.iterdir() if _is_mask_file(p)))
     kind = format_suffix(path)
     if kind == ".seg.nrrd":
-        from ts2d_xray.io.masks import read_masks
-
         return MaskSource(read_masks(path), path)
     if is_multilabel_file(path):
         return _read_nifti_masks(path)
@@ -119,13 +118,13 @@ def _read_nifti_masks(path: Path) -> MaskSource:
     import nibabel as nib
 
     side = sidecar_path(path)
+    meta = read_json(side, what="mask sidecar")
     try:
-        meta = json.loads(side.read_text())
         names = tuple(s["name"] for s in meta["structures"])
         plane = Plane(tuple(meta["shape_hw"]), tuple(meta["spacing_mm"]), tuple(meta["col_dir_lps"]),
                       tuple(meta["row_dir_lps"]),
                       None if meta.get("origin_lps_mm") is None else tuple(meta["origin_lps_mm"]))
-    except (OSError, ValueError, KeyError, TypeError) as err:
+    except (ValueError, KeyError, TypeError) as err:
         raise InputError(side, f"not a mask sidecar written by ts2d-xray ({brief(err)})") from None
     try:
         data = np.asarray(nib.load(path).dataobj)
@@ -143,13 +142,13 @@ def _read_nifti_masks(path: Path) -> MaskSource:
 def _read_png_folder(folder: Path) -> MaskSource:
     """A PNG folder from :func:`write_masks`: geometry from ``structures.json`` (no position: origin None)."""
     meta_path = folder / "structures.json"
+    meta = read_json(meta_path, what="structures.json")
     try:
-        meta = json.loads(meta_path.read_text())
         files = {s["name"]: s.get("file", f"{s['name']}.png") for s in meta["structures"]}
         shape = tuple(int(v) for v in meta["shape_hw"])
         spacing = tuple(float(v) for v in meta["spacing_mm"])
         col, row = (letter_vector(c) for c in meta["orientation"])
-    except (OSError, ValueError, KeyError, TypeError) as err:
+    except (ValueError, KeyError, TypeError) as err:
         raise InputError(meta_path, f"not a structures.json written by ts2d-xray ({brief(err)})") from None
     arrays = []
     for name, file in files.items():
@@ -180,7 +179,7 @@ def _read_per_structure(source: Path, files: list[Path]) -> MaskSource:
         name = p.name[: len(p.name) - len(format_suffix(p))]
         if name in names:
             raise InputError(p, f"two files name the structure {name!r}: {names[name]} and {p.name}")
-        if format_suffix(p) in _PIL_SUFFIXES:
+        if format_suffix(p) in PIL_FORMATS:
             mask = _read_pil(p)
         else:
             mask, file_plane, oriented = _read_itk(p)
@@ -217,12 +216,8 @@ def _read_itk(path: Path) -> tuple[np.ndarray, Plane, bool]:
 
     A 2D file has no patient frame: its plane's directions are placeholders (False).
     """
-    import warnings
-
-    from ts2d_xray.io.radiograph import _itk_plane, _sitk_header
-
     try:
-        reader = _sitk_header(path)
+        reader = sitk_header(path, plane=True)
     except InputError as err:
         if "3D volume" in err.problem:
             raise InputError(path, f"{err.problem}; a 3D segmentation is compared after projection "
@@ -236,7 +231,7 @@ def _read_itk(path: Path) -> tuple[np.ndarray, Plane, bool]:
         # the orientation of the image the mask was drawn on, so the reader's warning
         # about assumed axes does not apply.
         warnings.simplefilter("ignore", UserWarning)
-        array, plane, _ = _itk_plane(path, reader)
+        array, plane, _ = read_itk_plane(path, reader)
     return array[0] != 0, plane, oriented
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from os import PathLike
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,6 +20,10 @@ from ts2d_xray.image import Image2D, Masks, Plane, patient_direction
 from ts2d_xray.kinds import format_suffix
 from ts2d_xray.io.files import atomic_paths
 from ts2d_xray.labels import display_color
+
+if TYPE_CHECKING:
+    import PIL.Image
+    import PIL.ImageFont
 
 __all__ = ["write_preview"]
 
@@ -75,7 +80,8 @@ def _overlay(rgb: np.ndarray, mask: np.ndarray, color: tuple[int, int, int], alp
     rgb[mask & ~ndimage.binary_erosion(mask)] = c  # opaque outline: overlaps stay readable
 
 
-def _with_legend(canvas, names: list[str], font, size: int):
+def _with_legend(canvas: PIL.Image.Image, names: list[str], font: PIL.ImageFont.ImageFont | PIL.ImageFont.FreeTypeFont,
+                 size: int) -> PIL.Image.Image:
     """``canvas`` with a panel on its right: a colour swatch and the name of each structure.
 
     Names fill columns as tall as the image, so a long list widens the panel instead
@@ -137,7 +143,24 @@ def write_preview(
     """
     from PIL import Image, ImageDraw, ImageFont
 
-    path, plane = Path(path), image.plane
+    path = Path(path)
+    _check_preview(path, image.plane, masks, alpha)
+    rgb, shown = _blended(image, masks, channel, alpha)
+    canvas = Image.fromarray(np.round(rgb).astype(np.uint8), "RGB")
+    font_px = max(MIN_FONT_PX, canvas.height // 40)
+    font = ImageFont.load_default(size=font_px)
+    marker = _OPPOSITE[patient_direction(image.plane.col_dir)]  # patient direction of the left edge
+    ImageDraw.Draw(canvas).text((2, 1), marker, fill=(255, 255, 255), font=font, stroke_width=1, stroke_fill=(0, 0, 0))
+    if legend and shown:
+        canvas = _with_legend(canvas, shown, font, font_px)
+    with atomic_paths(path) as (temp,):
+        canvas.save(temp, format="PNG")
+    logger.info("wrote preview %s (%d structures shown)", path, len(shown))
+    return path
+
+
+def _check_preview(path: Path, plane: Plane, masks: Masks | None, alpha: float) -> None:
+    """ValueError for a path that is not a PNG, an opacity outside [0, 1], or masks on another plane."""
     if format_suffix(path) != ".png":
         raise ValueError(f"{path}: previews are written as .png")
     if not 0.0 <= alpha <= 1.0:
@@ -149,7 +172,13 @@ def write_preview(
     ):
         raise ValueError(f"masks plane {masks.plane.shape} {''.join(masks.plane.orientation)} does not match the "
                          f"image plane {plane.shape} {''.join(plane.orientation)}; flip both with to_display")
-    rows, cols = _display_shape(plane)
+
+
+def _blended(image: Image2D, masks: Masks | None, channel: int | None, alpha: float) -> tuple[np.ndarray, list[str]]:
+    """The display ``(rows, cols, 3)`` float RGB in [0, 255] with the non-empty masks blended in, and their names."""
+    from PIL import Image
+
+    rows, cols = _display_shape(image.plane)
     grey = Image.fromarray(np.round(_grey(image, channel) * 255).astype(np.uint8))
     rgb = np.repeat(np.asarray(grey.resize((cols, rows), Image.BILINEAR), float)[..., None], 3, axis=2)
     shown = []
@@ -158,14 +187,4 @@ def write_preview(
             big = np.asarray(Image.fromarray(mask).resize((cols, rows), Image.NEAREST), bool)
             _overlay(rgb, big, display_color(name), alpha)
             shown.append(name)
-    canvas = Image.fromarray(np.round(rgb).astype(np.uint8), "RGB")
-    font_px = max(MIN_FONT_PX, rows // 40)
-    font = ImageFont.load_default(size=font_px)
-    marker = _OPPOSITE[patient_direction(plane.col_dir)]  # patient direction of the left edge
-    ImageDraw.Draw(canvas).text((2, 1), marker, fill=(255, 255, 255), font=font, stroke_width=1, stroke_fill=(0, 0, 0))
-    if legend and shown:
-        canvas = _with_legend(canvas, shown, font, font_px)
-    with atomic_paths(path) as (temp,):
-        canvas.save(temp, format="PNG")
-    logger.info("wrote preview %s (%d structures shown)", path, len(shown))
-    return path
+    return rgb, shown

@@ -1,15 +1,15 @@
-"""Read X-ray radiographs and TS2D coronal projections as :class:`~ts2d_xray.image.Image2D`.
+"""Read X-ray radiographs as :class:`~ts2d_xray.image.Image2D`.
 
 Radiographs (DICOM, PNG/JPEG, 2D NRRD/NIfTI/MHA): one channel ``("xray",)``, float32 in
-[0, 1], 1 = white as displayed (bone bright).  TS2D projections: two channels
-``("mean", "max")`` in HU.  Arrays are ``(C, H, W)``, by default flipped into the
-``"radiograph"`` display convention (head up, patient's right on the image left).
+[0, 1], 1 = white as displayed (bone bright).  Arrays are ``(1, H, W)``, by default
+flipped into the ``"radiograph"`` display convention (head up, patient's right on the
+image left); TS2D projections have their own reader (:mod:`ts2d_xray.io.projection`).
 ``Image2D.meta`` says how spacing and orientation were obtained; every guess also
 raises a ``UserWarning`` naming the file.
 
 Example:
-    >>> from ts2d_xray.io.radiograph import read_image2d
-    >>> image = read_image2d("chest.dcm")  # doctest: +SKIP
+    >>> from ts2d_xray.io.radiograph import read_radiograph
+    >>> image = read_radiograph("chest.dcm")  # doctest: +SKIP
     >>> image.channels, image.plane.display  # doctest: +SKIP
     (('xray',), 'radiograph')
 """
@@ -20,17 +20,21 @@ import warnings
 from dataclasses import replace
 from os import PathLike
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ts2d_xray.errors import InputError
-from ts2d_xray.image import DISPLAYS, Display, Image2D, Plane, letter_vector
-from ts2d_xray.orientation import to_display
+from ts2d_xray.image import Display, Image2D, Plane, letter_vector
 from ts2d_xray.io.files import brief
+from ts2d_xray.io.image_file import image_file_format, in_display
+from ts2d_xray.io.itk import read_itk_plane, sitk_header
+from ts2d_xray.kinds import CHANNELS
 
-__all__ = [
-    "ASSUMED_ORIENTATION", "FALLBACK_FIELD_OF_VIEW_MM", "read_image2d", "read_projection", "read_radiograph",
-]
+if TYPE_CHECKING:
+    import pydicom
+
+__all__ = ["ASSUMED_ORIENTATION", "FALLBACK_FIELD_OF_VIEW_MM", "read_radiograph"]
 
 #: Field of view in mm assumed for the longest image side when a file gives no usable
 #: pixel spacing: 43 cm, the long side of the common 35 x 43 cm (14 x 17 in) and
@@ -43,19 +47,8 @@ _FALLBACK_SOURCE = f"fallback: {FALLBACK_FIELD_OF_VIEW_MM:g} mm field of view"
 ASSUMED_ORIENTATION = ("L", "F")
 _ASSUMED_SOURCE = "assumed radiograph convention"
 
-# A 2D NRRD/MHA file has no patient frame.  Its two physical axes are taken as LPS x and
-# LPS -z (toward the patient's left and the feet): an identity direction then gives the
-# same radiograph convention as a PNG, and TS2D's 2D projections (sample_s0616: stored
-# head up, direction[1][1] > 0) come out head up, which reading the axis as +z would not.
-# The antero-posterior (y) position of such a plane is unknown and set to 0.
-_2D_TO_LPS = np.array([[1.0, 0.0], [0.0, 0.0], [0.0, -1.0]])
-_2D_SOURCE = "assumed: 2D file without a patient frame, axes taken as LPS x (left) and -z (feet)"
-
-_PIL_SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
-_ITK_SUFFIXES = {".nrrd": "nrrd", ".nhdr": "nrrd", ".nii": "nifti", ".nii.gz": "nifti",
-                 ".mha": "mha", ".mhd": "mha"}
-_DICOM_SUFFIXES = {".dcm", ".dicom", ".ima"}
-
+_Spacing = tuple[float, float]  # (row_mm, col_mm)
+_Vector = tuple[float, float, float]  # LPS unit vector
 
 def read_radiograph(
     path: str | PathLike, *, display: Display | None = "radiograph", invert: bool | None = None,
@@ -92,7 +85,7 @@ def read_radiograph(
         InputError: Missing, unreadable or unsupported file; multi-frame, colour or non-image
             DICOM; a 3D volume; an empty image; a non-coronal view with ``display`` set.
     """
-    path, fmt = _checked(path)
+    path, fmt = image_file_format(path)
     if fmt == "dicom":
         grey, plane, meta = _read_dicom(path, invert, spacing)
     elif fmt in ("png", "jpeg"):
@@ -100,73 +93,12 @@ def read_radiograph(
     else:
         grey, plane, meta = _read_itk(path, spacing)
     meta = {"source": str(path), "format": fmt, **meta}
-    image2d = Image2D(grey[None].astype(np.float32), plane, ("xray",), meta)
-    return _displayed(path, image2d, display)
-
-
-def read_projection(path: str | PathLike, *, display: Display | None = "radiograph") -> Image2D:
-    """Read a TS2D coronal projection: 2 channels ``("mean", "max")`` in HU.
-
-    Geometry comes from the file: ``col_dir``/``row_dir`` are the LPS unit vectors of
-    the index axes, ``spacing`` their lengths in mm, ``origin`` the LPS position of
-    pixel (0, 0).  A 4D NRRD (2 x W x 1 x H, the singleton axis being the projected
-    antero-posterior one) is LPS; a 2D file's axes are taken as LPS x and -z (toward the
-    patient's left and feet, y = 0), with a warning.  TS2D stores projections in the
-    ``"ts2d"`` convention; the default display flips them.
-
-    Raises:
-        InputError: Missing or unreadable file, not NRRD/NIfTI/MHA, a channel count
-            other than 2, a 3D volume.
-    """
-    path, fmt = _checked(path)
-    if fmt not in _ITK_SUFFIXES.values():
-        raise InputError(path, f"a TS2D projection is a NRRD, NIfTI or MHA file, this is {fmt}")
-    reader = _sitk_header(path)
-    if reader.GetNumberOfComponents() != 2:
-        raise InputError(path, f"a TS2D projection has 2 channels [mean, max]; found "
-                               f"{reader.GetNumberOfComponents()} in an image of size {reader.GetSize()}")
-    array, plane, meta = _itk_plane(path, reader)
-    meta = {"source": str(path), "format": fmt, **meta}
-    image2d = Image2D(array.astype(np.float32), plane, ("mean", "max"), meta)
-    return _displayed(path, image2d, display)
-
-
-def read_image2d(path: str | PathLike, **kw) -> Image2D:
-    """Read a projection (a 2-channel NRRD/NIfTI/MHA) or else a radiograph.
-
-    Only the header is read to decide.  Keyword arguments go to
-    :func:`read_projection` or :func:`read_radiograph` (which one accepts ``invert``
-    and ``spacing``).
-    """
-    path, fmt = _checked(path)
-    if fmt in _ITK_SUFFIXES.values():
-        if _sitk_header(path).GetNumberOfComponents() == 2:
-            return read_projection(path, **kw)
-    return read_radiograph(path, **kw)
-
-
-# --- files ------------------------------------------------------------------------
-def _checked(path) -> tuple[Path, str]:
-    """The path of an existing file and its format, from its name or DICOM preamble."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(path, "file not found")
-    if path.is_dir():
-        raise InputError(path, "is a folder; expected one image file")
-    name = path.name.lower()
-    for suffix, fmt in {**_PIL_SUFFIXES, **_ITK_SUFFIXES}.items():
-        if name.endswith(suffix):
-            return path, fmt
-    # DICOM Part 10 files carry 'DICM' after a 128-byte preamble, whatever their name.
-    with open(path, "rb") as f:
-        if path.suffix.lower() in _DICOM_SUFFIXES or f.read(132)[128:] == b"DICM":
-            return path, "dicom"
-    supported = sorted({*_PIL_SUFFIXES, *_ITK_SUFFIXES, *_DICOM_SUFFIXES})
-    raise InputError(path, f"unsupported file type {path.suffix!r}; expected one of {supported}")
+    image2d = Image2D(grey[None].astype(np.float32), plane, CHANNELS["xray"], meta)
+    return in_display(path, image2d, display)
 
 
 # --- DICOM ------------------------------------------------------------------------
-def _read_dicom(path: Path, invert: bool | None, spacing):
+def _read_dicom(path: Path, invert: bool | None, spacing: _Spacing | None) -> tuple[np.ndarray, Plane, dict[str, Any]]:
     import pydicom
     from pydicom.pixels import apply_modality_lut
 
@@ -210,7 +142,7 @@ def _read_dicom(path: Path, invert: bool | None, spacing):
     return grey, Plane(tuple(raw.shape), spacing, col_dir, row_dir), meta
 
 
-def _voi_to_unit(path: Path, values: np.ndarray, ds) -> tuple[np.ndarray, str]:
+def _voi_to_unit(path: Path, values: np.ndarray, ds: pydicom.Dataset) -> tuple[np.ndarray, str]:
     """Apply the VOI transform and scale its output range to [0, 1]; also say which."""
     from pydicom.pixels import apply_voi_lut
 
@@ -236,7 +168,7 @@ def _voi_to_unit(path: Path, values: np.ndarray, ds) -> tuple[np.ndarray, str]:
     return np.clip((out - lo) / (hi - lo), 0.0, 1.0).astype(np.float32), voi
 
 
-def _dicom_spacing(ds) -> tuple[tuple[float, float] | None, str]:
+def _dicom_spacing(ds: pydicom.Dataset) -> tuple[_Spacing | None, str]:
     """(spacing, source) at the patient, or (None, why there is none)."""
     pixel = _positive_pair(ds.get("PixelSpacing"))
     if pixel:
@@ -254,7 +186,7 @@ def _dicom_spacing(ds) -> tuple[tuple[float, float] | None, str]:
     return None, "no PixelSpacing or ImagerPixelSpacing"
 
 
-def _positive(value) -> float | None:
+def _positive(value: Any) -> float | None:
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -262,7 +194,7 @@ def _positive(value) -> float | None:
     return number if np.isfinite(number) and number > 0 else None
 
 
-def _positive_pair(value) -> tuple[float, float] | None:
+def _positive_pair(value: Any) -> _Spacing | None:
     if isinstance(value, (str, bytes)):  # one DICOM value, not a pair
         return None
     try:
@@ -272,7 +204,7 @@ def _positive_pair(value) -> tuple[float, float] | None:
     return pair if len(pair) == 2 and None not in pair else None
 
 
-def _dicom_orientation(path: Path, value):
+def _dicom_orientation(path: Path, value: Any) -> tuple[_Vector, _Vector, str]:
     """(col_dir, row_dir, source) from PatientOrientation, else the assumed convention."""
     letters = [value] if isinstance(value, str) else list(value or [])
     letters = [str(v).strip().upper() for v in letters]
@@ -284,13 +216,14 @@ def _dicom_orientation(path: Path, value):
     return _assumed_orientation(path, f"no valid PatientOrientation ({value!r})")
 
 
-def _assumed_orientation(path: Path, problem: str):
+def _assumed_orientation(path: Path, problem: str) -> tuple[_Vector, _Vector, str]:
     warnings.warn(f"{path}: {problem}; assuming columns toward the patient's left and rows toward the feet",
                   stacklevel=5)
     return letter_vector(ASSUMED_ORIENTATION[0]), letter_vector(ASSUMED_ORIENTATION[1]), _ASSUMED_SOURCE
 
 
-def _resolve_spacing(path: Path, found, problem: str, shape, given):
+def _resolve_spacing(path: Path, found: _Spacing | None, problem: str, shape: tuple[int, ...],
+                     given: Any) -> tuple[_Spacing, str]:
     """The spacing to use and its source: given, found in the file, or the fallback."""
     if given is not None:
         return _check_spacing(given), "given"
@@ -302,7 +235,7 @@ def _resolve_spacing(path: Path, found, problem: str, shape, given):
     return (mm, mm), _FALLBACK_SOURCE
 
 
-def _check_spacing(spacing) -> tuple[float, float]:
+def _check_spacing(spacing: Any) -> _Spacing:
     pair = _positive_pair(spacing)
     if pair is None:
         raise ValueError(f"spacing must be (row_mm, col_mm), both finite and > 0; got {spacing!r}")
@@ -310,7 +243,7 @@ def _check_spacing(spacing) -> tuple[float, float]:
 
 
 # --- PNG / JPEG -------------------------------------------------------------------
-def _read_pil(path: Path, spacing):
+def _read_pil(path: Path, spacing: _Spacing | None) -> tuple[np.ndarray, Plane, dict[str, Any]]:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
@@ -334,74 +267,15 @@ def _read_pil(path: Path, spacing):
 
 
 # --- NRRD / NIfTI / MHA -----------------------------------------------------------
-def _read_itk(path: Path, spacing):
-    reader = _sitk_header(path)
+def _read_itk(path: Path, spacing: _Spacing | None) -> tuple[np.ndarray, Plane, dict[str, Any]]:
+    reader = sitk_header(path, plane=True)
     if reader.GetNumberOfComponents() != 1:
         raise InputError(path, f"has {reader.GetNumberOfComponents()} components per pixel, a "
                                "radiograph has 1 (a 2-channel TS2D projection: use read_projection)")
-    array, plane, meta = _itk_plane(path, reader)
+    array, plane, meta = read_itk_plane(path, reader)
     if spacing is not None:
         plane, meta["spacing_source"] = replace(plane, spacing=_check_spacing(spacing)), "given"
     return _min_max(array[0]), plane, meta
-
-
-def sitk_header(path: Path):
-    """A SimpleITK reader that has read (only) the header of an image of any dimension.
-
-    Raises:
-        InputError: An unreadable file, or an empty image (a size of 0).
-    """
-    import SimpleITK as sitk
-
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as exc:
-        raise InputError(path, f"unreadable image ({brief(exc)})") from exc
-    if 0 in reader.GetSize():
-        raise InputError(path, f"empty image (size {reader.GetSize()})")
-    return reader
-
-
-def _sitk_header(path: Path):
-    """A SimpleITK reader that has read (only) the header of a 2D or one-slice 3D image."""
-    reader = sitk_header(path)
-    size = reader.GetSize()
-    if len(size) == 3 and 1 not in size:
-        raise InputError(path, f"this is a 3D volume, not a 2D image (size {size} along i, j, k)")
-    if len(size) not in (2, 3) or len(size) - size.count(1) != 2:
-        raise InputError(path, f"{len(size)}D image of size {size}; expected a 2D image")
-    return reader
-
-
-def _itk_plane(path: Path, reader) -> tuple[np.ndarray, Plane, dict]:
-    """Read the pixels: ``(C, H, W)`` array, Plane and geometry meta (from :func:`_sitk_header`)."""
-    import SimpleITK as sitk
-
-    try:
-        image = reader.Execute()
-    except RuntimeError as exc:
-        raise InputError(path, f"unreadable image ({brief(exc)})") from exc
-    dim, size = image.GetDimension(), image.GetSize()
-    array = sitk.GetArrayFromImage(image)  # (k, j, i[, c]) or (j, i[, c])
-    array = array[None] if image.GetNumberOfComponentsPerPixel() == 1 else np.moveaxis(array, -1, 0)
-    direction = np.asarray(image.GetDirection(), dtype=float).reshape(dim, dim)
-    origin = np.asarray(image.GetOrigin(), dtype=float)
-    if dim == 2:
-        axes, dirs, origin = (0, 1), _2D_TO_LPS @ direction, _2D_TO_LPS @ origin
-        orientation_source = _2D_SOURCE
-        warnings.warn(f"{path}: {_2D_SOURCE}", stacklevel=4)
-    else:  # 3D with one singleton axis (checked by _sitk_header)
-        singleton = size.index(1)
-        axes = tuple(n for n in range(3) if n != singleton)
-        array = array.squeeze(axis=3 - singleton)  # array axes are (C, k, j, i)
-        dirs, orientation_source = direction, "file header (LPS)"
-    col, row = axes  # the lower index axis varies fastest: the columns
-    spacing, dirs = image.GetSpacing(), dirs / np.linalg.norm(dirs, axis=0)
-    plane = Plane((size[row], size[col]), (float(spacing[row]), float(spacing[col])),
-                  tuple(map(float, dirs[:, col])), tuple(map(float, dirs[:, row])), tuple(map(float, origin)))
-    return array, plane, {"spacing_source": "file header", "orientation_source": orientation_source}
 
 
 # --- shared -----------------------------------------------------------------------
@@ -411,14 +285,3 @@ def _min_max(values: np.ndarray) -> np.ndarray:
     if hi <= lo:  # a constant image has no contrast to stretch
         return np.zeros(values.shape, np.float32)
     return ((values - lo) / (hi - lo)).astype(np.float32)
-
-
-def _displayed(path: Path, image: Image2D, display: Display | None) -> Image2D:
-    if display is None:
-        return image
-    if display not in DISPLAYS:
-        raise ValueError(f"display must be one of {list(DISPLAYS)} or None, got {display!r}")
-    try:
-        return to_display(image, display)
-    except ValueError as exc:  # e.g. a lateral view has no coronal display
-        raise InputError(path, f"{exc}; pass display=None to keep the stored orientation") from exc

@@ -14,26 +14,25 @@ import logging
 import warnings
 from os import PathLike
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
 from ts2d_xray import labels as catalog
 from ts2d_xray.errors import InputError
 from ts2d_xray.image import Grid, LabelMap, Volume
-from ts2d_xray.io.files import brief
-from ts2d_xray.kinds import format_suffix
+from ts2d_xray.io.files import brief, read_json
+from ts2d_xray.kinds import LABEL_SUFFIXES, format_suffix
 
-__all__ = ["read_ct", "read_labels", "read_classmap", "LABEL_SUFFIXES"]
+if TYPE_CHECKING:
+    import SimpleITK as sitk
+
+__all__ = ["read_classmap", "read_ct", "read_labels"]
 
 log = logging.getLogger(__name__)
 
-#: Suffixes of single-file volumes SimpleITK reads here.
-VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
-LABEL_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
 
-
-def _read_sitk(path: Path):
+def _read_sitk(path: Path) -> sitk.Image:
     """Read one image file or a DICOM series folder with SimpleITK."""
     import SimpleITK as sitk
 
@@ -61,7 +60,7 @@ def _read_sitk(path: Path):
         raise InputError(path, f"not a readable image: {brief(err)}") from None
 
 
-def _as_volume(image, path: Path, what: str) -> Volume:
+def _as_volume(image: sitk.Image, path: Path, what: str) -> Volume:
     dim, comps = image.GetDimension(), image.GetNumberOfComponentsPerPixel()
     if comps != 1:
         raise InputError(path, f"{what} must have one value per voxel, found {comps} components")
@@ -116,9 +115,7 @@ def read_classmap(spec: str | PathLike | Mapping[int, str]) -> dict[int, str]:
     if not path.is_file():
         raise InputError(path, "class map not found (give 'v1', 'v2', a CSV or a JSON file)")
     if path.suffix.lower() == ".json":
-        import json
-
-        return {int(k): str(v) for k, v in json.loads(path.read_text()).items()}
+        return {int(k): str(v) for k, v in read_json(path, what="class map").items()}
     with path.open(newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows or not {"structure", "id"} <= set(rows[0]):
@@ -202,7 +199,7 @@ def _axis_code(grid: Grid) -> str:
     return "".join(patient_direction(grid.matrix[:, n]).replace("H", "S").replace("F", "I") for n in range(3))
 
 
-def _read_multilabel(path: Path, classmap) -> LabelMap:
+def _read_multilabel(path: Path, classmap: str | PathLike | Mapping[int, str] | None) -> LabelMap:
     if classmap is None:
         beside = path.parent / "structures.csv"
         if not beside.is_file():

@@ -23,27 +23,25 @@ import logging
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from ts2d_xray.errors import InputError
 from ts2d_xray.io.files import brief
-from ts2d_xray.kinds import format_suffix
+from ts2d_xray.io.itk import sitk_header
+from ts2d_xray.kinds import DICOM_SUFFIXES, ITK_FORMATS, PIL_FORMATS, InputKind, format_suffix
+
+if TYPE_CHECKING:
+    import pydicom
 
 __all__ = ["InputInfo", "MAX_CT_VOXELS", "MAX_PIXELS", "expand_inputs", "inspect_input", "output_stems"]
 
 log = logging.getLogger(__name__)
 
-InputKind = Literal["ct", "projection", "radiograph"]
-#: The model kind each input kind needs.
-MODEL_KIND = {"ct": "coronal", "projection": "coronal", "radiograph": "xray"}
 #: Largest 2D input, in pixels: the largest radiography detectors (43 x 43 cm at
 #: 0.1 mm, about 18.5 million pixels) with room to spare.
 MAX_PIXELS = 40_000_000
 #: Largest CT, in voxels: 2^31 (4 GiB as int16), e.g. 512 x 512 x 8192 slices.
 MAX_CT_VOXELS = 2**31
-_ITK = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
-_PIL = (".png", ".jpg", ".jpeg")
-_DICOM = (".dcm", ".dicom", ".ima")
 #: Smallest number of files of one DICOM series for a folder to be read as a CT.
 MIN_SERIES_FILES = 2
 #: DICOM modalities of projection radiographs: files of these are images, never CT slices.
@@ -74,7 +72,7 @@ class InputInfo:
 
 
 def _is_dicom_file(path: Path) -> bool:
-    if path.suffix.lower() in _DICOM:
+    if path.suffix.lower() in DICOM_SUFFIXES:
         return True
     try:
         with open(path, "rb") as f:
@@ -121,14 +119,14 @@ def inspect_input(path: str | PathLike, *, max_pixels: int = MAX_PIXELS, max_vox
         suffix = format_suffix(path)
         if path.stat().st_size == 0:
             raise InputError(path, "file is empty (0 bytes)")
-        if suffix in _ITK:
+        if suffix in ITK_FORMATS:
             info = _itk_info(path)
-        elif suffix in _PIL:
+        elif suffix in PIL_FORMATS:
             info = InputInfo(path, "radiograph", _pil_size(path, max_pixels))
         elif _is_dicom_file(path):
             info = _dicom_info(path)
         else:
-            supported = sorted({*_ITK, *_PIL, *_DICOM})
+            supported = sorted({*ITK_FORMATS, *PIL_FORMATS, *DICOM_SUFFIXES})
             raise InputError(path, f"unsupported file type {path.suffix!r}; expected one of {supported} "
                                    "or a DICOM series folder")
     limit, unit = (max_voxels, "voxels") if info.kind == "ct" else (max_pixels, "pixels")
@@ -140,8 +138,6 @@ def inspect_input(path: str | PathLike, *, max_pixels: int = MAX_PIXELS, max_vox
 
 
 def _itk_info(path: Path) -> InputInfo:
-    from ts2d_xray.io.radiograph import sitk_header
-
     reader = sitk_header(path)
     size, components = tuple(reader.GetSize()), reader.GetNumberOfComponents()
     non_singleton = [s for s in size if s > 1]
@@ -172,7 +168,7 @@ def _pil_size(path: Path, max_pixels: int) -> tuple[int, int]:
         raise InputError(path, f"not a readable PNG/JPEG image ({brief(err)})") from None
 
 
-def _dicom_header(path: Path):
+def _dicom_header(path: Path) -> pydicom.Dataset:
     import pydicom
 
     try:
@@ -209,7 +205,7 @@ def _image_files(folder: Path) -> list[Path]:
         if p.name.startswith(".") or not p.is_file():
             continue
         suffix = format_suffix(p)
-        if suffix in _ITK or suffix in _PIL or _is_dicom_file(p):
+        if suffix in ITK_FORMATS or suffix in PIL_FORMATS or _is_dicom_file(p):
             out.append(p)
     return out
 

@@ -1,0 +1,58 @@
+"""The first and last steps of every 2D image reader: which format a file is, and the display flip.
+
+Formats come from the file name (:mod:`ts2d_xray.kinds`: ``ITK_FORMATS``,
+``PIL_FORMATS``), else from the DICOM Part 10 preamble, whatever the file's name.
+"""
+
+from __future__ import annotations
+
+from os import PathLike
+from pathlib import Path
+
+from ts2d_xray.errors import InputError
+from ts2d_xray.image import DISPLAYS, Display, Image2D
+from ts2d_xray.kinds import DICOM_SUFFIXES, ITK_FORMATS, PIL_FORMATS, format_suffix
+from ts2d_xray.orientation import to_display
+
+__all__ = ["image_file_format", "in_display"]
+
+
+def image_file_format(path: str | PathLike) -> tuple[Path, str]:
+    """The path of an existing 2D image file and its format: ``"dicom"`` or a value of ``ITK_FORMATS``/``PIL_FORMATS``.
+
+    Raises:
+        InputError: A missing path, a folder, or a file of no supported format.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "file not found")
+    if path.is_dir():
+        raise InputError(path, "is a folder; expected one image file")
+    known = {**PIL_FORMATS, **ITK_FORMATS}
+    # A two-part suffix that is no image format of its own (.seg.nrrd) is read by its last part.
+    fmt = known.get(format_suffix(path)) or known.get(path.suffix.lower())
+    if fmt is not None:
+        return path, fmt
+    # DICOM Part 10 files carry 'DICM' after a 128-byte preamble, whatever their name.
+    with open(path, "rb") as f:
+        if path.suffix.lower() in DICOM_SUFFIXES or f.read(132)[128:] == b"DICM":
+            return path, "dicom"
+    supported = sorted({*PIL_FORMATS, *ITK_FORMATS, *DICOM_SUFFIXES})
+    raise InputError(path, f"unsupported file type {path.suffix!r}; expected one of {supported}")
+
+
+def in_display(path: Path, image: Image2D, display: Display | None) -> Image2D:
+    """``image`` flipped into the ``display`` convention (None: as stored).
+
+    Raises:
+        ValueError: An unknown ``display``.
+        InputError: A view that has no such display (e.g. a lateral view), naming ``path``.
+    """
+    if display is None:
+        return image
+    if display not in DISPLAYS:
+        raise ValueError(f"display must be one of {list(DISPLAYS)} or None, got {display!r}")
+    try:
+        return to_display(image, display)
+    except ValueError as exc:  # e.g. a lateral view has no coronal display
+        raise InputError(path, f"{exc}; pass display=None to keep the stored orientation") from exc

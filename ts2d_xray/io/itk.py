@@ -1,0 +1,104 @@
+"""SimpleITK files: the one header reader, and the pixels of a 2D file as a :class:`~ts2d_xray.image.Plane`.
+
+:func:`sitk_header` reads only a file's header (size, components, dimension), so that
+callers can decide what a file is, and refuse it, before any pixel is read.
+:func:`read_itk_plane` then reads a 2D image, or a 3D one with a singleton axis, as a
+``(C, H, W)`` array on its plane (LPS, mm).
+
+A 2D NRRD/MHA file has no patient frame.  Its two physical axes are taken as LPS x and
+LPS -z (toward the patient's left and the feet): an identity direction then gives the
+same radiograph convention as a PNG, and TS2D's 2D projections (sample_s0616: stored
+head up, direction[1][1] > 0) come out head up, which reading the axis as +z would not.
+The antero-posterior (y) position of such a plane is unknown and set to 0.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ts2d_xray.errors import InputError
+from ts2d_xray.image import Plane
+from ts2d_xray.io.files import brief
+
+if TYPE_CHECKING:
+    import SimpleITK as sitk
+
+__all__ = ["read_itk_plane", "sitk_header"]
+
+# Columns of the matrix mapping a 2D file's physical axes (x, y) to LPS (see the module docstring).
+_2D_TO_LPS = np.array([[1.0, 0.0], [0.0, 0.0], [0.0, -1.0]])
+_2D_SOURCE = "assumed: 2D file without a patient frame, axes taken as LPS x (left) and -z (feet)"
+
+
+def sitk_header(path: Path, *, plane: bool = False) -> sitk.ImageFileReader:
+    """A SimpleITK reader that has read (only) the header of an image.
+
+    Args:
+        path: The image file.
+        plane: Accept only a 2D image or a 3D one with one singleton axis (what
+            :func:`read_itk_plane` reads); by default any dimension.
+
+    Raises:
+        InputError: An unreadable file, an empty image (a size of 0), or with ``plane``
+            a 3D volume or an image of another dimension.
+    """
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise InputError(path, f"unreadable image ({brief(exc)})") from exc
+    size = reader.GetSize()
+    if 0 in size:
+        raise InputError(path, f"empty image (size {size})")
+    if plane:
+        if len(size) == 3 and 1 not in size:
+            raise InputError(path, f"this is a 3D volume, not a 2D image (size {size} along i, j, k)")
+        if len(size) not in (2, 3) or len(size) - size.count(1) != 2:
+            raise InputError(path, f"{len(size)}D image of size {size}; expected a 2D image")
+    return reader
+
+
+def read_itk_plane(path: Path, reader: sitk.ImageFileReader) -> tuple[np.ndarray, Plane, dict[str, str]]:
+    """Read the pixels of a 2D or one-slice 3D image whose header ``reader`` has read.
+
+    Args:
+        path: The file, for messages.
+        reader: From :func:`sitk_header` with ``plane=True``.
+
+    Returns:
+        The ``(C, H, W)`` array as stored (columns = the lower index axis), its plane
+        (LPS, mm; a 2D file's axes as in the module docstring, with a warning), and the
+        meta ``spacing_source`` and ``orientation_source``.
+    """
+    import SimpleITK as sitk
+
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise InputError(path, f"unreadable image ({brief(exc)})") from exc
+    dim, size = image.GetDimension(), image.GetSize()
+    array = sitk.GetArrayFromImage(image)  # (k, j, i[, c]) or (j, i[, c])
+    array = array[None] if image.GetNumberOfComponentsPerPixel() == 1 else np.moveaxis(array, -1, 0)
+    direction = np.asarray(image.GetDirection(), dtype=float).reshape(dim, dim)
+    origin = np.asarray(image.GetOrigin(), dtype=float)
+    if dim == 2:
+        axes, dirs, origin = (0, 1), _2D_TO_LPS @ direction, _2D_TO_LPS @ origin
+        orientation_source = _2D_SOURCE
+        warnings.warn(f"{path}: {_2D_SOURCE}", stacklevel=4)
+    else:  # 3D with one singleton axis (checked by sitk_header)
+        singleton = size.index(1)
+        axes = tuple(n for n in range(3) if n != singleton)
+        array = array.squeeze(axis=3 - singleton)  # array axes are (C, k, j, i)
+        dirs, orientation_source = direction, "file header (LPS)"
+    col, row = axes  # the lower index axis varies fastest: the columns
+    spacing, dirs = image.GetSpacing(), dirs / np.linalg.norm(dirs, axis=0)
+    plane = Plane((size[row], size[col]), (float(spacing[row]), float(spacing[col])),
+                  tuple(map(float, dirs[:, col])), tuple(map(float, dirs[:, row])), tuple(map(float, origin)))
+    return array, plane, {"spacing_source": "file header", "orientation_source": orientation_source}
