@@ -19,11 +19,16 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ts2d_xray.image import Grid, LabelMap, Volume
+from ts2d_xray.records import record_to_dict
+
+if TYPE_CHECKING:
+    import SimpleITK as sitk
 
 __all__ = ["DeformSpec", "deform", "random_transform"]
 
@@ -51,7 +56,7 @@ class DeformSpec:
     control_points: int = 4
     spacing_mm: float | None = 1.5
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not 0 <= self.rotation_deg <= 45:
             raise ValueError(f"rotation_deg must be in [0, 45] degrees, got {self.rotation_deg}")
         if len(self.scale) != 2 or not 0 < self.scale[0] <= self.scale[1]:
@@ -63,11 +68,12 @@ class DeformSpec:
         if self.spacing_mm is not None and not self.spacing_mm > 0:
             raise ValueError(f"spacing_mm must be > 0 mm or None, got {self.spacing_mm}")
 
-    def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready ``{field: value}`` (tuples as lists)."""
+        return record_to_dict(self)
 
 
-def _reference(grid: Grid, spacing_mm: float | None):
+def _reference(grid: Grid, spacing_mm: float | None) -> sitk.Image:
     """A SimpleITK image on the output grid: the input's orientation and extent."""
     import SimpleITK as sitk
 
@@ -85,7 +91,8 @@ def _reference(grid: Grid, spacing_mm: float | None):
     return ref
 
 
-def random_transform(grid: Grid, rng: np.random.Generator, spec: DeformSpec = DeformSpec()):
+def random_transform(grid: Grid, rng: np.random.Generator, spec: DeformSpec = DeformSpec()
+                     ) -> tuple[sitk.CompositeTransform, dict[str, Any]]:
     """A random affine + B-spline SimpleITK transform for a volume on ``grid``.
 
     Returns:
@@ -125,8 +132,9 @@ def _rotation(rx: float, ry: float, rz: float) -> np.ndarray:
     return z @ y @ x
 
 
-def deform(ct: Volume, labels: LabelMap | None, transform, spacing_mm: float | None = DeformSpec.spacing_mm
-           ) -> tuple[Volume, LabelMap | None]:
+def deform(
+    ct: Volume, labels: LabelMap | None, transform: sitk.Transform, spacing_mm: float | None = DeformSpec.spacing_mm
+) -> tuple[Volume, LabelMap | None]:
     """Warp a CT (linear, air outside) and its label layers (nearest) with one transform.
 
     Args:

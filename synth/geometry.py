@@ -18,11 +18,12 @@ source, so anatomy at the isocentre is magnified by ``sdd / sid``.  Parallel bea
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 
 from ts2d_xray.image import Grid, Plane
+from ts2d_xray.records import record_from_dict
 
 __all__ = ["View", "ViewRanges", "detector_rays", "rotation_matrix", "view_plane"]
 
@@ -60,7 +61,7 @@ class View:
     rotation: tuple[float, float, float] = (0.0, 0.0, 0.0)
     translation: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.direction not in ("AP", "PA"):
             raise ValueError(f"direction must be 'AP' or 'PA', got {self.direction!r}")
         if self.projection not in ("cone", "parallel"):
@@ -92,7 +93,7 @@ class View:
         """Isocentre after translation (LPS mm)."""
         return np.asarray(self.isocenter, float) + np.asarray(self.translation, float)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable record of the view."""
         return {
             "direction": self.direction, "projection": self.projection, "shape": list(self.shape),
@@ -159,13 +160,18 @@ def detector_rays(view: View) -> tuple[np.ndarray, np.ndarray]:
     return plane - beam * _PARALLEL_HALF_LENGTH_MM, plane + beam * _PARALLEL_HALF_LENGTH_MM
 
 
-def _interval(value) -> tuple[float, float]:
+def _interval(value: float | Sequence[float]) -> tuple[float, float]:
+    """``(low, high)`` in float of a number (``low == high``) or a pair."""
     if isinstance(value, (int, float)):
         return float(value), float(value)
     lo, hi = (float(v) for v in value)
     if lo > hi:
         raise ValueError(f"range {value} has its low end above its high end")
     return lo, hi
+
+
+#: Fields of :class:`ViewRanges` that a number may give as a fixed interval.
+_INTERVAL_FIELDS = ("sdd_mm", "isocenter_to_detector_mm", "detector_size_mm")
 
 
 @dataclass(frozen=True)
@@ -190,19 +196,11 @@ class ViewRanges:
     center_on: str = "volume"
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, object]) -> "ViewRanges":
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown view settings {unknown}; known: {sorted(known)}")
-        kw = dict(d)
-        for key in ("sdd_mm", "isocenter_to_detector_mm", "detector_size_mm"):
-            if key in kw:
-                kw[key] = _interval(kw[key])
-        for key in ("directions", "shape", "rotation_deg", "translation_mm"):
-            if key in kw:
-                kw[key] = tuple(kw[key])
-        return cls(**kw)
+    def from_dict(cls, d: Mapping[str, Any]) -> ViewRanges:
+        """Ranges from a preset's ``"view"`` section; a number for an interval field fixes it."""
+        if isinstance(d, Mapping):
+            d = {key: _interval(value) if key in _INTERVAL_FIELDS else value for key, value in d.items()}
+        return record_from_dict(cls, d, what="view settings")
 
     def sample(self, rng: np.random.Generator, isocenter: Sequence[float], shape: tuple[int, int] | None = None) -> View:
         """Draw one :class:`View` around ``isocenter`` (LPS mm)."""
