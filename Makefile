@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# A real chest radiograph from ../shared/data (never copied here), when that folder exists.
-RADIOGRAPH := $(wildcard ../shared/data/xray/nih_cxr14/00000001_000.png)
+# A real chest radiograph from the shared data folder (never copied here), when there is one:
+# ts2d_xray.examples finds it (env TS2D_XRAY_DATA, else ../shared/data). Expanded in the recipe, after setup.
+RADIOGRAPH = $(shell $(BIN)/python -c 'from ts2d_xray.examples import chest_radiograph; print(chest_radiograph() or "")')
 
 demo: setup
 	$(BIN)/ts2d-xray demo -o out/demo $(if $(RADIOGRAPH),--radiograph $(RADIOGRAPH))

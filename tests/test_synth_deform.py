@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,11 +10,12 @@ import pytest
 from synth.build import BuildOptions, SampleSpec, build
 from synth.deform import DeformSpec, deform, random_transform
 from ts2d_xray.dataset import read_case
+from ts2d_xray.examples import missing_data_message, shared_data_dir
 from ts2d_xray.io import read_ct, read_labels
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = shared_data_dir()
 TS = DATA / "ct" / "ts_example"
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"real test data not found at {DATA}")
+pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=missing_data_message())
 
 STILL = dict(rotation_deg=0.0, scale=(1.0, 1.0), elastic_mm=0.0)
 

@@ -27,13 +27,14 @@ import torch
 
 from train_data import HELD_BACK, STRUCTURES
 from ts2d_xray.dataset import iter_cases, load_dataset
+from ts2d_xray.examples import missing_data_message, shared_data_dir
 from ts2d_xray.train import (Trainer, TrainOptions, get_config, load_checkpoint, predict_logits, preprocess_image,
                              trainer_folder)
 from ts2d_xray.train.data import preprocess_masks
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = shared_data_dir()
 pytestmark = [
-    pytest.mark.skipif(not DATA.is_dir(), reason=f"real test data not found at {DATA}"),
+    pytest.mark.skipif(not DATA.is_dir(), reason=missing_data_message()),
     pytest.mark.filterwarnings("ignore:.*not catalog classes"),
 ]
 

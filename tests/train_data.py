@@ -21,9 +21,10 @@ import numpy as np
 
 import ts2d_xray as tx
 from ts2d_xray.dataset import finalize, write_case
+from ts2d_xray.examples import shared_data_dir
 from ts2d_xray.image import Grid, LabelMap, Masks, Volume
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = shared_data_dir()
 
 STRUCTURES = ("liver", "spleen", "stomach", "kidney_right", "kidney_left", "lung_lower_lobe_left",
               "lung_lower_lobe_right", "colon")

@@ -95,13 +95,20 @@ def shared_data(*parts: str, required: bool = False) -> Path | None:
     return None
 
 
-def chest_radiograph() -> Path | None:
+@overload
+def chest_radiograph(*, required: Literal[True]) -> Path: ...
+@overload
+def chest_radiograph(*, required: bool = False) -> Path | None: ...
+def chest_radiograph(*, required: bool = False) -> Path | None:
     """A real chest PA radiograph (NIH ChestX-ray14 ``00000001_000.png``, 512x512, 8-bit).
+
+    Args:
+        required: Raise FileNotFoundError instead of returning None when it is missing.
 
     Returns:
         Its path in the real data folder, or None when that folder is missing.
     """
-    return shared_data(*_CHEST_RADIOGRAPH)
+    return shared_data(*_CHEST_RADIOGRAPH, required=required)
 
 
 def missing_data_message(path: Path | None = None) -> str:
