@@ -25,6 +25,7 @@ from train_data import DATA, build_xray_dataset
 from ts2d_xray import Image2D, Segmenter
 from ts2d_xray.cli import main
 from ts2d_xray.dataset import finalize, load_dataset, write_case
+from ts2d_xray.examples import missing_data_message
 from ts2d_xray.image import Masks, Plane
 from ts2d_xray.segment.manifest import infer_manifest
 from ts2d_xray.train import (Trainer, TrainOptions, XrayAugmentation, adapt, adaptation_trainer, get_config,
@@ -32,7 +33,7 @@ from ts2d_xray.train import (Trainer, TrainOptions, XrayAugmentation, adapt, ada
 from ts2d_xray.train.plans import build_network
 
 pytestmark = [
-    pytest.mark.skipif(not DATA.is_dir(), reason=f"real test data not found at {DATA}"),
+    pytest.mark.skipif(not DATA.is_dir(), reason=missing_data_message()),
     pytest.mark.filterwarnings("ignore:.*not catalog classes"),
 ]
 
