@@ -1,4 +1,4 @@
-"""Inputs of :func:`ts2d_xray.evaluate.evaluate`: pairing cases, reading both sides, one grid.
+"""Evaluation: :func:`evaluate` pairs cases, reads both sides, brings them onto one grid and scores them.
 
 Each case goes through these steps:
 
@@ -9,7 +9,40 @@ Each case goes through these steps:
    display convention.
 3. **One grid**: the ground truth's plane (or the prediction's, for masks without a
    patient frame); the prediction is aligned onto it (:mod:`ts2d_xray.evaluate.align`).
-4. **Structures**: the requested ones, else those both sides can form.
+4. **Structures**: the requested ones, else those both sides can form; then scored
+   (:func:`ts2d_xray.evaluate.metrics.score_masks`).
+
+Inputs:
+
+* ``pred``: a result (a :class:`~ts2d_xray.Result`, :class:`~ts2d_xray.image.Masks`,
+  or anything :func:`~ts2d_xray.io.mask_sources.read_mask_source` reads: a
+  ``.seg.nrrd``, our NIfTI + JSON masks, a result folder of ``ts2d-xray
+  segment``/``project``), or a folder of such results, one per case.
+* ``gt``: the same kinds, or a user's masks (a folder with one PNG/NRRD/NIfTI per
+  structure, or a single file) named through ``mapping``.  When ``pred`` is a folder
+  of results, ``gt`` is a folder holding, per case, a file or folder of the same
+  stem (``pred/s01/`` or ``pred/s01.seg.nrrd`` <-> ``gt/s01.seg.nrrd`` or
+  ``gt/s01/``); unmatched cases are listed in the report's ``notes``.
+* ``vs_3d``: ``gt`` is a 3D segmentation (TotalSegmentator multilabel file with
+  ``classmap``, or a subject/``segmentations`` folder) of the CT the prediction was
+  made from.  It is projected with :func:`ts2d_xray.projection.project_labels` at the
+  prediction's pixel spacing and display convention (as TS2D made its training and
+  test masks); its grid comes from the labels' own geometry, so the CT itself is not
+  needed.  Every class of the labels' TotalSegmentator version that the labels lack
+  counts as absent (empty); v1 labels are renamed to v2 classes when the prediction
+  uses v2 names.
+
+Grids: metrics are computed on the ground truth's grid.  The prediction is brought
+onto it by :func:`ts2d_xray.evaluate.align.align_masks` (exact flips/transposes, then
+nearest neighbour where shape, spacing or position differ), or refused with an
+error naming both files.  Masks without a patient frame (PNG/JPEG: no spacing; 2D
+NRRD/NIfTI: spacing only) take the other side's plane when their shapes match, and
+are refused otherwise.
+
+Structures: ``structures`` (catalog or derived names), else every ground-truth mask
+with a catalog name (after ``mapping``; other names are skipped with a note) that the
+prediction can form.  With ``vs_3d``: every catalog structure of the prediction
+that the labels' version has.
 """
 
 from __future__ import annotations
@@ -18,16 +51,33 @@ import logging
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence, Union
 
 import numpy as np
 
 from ts2d_xray import labels as catalog
-from ts2d_xray.evaluate.align import align_masks
 from ts2d_xray.errors import InputError
+from ts2d_xray.evaluate.align import align_masks
+from ts2d_xray.evaluate.mapping import check_mapping, read_mapping
+from ts2d_xray.evaluate.metrics import StructureScore, score_masks
+from ts2d_xray.evaluate.report import EvaluationReport
 from ts2d_xray.image import LabelMap, Masks
-from ts2d_xray.kinds import format_suffix
 from ts2d_xray.io.mask_sources import MASK_FILE_SUFFIXES, MaskSource, is_multilabel_file, read_mask_source, result_masks
+from ts2d_xray.io.volume import read_labels
+from ts2d_xray.kinds import format_suffix
+from ts2d_xray.measure import MIN_PRESENT_AREA_MM2
+from ts2d_xray.projection import project_labels
+
+if TYPE_CHECKING:
+    from ts2d_xray.segment.result import Result
+
+__all__ = ["evaluate", "evaluate_cases", "pair_cases"]
+
+#: A prediction: a path (file, result folder, or folder of results), masks, or a Result.
+Prediction = Union[str, PathLike, Masks, MaskSource, "Result"]
+#: A ground truth: as a prediction, or (``vs_3d``) 3D labels.
+GroundTruth = Union[str, PathLike, Masks, MaskSource, LabelMap, "Result"]
+ClassMap = Union[str, PathLike, Mapping[int, str], None]
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +90,8 @@ _NOTE_NAMES = 8
 @dataclass(frozen=True)
 class _Case:
     name: str
-    pred: object  # Path, Masks or Result
-    gt: object  # Path, Masks or LabelMap
+    pred: Prediction
+    gt: GroundTruth
 
 
 def _stem(path: Path) -> str:
@@ -63,7 +113,7 @@ def _names(names: Sequence[str]) -> str:
     return ", ".join(names[:_NOTE_NAMES]) + more
 
 
-def pair_cases(pred, gt) -> tuple[list[_Case], list[str]]:
+def pair_cases(pred: Prediction, gt: GroundTruth) -> tuple[list[_Case], list[str]]:
     """Cases to evaluate, and notes on cases without a partner."""
     if not isinstance(pred, (str, PathLike)):
         return [_Case("case", pred, gt)], []
@@ -106,7 +156,7 @@ def pair_cases(pred, gt) -> tuple[list[_Case], list[str]]:
 
 
 # --- reading ----------------------------------------------------------------------------
-def _read_2d(item) -> MaskSource:
+def _read_2d(item: Prediction) -> MaskSource:
     if isinstance(item, MaskSource):
         return item
     if isinstance(item, Masks):
@@ -174,15 +224,12 @@ def _check_borrowed(src: MaskSource, other: MaskSource) -> None:
     log.info("%s: %s; taking the plane of %s", src.path, what, other.path)
 
 
-def _projected_gt(item, pred: MaskSource, classmap) -> tuple[Masks, set[str] | None, str]:
+def _projected_gt(item: GroundTruth, pred: MaskSource, classmap: ClassMap) -> tuple[Masks, set[str] | None, str]:
     """3D labels projected on the prediction's spacing and display, and the classes they annotate.
 
     Returns the masks (v2 names when the prediction uses them), the set of classes whose
     absence means "not in this scan" (None: only the labels' own), and a description.
     """
-    from ts2d_xray.io import read_labels
-    from ts2d_xray.projection import project_labels
-
     plane = pred.masks.plane
     if pred.geometry != "plane" or plane.origin is None:
         raise InputError(pred.path, "has no position in the patient; comparing with 3D labels needs a result made "
@@ -215,7 +262,7 @@ def _completed(masks: Masks, names: Sequence[str]) -> Masks:
     return Masks(np.concatenate([masks.array, empty]), masks.names + tuple(missing), masks.plane)
 
 
-# --- evaluation -------------------------------------------------------------------------
+# --- scoring ----------------------------------------------------------------------------
 def _formable(masks: Masks, name: str) -> bool:
     if name in masks.names:
         return True
@@ -225,10 +272,10 @@ def _formable(masks: Masks, name: str) -> bool:
         return False
 
 
-def evaluate_cases(pred, gt, *, mapping, structures, vs_3d, classmap, min_area_mm2):
-    """Scores and notes of every case (see :func:`ts2d_xray.evaluate.evaluate`)."""
-    from ts2d_xray.evaluate.metrics import score_masks
-
+def evaluate_cases(pred: Prediction, gt: GroundTruth, *, mapping: Mapping[str, str] | None,
+                   structures: Sequence[str] | None, vs_3d: bool, classmap: ClassMap,
+                   min_area_mm2: float) -> tuple[list[StructureScore], list[str]]:
+    """Scores and notes of every case (see :func:`evaluate`; arguments checked there)."""
     cases, notes = pair_cases(pred, gt)
     scores, used_keys, evaluated = [], set(), set()
     for case in cases:
@@ -269,3 +316,51 @@ def evaluate_cases(pred, gt, *, mapping, structures, vs_3d, classmap, min_area_m
     if not scores:
         raise InputError(gt, f"no structure in common with {pred}" + (f" ({notes[-1]})" if notes else ""))
     return scores, notes
+
+
+def evaluate(pred: Prediction, gt: GroundTruth, mapping: str | PathLike | Mapping[str, str] | None = None, *,
+             structures: Sequence[str] | None = None, vs_3d: bool = False, classmap: ClassMap = None,
+             min_area_mm2: float = MIN_PRESENT_AREA_MM2) -> EvaluationReport:
+    """Compare predicted masks with a ground truth, per structure.
+
+    What ``pred`` and ``gt`` may be, how they are paired and brought onto one grid, and
+    which structures are scored: see :mod:`ts2d_xray.evaluate.cases`.  The metrics are
+    defined in :mod:`ts2d_xray.evaluate.metrics`.
+
+    Args:
+        pred: A result, masks, a result file or folder, or a folder of results.
+        gt: The same kinds, a user's masks, or (``vs_3d``) 3D labels.
+        mapping: YAML file or dict from the ground truth's mask names to structures
+            (:func:`~ts2d_xray.evaluate.read_mapping`).
+        structures: Names to evaluate (default: those both sides can form).
+        vs_3d: Compare with a 3D segmentation of the CT the prediction was made from.
+        classmap: ``"v1"``, ``"v2"`` or a file, for a multilabel 3D map (``vs_3d``).
+        min_area_mm2: Presence threshold (mm^2).
+
+    Returns:
+        :class:`~ts2d_xray.evaluate.EvaluationReport`.
+
+    Raises:
+        InputError: Missing or unreadable inputs, a bad mapping, grids that cannot be
+            aligned, nothing in common to evaluate.
+    """
+    if mapping is not None:
+        if vs_3d:
+            raise ValueError("a mapping renames 2D ground-truth masks; 3D labels (vs_3d) use catalog names")
+        mapping = read_mapping(mapping) if isinstance(mapping, (str, PathLike)) else check_mapping(mapping)
+    if structures is not None:
+        structures = tuple(dict.fromkeys(structures))
+        for name in structures:
+            catalog.expand(name)  # ValueError with suggestions for an unknown name
+    if not min_area_mm2 >= 0:
+        raise ValueError(f"min_area_mm2 must be >= 0, got {min_area_mm2}")
+    scores, notes = evaluate_cases(pred, gt, mapping=mapping, structures=structures, vs_3d=vs_3d,
+                                   classmap=classmap, min_area_mm2=min_area_mm2)
+    return EvaluationReport(tuple(scores), _describe(pred), _describe(gt), min_area_mm2, tuple(notes))
+
+
+def _describe(item: Prediction | GroundTruth) -> str:
+    if isinstance(item, (str, PathLike)):
+        return str(item)
+    source = getattr(item, "source", None)
+    return str(source) if source else type(item).__name__

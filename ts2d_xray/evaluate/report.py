@@ -1,11 +1,11 @@
-"""Outputs of an :class:`~ts2d_xray.evaluate.metrics.EvaluationReport`: summary, table and files.
+"""The report of an evaluation: every score, their summary and table, and the files.
 
-``save`` writes three files:
+:meth:`EvaluationReport.save` writes three files:
 
 =====================  ==========================================================
 ``metrics.csv``        one row per case and structure: Dice, HD95 (mm), areas
                        (mm^2), presence in prediction and ground truth
-``summary.json``       :func:`summary`: the means, per structure, per case,
+``summary.json``       :meth:`~EvaluationReport.summary`: the means, per structure, per case,
                        the conventions and the notes
 ``dice_boxplot.png``   per structure, the Dice over the cases where the ground
                        truth has it (a box per structure, every case a dot)
@@ -17,14 +17,21 @@ NaN (an undefined HD95) is written ``nan`` in the CSV and ``null`` in the JSON.
 from __future__ import annotations
 
 import csv
-import json
 import math
+from dataclasses import dataclass, field
+from os import PathLike
 from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ts2d_xray.io.files import staged_folder
+from ts2d_xray.evaluate.metrics import StructureScore
+from ts2d_xray.io.files import staged_folder, write_json
+from ts2d_xray.measure import MIN_PRESENT_AREA_MM2
 
+__all__ = ["CONVENTIONS", "CSV_COLUMNS", "FILES", "EvaluationReport"]
+
+#: The files :meth:`EvaluationReport.save` writes.
 FILES = ("metrics.csv", "summary.json", "dice_boxplot.png")
 CSV_COLUMNS = ("case", "structure", "dice", "hd95_mm", "pred_present", "gt_present", "presence_correct",
                "pred_area_mm2", "gt_area_mm2")
@@ -42,16 +49,92 @@ CONVENTIONS = {
 }
 
 
-def _num(value: float, digits: int = 6):
+@dataclass(frozen=True, eq=False)
+class EvaluationReport:
+    """Scores of every (case, structure) pair, with their summary and outputs.
+
+    Attributes:
+        scores: One :class:`StructureScore` per case and structure, cases in order.
+        pred, gt: What was compared (paths or descriptions).
+        min_area_mm2: Presence threshold used.
+        notes: What was skipped and why (structures not predicted, unmatched cases, ...).
+    """
+
+    scores: tuple[StructureScore, ...]
+    pred: str
+    gt: str
+    min_area_mm2: float = MIN_PRESENT_AREA_MM2
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def cases(self) -> tuple[str, ...]:
+        """Case names, in order."""
+        return tuple(dict.fromkeys(s.case for s in self.scores))
+
+    @property
+    def structures(self) -> tuple[str, ...]:
+        """Structure names, in order of first score."""
+        return tuple(dict.fromkeys(s.structure for s in self.scores))
+
+    def score(self, structure: str, case: str | None = None) -> StructureScore:
+        """The score of one structure (in ``case``; default: the only case)."""
+        if case is None:
+            if len(self.cases) != 1:
+                raise ValueError(f"{len(self.cases)} cases; name one of {list(self.cases)}")
+            case = self.cases[0]
+        for s in self.scores:
+            if s.case == case and s.structure == structure:
+                return s
+        raise KeyError(f"no score for {structure!r} in case {case!r}")
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready summary: means over structures present in GT, per structure and per case.
+
+        See the module docstring; NaN becomes None.
+        """
+        per = _per_structure(self)
+        per_case = {}
+        for case in self.cases:
+            rows = [s for s in self.scores if s.case == case]
+            case_per = {s.structure: {"gt_present": int(s.gt_present), "dice_mean": s.dice,
+                                      "hd95_mm_mean": s.hd95_mm} for s in rows}
+            per_case[case] = _clean(_means(case_per, rows))
+        return {"pred": self.pred, "gt": self.gt, "cases": list(self.cases), "min_area_mm2": self.min_area_mm2,
+                **_clean(_means(per, self.scores)), "per_structure": {name: _clean(d) for name, d in per.items()},
+                "per_case": per_case, "conventions": CONVENTIONS, "notes": list(self.notes)}
+
+    def table(self) -> str:
+        """A plain-text table: per structure Dice, HD95 (mm) and presence, then the means.
+
+        With several cases, each row gives the means and counts over the cases.
+        """
+        return _table(self)
+
+    def save(self, out_dir: str | PathLike) -> list[Path]:
+        """Write ``metrics.csv``, ``summary.json`` and ``dice_boxplot.png`` into ``out_dir``.
+
+        The files are written into a hidden folder first and moved into place when all
+        are complete (a new ``out_dir`` appears at once); files of the same names are
+        replaced.  Returns the paths written.
+        """
+        out_dir = Path(out_dir)
+        with staged_folder(out_dir) as temp:
+            _write_csv(self, temp / FILES[0])
+            write_json(temp / FILES[1], self.summary())
+            _write_boxplot(self, temp / FILES[2])
+        return [out_dir / f for f in FILES]
+
+
+def _num(value: float | None, digits: int = 6) -> float | None:
     return None if value is None or not math.isfinite(value) else round(float(value), digits)
 
 
-def _mean(values) -> float:
+def _mean(values: Iterable[float]) -> float:
     values = [v for v in values if math.isfinite(v)]
     return float(np.mean(values)) if values else math.nan
 
 
-def _per_structure(report) -> dict[str, dict]:
+def _per_structure(report: EvaluationReport) -> dict[str, dict[str, Any]]:
     out = {}
     for name in report.structures:
         rows = [s for s in report.scores if s.structure == name]
@@ -74,7 +157,7 @@ def _per_structure(report) -> dict[str, dict]:
     return out
 
 
-def _means(per: dict[str, dict], scores) -> dict:
+def _means(per: Mapping[str, Mapping[str, Any]], scores: Sequence[StructureScore]) -> dict[str, Any]:
     dices = [v["dice_mean"] for v in per.values() if v["gt_present"]]
     return {
         "mean_dice": _mean(dices),
@@ -84,28 +167,17 @@ def _means(per: dict[str, dict], scores) -> dict:
     }
 
 
-def summary(report) -> dict:
-    """The JSON-ready summary (see the module docstring); NaN becomes None."""
-    per = _per_structure(report)
-    per_case = {}
-    for case in report.cases:
-        rows = [s for s in report.scores if s.case == case]
-        case_per = {s.structure: {"gt_present": int(s.gt_present), "dice_mean": s.dice,
-                                  "hd95_mm_mean": s.hd95_mm} for s in rows}
-        per_case[case] = {k: _num(v) if isinstance(v, float) else v for k, v in _means(case_per, rows).items()}
-    clean = {name: {k: _num(v) if isinstance(v, float) else v for k, v in d.items()} for name, d in per.items()}
-    means = {k: _num(v) if isinstance(v, float) else v for k, v in _means(per, report.scores).items()}
-    return {"pred": report.pred, "gt": report.gt, "cases": list(report.cases), "min_area_mm2": report.min_area_mm2,
-            **means, "per_structure": clean, "per_case": per_case, "conventions": CONVENTIONS,
-            "notes": list(report.notes)}
+def _clean(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` with floats rounded for JSON and NaN as None."""
+    return {k: _num(v) if isinstance(v, float) else v for k, v in values.items()}
 
 
 def _fmt(value: float, digits: int) -> str:
     return "-" if not math.isfinite(value) else f"{value:.{digits}f}"
 
 
-def table(report) -> str:
-    """Per structure: Dice, HD95 and presence (one case), or their means and counts (several)."""
+def _table(report: EvaluationReport) -> str:
+    """See :meth:`EvaluationReport.table`."""
     per = _per_structure(report)
     width = max([len("structure"), *map(len, per)])
     lines = []
@@ -130,7 +202,7 @@ def table(report) -> str:
     return "\n".join(lines)
 
 
-def _write_csv(report, path: Path) -> None:
+def _write_csv(report: EvaluationReport, path: Path) -> None:
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(CSV_COLUMNS)
@@ -140,7 +212,7 @@ def _write_csv(report, path: Path) -> None:
                              f"{s.gt_area_mm2:.6g}"])
 
 
-def _write_boxplot(report, path: Path) -> None:
+def _write_boxplot(report: EvaluationReport, path: Path) -> None:
     """Horizontal box plot of the Dice per structure over the cases with the structure in GT."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -169,12 +241,3 @@ def _write_boxplot(report, path: Path) -> None:
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
-
-
-def save(report, out_dir: Path) -> list[Path]:
-    """Write :data:`FILES` into ``out_dir`` all at once (see ``EvaluationReport.save``)."""
-    with staged_folder(out_dir) as temp:
-        _write_csv(report, temp / FILES[0])
-        (temp / FILES[1]).write_text(json.dumps(summary(report), indent=1))
-        _write_boxplot(report, temp / FILES[2])
-    return [out_dir / f for f in FILES]
