@@ -70,6 +70,11 @@ def _no_outputs(folder: Path) -> bool:
           "--labels-out", "{out}/m.txt"], "cannot write masks as '.txt'"),
         (["project", "{data}/ct/ts_example/ct.nii.gz", "-o", "{out}/p.nrrd", "--preview", "{out}/p.jpg"],
          "cannot write an image as '.jpg'"),
+        (["project", "{data}/ct/ts_example/ct.nii.gz", "-o", "{out}/p.nrrd", "--labels-out", "{out}/m.seg.nrrd"],
+         "--labels-out needs --labels"),
+        (["project", "{data}/ct/ts_example/ct_small.nii.gz", "-o", "{out}/p.nrrd",
+          "--labels", "{data}/ct/ts_example/ct_small_seg_v2_multilabel.nii.gz", "--classmap", "v2",
+          "--structures", "liver,brain"], "'brain': none of its structures is among"),
     ],
 )
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, data, capsys, args, message):
@@ -104,6 +109,34 @@ def test_failed_write_removes_earlier_outputs(tmp_path, data, monkeypatch, capsy
     assert main(argv) == 2
     assert "disk full" in capsys.readouterr().err
     assert _no_outputs(out)
+
+
+def test_a_programming_error_is_not_bad_input(tmp_path, data, monkeypatch):
+    """A KeyError from inside a command is a bug: it propagates (traceback, exit 1), it is not exit 2."""
+    import ts2d_xray.io as io
+
+    def buggy(*args, **kwargs):
+        raise KeyError("some_internal_key")
+
+    monkeypatch.setattr(io, "write_preview", buggy)
+    out = tmp_path / "out"
+    argv = ["project", str(data / "ct" / "ts_example" / "ct_small.nii.gz"), "-o", str(out / "p.nrrd"),
+            "--preview", str(out / "p.png")]
+    with pytest.raises(KeyError, match="some_internal_key"):
+        main(argv)
+    assert _no_outputs(out)
+
+
+def test_help_imports_no_heavy_module():
+    code = ("import sys, contextlib, io\n"
+            "from ts2d_xray.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+            "    main(['--help'])\n"
+            "print(sorted(m for m in ('torch', 'scipy', 'SimpleITK', 'synth.drr')"
+            " if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 def test_usage_errors_exit_2(capsys):

@@ -1,14 +1,20 @@
 """Argument types of the ``ts2d-xray`` command line (shared by ``synth``'s subcommands).
 
 Each turns one command-line word into a value or raises ``argparse.ArgumentTypeError``
-with a message that says what was expected.
+with a message that says what was expected.  :data:`SubParsers` is the type of the
+object each command's ``add_parser(sub)`` registers itself on.
 """
 
 from __future__ import annotations
 
 import argparse
+from typing import TypeAlias
 
-__all__ = ["fold", "name_list", "non_negative_int", "pixel_shape", "positive_int", "spacing_mm", "spacing_or_native"]
+__all__ = ["SubParsers", "fold", "name_list", "non_negative_int", "pixel_shape", "positive_int", "spacing_mm",
+           "spacing_or_native"]
+
+#: What ``ArgumentParser.add_subparsers()`` returns (argparse names it only privately).
+SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def _int(text: str, low: int, what: str) -> int:
