@@ -21,17 +21,17 @@ Example:
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import uuid
 from os import PathLike
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from ts2d_xray.dataset.format import Dataset, image_name, iter_cases, label_name, load_dataset
+from ts2d_xray.dataset.format import FILE_ENDING, IMAGES_DIR, LABELS_DIR, image_name, label_name
+from ts2d_xray.dataset.read import Dataset, iter_cases, load_dataset
 from ts2d_xray.errors import InputError
+from ts2d_xray.image import Masks
+from ts2d_xray.io.files import new_folder, write_json
 
 __all__ = ["MAX_CODES", "export_regions"]
 
@@ -43,7 +43,7 @@ def export_regions(dataset: str | PathLike | Dataset, out: str | PathLike) -> Pa
     """Write ``dataset`` as an upstream nnU-Net v2 raw data set with region labels.
 
     Args:
-        dataset: A data set of :mod:`ts2d_xray.dataset.format` (folder or opened).
+        dataset: A data set of :mod:`ts2d_xray.dataset` (folder or opened).
         out: The new folder (``nnUNet_raw/DatasetXXX_Name``); refused if it exists.
 
     Returns:
@@ -55,56 +55,64 @@ def export_regions(dataset: str | PathLike | Dataset, out: str | PathLike) -> Pa
     out = Path(out)
     if out.exists():
         raise InputError(out, "exists; choose a new folder for the nnU-Net data set")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".exporting-{uuid.uuid4().hex[:8]}"
-    codes: dict[bytes, int] = {}
+    codes: dict[bytes, int] = {}  # combination of structures (packed bits) -> code, numbered in order
     holds = np.zeros(len(ds.structures), bool)
-    try:
-        for sub in ("imagesTr", "labelsTr"):
-            (staging / sub).mkdir(parents=True)
+    with new_folder(out, prefix=".exporting") as staging:
+        for sub in (IMAGES_DIR, LABELS_DIR):
+            (staging / sub).mkdir()
         unlabelled = sum(bool(r.get("unlabelled_structures")) for r in iter_cases(ds))
         for case in ds.case_ids:
             image, masks = ds.read(case)
-            k, h, w = masks.array.shape
-            packed = np.packbits(masks.array.reshape(k, -1), axis=0).T  # (pixels, ceil(K / 8)) bytes
-            combos, inverse = np.unique(packed, axis=0, return_inverse=True)
-            lookup = np.zeros(len(combos), np.uint16)
-            for i, combo in enumerate(combos):
-                if not combo.any():
-                    continue
-                key = combo.tobytes()
-                if key not in codes:
-                    if len(codes) == MAX_CODES:
-                        raise InputError(ds.root, f"more than {MAX_CODES} combinations of structures: they do "
-                                                  "not fit nnU-Net's uint16 label maps")
-                    codes[key] = len(codes) + 1
-                lookup[i] = codes[key]
-            label_map = lookup[inverse.reshape(-1)].reshape(h, w)
+            label_map = _code_map(masks, codes, ds.root)
             holds |= masks.array.any(axis=(1, 2))
-            affine = nib.load(ds.root / "labelsTr" / label_name(case)).affine
-            nib.save(nib.Nifti1Image(label_map.T[:, :, None], affine), staging / "labelsTr" / f"{case}.nii.gz")
+            affine = nib.load(ds.root / LABELS_DIR / label_name(case)).affine
+            nib.save(nib.Nifti1Image(label_map.T[:, :, None], affine), staging / LABELS_DIR / label_name(case))
             for c in range(image.array.shape[0]):
                 nib.save(nib.Nifti1Image(image.array[c].T[:, :, None].astype(np.float32), affine),
-                         staging / "imagesTr" / image_name(case, c))
-        # Row c - 1: which structures code c holds (codes were numbered in insertion order).
-        width = (len(ds.structures) + 7) // 8
-        members = np.unpackbits(np.frombuffer(b"".join(codes), np.uint8).reshape(-1, width), axis=1,
-                                count=len(ds.structures)).astype(bool)
-        kept = [s for s, present in zip(ds.structures, holds) if present]
-        labels = {"background": 0}
-        for j, name in enumerate(ds.structures):
-            if holds[j]:
-                labels[name] = [int(c) for c in np.flatnonzero(members[:, j]) + 1]
-        meta = {
-            "name": out.name, "channel_names": dict(ds.meta["channel_names"]), "labels": labels,
-            "regions_class_order": list(range(1, len(kept) + 1)), "numTraining": len(ds.case_ids),
-            "file_ending": ".nii.gz",
-            "ts2d_export": {"source": str(ds.root), "codes": len(codes),
-                            "cases_with_unlabelled_structures_exported_as_absent": unlabelled,
-                            "structures_left_out_absent_everywhere": [s for s, p in zip(ds.structures, holds) if not p]},
-        }
-        (staging / "dataset.json").write_text(json.dumps(meta, indent=1))
-        os.replace(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+                         staging / IMAGES_DIR / image_name(case, c))
+        write_json(staging / "dataset.json", _region_dataset_json(ds, out.name, codes, holds, unlabelled))
     return out
+
+
+def _code_map(masks: Masks, codes: dict[bytes, int], source: Path) -> np.ndarray:
+    """``(H, W)`` uint16: the code of each pixel's combination of structures (0: none).
+
+    Combinations not yet in ``codes`` get the next code (added to ``codes``).
+    """
+    k, h, w = masks.array.shape
+    packed = np.packbits(masks.array.reshape(k, -1), axis=0).T  # (pixels, ceil(K / 8)) bytes
+    combos, inverse = np.unique(packed, axis=0, return_inverse=True)
+    lookup = np.zeros(len(combos), np.uint16)
+    for i, combo in enumerate(combos):
+        if not combo.any():
+            continue
+        key = combo.tobytes()
+        if key not in codes:
+            if len(codes) == MAX_CODES:
+                raise InputError(source, f"more than {MAX_CODES} combinations of structures: they do "
+                                         "not fit nnU-Net's uint16 label maps")
+            codes[key] = len(codes) + 1
+        lookup[i] = codes[key]
+    return lookup[inverse.reshape(-1)].reshape(h, w)
+
+
+def _region_dataset_json(ds: Dataset, name: str, codes: dict[bytes, int], holds: np.ndarray,
+                         unlabelled: int) -> dict[str, Any]:
+    """nnU-Net's ``dataset.json`` with one region per structure that some case holds: the codes holding it."""
+    # Row c - 1: which structures code c holds (codes were numbered in insertion order).
+    width = (len(ds.structures) + 7) // 8
+    members = np.unpackbits(np.frombuffer(b"".join(codes), np.uint8).reshape(-1, width), axis=1,
+                            count=len(ds.structures)).astype(bool)
+    kept = [s for s, present in zip(ds.structures, holds) if present]
+    labels: dict[str, Any] = {"background": 0}
+    for j, structure in enumerate(ds.structures):
+        if holds[j]:
+            labels[structure] = [int(c) for c in np.flatnonzero(members[:, j]) + 1]
+    return {
+        "name": name, "channel_names": dict(ds.meta["channel_names"]), "labels": labels,
+        "regions_class_order": list(range(1, len(kept) + 1)), "numTraining": len(ds.case_ids),
+        "file_ending": FILE_ENDING,
+        "ts2d_export": {"source": str(ds.root), "codes": len(codes),
+                        "cases_with_unlabelled_structures_exported_as_absent": unlabelled,
+                        "structures_left_out_absent_everywhere": [s for s, p in zip(ds.structures, holds) if not p]},
+    }

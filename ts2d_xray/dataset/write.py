@@ -1,0 +1,104 @@
+"""Write a data set: cases into ``.partial/`` first, moved into place file by file, the record last.
+
+The record (``cases/<case>.json``) is the completion marker: :func:`write_case` moves
+a case's files in a fixed order (images, label, then the record), so a record means
+every file of the case is in place, even if the writer is killed.  :func:`finalize`
+then makes ``cases.jsonl`` and ``dataset.json`` agree with the complete cases.  File
+names and fields are those of :mod:`ts2d_xray.dataset.format`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from os import PathLike
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from ts2d_xray.dataset.format import (
+    CASES_FILE,
+    DATASET_JSON,
+    IMAGES_DIR,
+    LABELS_DIR,
+    PARTIAL_DIR,
+    RECORDS_DIR,
+    case_files,
+    case_ids_on_disk,
+    dataset_json,
+    image_name,
+    is_complete,
+    label_name,
+)
+from ts2d_xray.image import Image2D, Masks
+from ts2d_xray.io.files import read_json, sidecar_path, temp_sibling, write_json, write_text
+from ts2d_xray.io.image2d import write_image2d
+from ts2d_xray.io.masks import write_masks
+from ts2d_xray.kinds import CHANNELS
+
+__all__ = ["finalize", "write_case"]
+
+log = logging.getLogger(__name__)
+
+
+def write_case(root: str | PathLike, case_id: str, image: Image2D, masks: Masks, record: Mapping[str, Any]) -> None:
+    """Write one case into a data set: into ``.partial/`` first, then move its files into place.
+
+    Args:
+        root: The data set folder.
+        case_id: The case id (file names follow :func:`case_files`).
+        image: ``(C, H, W)`` float32, one file per channel, in the data set's channel order.
+        masks: ``(K, H, W)`` on the image's plane, already in ``dataset.json["structures"]``
+            order (absent structures as empty layers).
+        record: The case's provenance (``cases/<case>.json``); numpy values are turned into
+            JSON by :func:`~ts2d_xray.io.files.json_default`.
+
+    Files move in a fixed order (images, label, then the record), so a record in
+    ``cases/`` means every file of the case is in place, even if the writer is killed.
+    Nothing of the case is left in ``.partial/``, whether it succeeds or fails.
+    """
+    if masks.plane.shape != image.plane.shape:
+        raise ValueError(f"masks of shape (H, W) = {masks.plane.shape} for an image of {image.plane.shape}")
+    root = Path(root)
+    temp = temp_sibling(root / PARTIAL_DIR / case_id)
+    try:
+        files = []  # in the order they move into place
+        for c, name in enumerate(image.channels):
+            one = Image2D(image.array[c : c + 1], image.plane, (name,), image.meta)
+            written = write_image2d(one, temp / IMAGES_DIR / image_name(case_id, c))
+            files += [written, sidecar_path(written)]
+        label = write_masks(masks, temp / LABELS_DIR / label_name(case_id))
+        files += [sidecar_path(label), label]
+        files.append(write_json(temp / RECORDS_DIR / f"{case_id}.json", record))
+        for path in files:
+            dest = root / path.relative_to(temp)
+            dest.parent.mkdir(exist_ok=True)
+            os.replace(path, dest)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def finalize(root: str | PathLike, structures: Sequence[str], groups: Sequence[str],
+             settings: Mapping[str, Any]) -> int:
+    """Make a data set's files agree with its complete cases; return how many there are.
+
+    Removes ``.partial/`` and the files of incomplete cases (left by a killed writer),
+    then rewrites ``cases.jsonl`` and ``dataset.json`` (see :func:`dataset_json` for the
+    arguments) from the case records.  Only one writer may use a data set at a time.
+    """
+    root = Path(root)
+    shutil.rmtree(root / PARTIAL_DIR, ignore_errors=True)
+    n_channels = len(CHANNELS[settings["kind"]])
+    complete = []
+    for case_id in sorted(case_ids_on_disk(root)):
+        if is_complete(root, case_id, n_channels):
+            complete.append(case_id)
+        else:
+            log.info("%s: removing the files of incomplete case %s", root, case_id)
+            for p in case_files(root, case_id, n_channels):
+                p.unlink(missing_ok=True)
+    records = [read_json(root / RECORDS_DIR / f"{c}.json", what="case record") for c in complete]
+    write_text(root / CASES_FILE, "".join(json.dumps(r) + "\n" for r in records))
+    write_json(root / DATASET_JSON, dataset_json(root.name, structures, groups, settings, records))
+    return len(records)
