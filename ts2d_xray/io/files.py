@@ -165,8 +165,10 @@ def staged_folder(folder: str | PathLike) -> Iterator[Path]:
 
     A new ``folder`` appears at once (the temporary folder is renamed onto it).  In an
     existing folder, each file replaces the one of the same name (``os.replace``: atomic
-    per file).  On any error the temporary folder is removed and ``folder`` is left as
-    it was (missing parent folders may have been created).
+    per file), and each sub-folder the folder of the same name (which is first moved
+    aside and removed: :func:`remove_tree`).  On any error the temporary folder is
+    removed and ``folder`` is left as it was (missing parent folders may have been
+    created).
     """
     folder = Path(folder).resolve()  # "." has no name to build a sibling's from
     if folder.exists() and not folder.is_dir():
@@ -178,7 +180,10 @@ def staged_folder(folder: str | PathLike) -> Iterator[Path]:
         yield temp
         if folder.exists():
             for item in sorted(temp.iterdir()):
-                os.replace(item, folder / item.name)
+                dest = folder / item.name
+                if item.is_dir() and dest.is_dir() and not dest.is_symlink():
+                    remove_tree(dest)  # os.replace cannot replace a non-empty folder
+                os.replace(item, dest)
         else:
             os.replace(temp, folder)
     finally:

@@ -21,18 +21,19 @@ written into a hidden folder first and moved into place when all are complete.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import uuid
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from ts2d_xray.image import Image2D, Masks
+from ts2d_xray.io.files import sidecar_path, staged_folder, write_json
+from ts2d_xray.io.masks import write_masks
+from ts2d_xray.io.preview import write_preview
+from ts2d_xray.labels import is_known, preview_subset
+from ts2d_xray.measure import MIN_PRESENT_AREA_MM2, body_regions, cardiothoracic_ratio, structure_stats
 from ts2d_xray.orientation import Orientation
 
 __all__ = ["DEFAULT_FORMATS", "FORMATS", "Result"]
@@ -82,6 +83,7 @@ class Result:
 
     @property
     def names(self) -> tuple[str, ...]:
+        """Structure names, one per mask layer."""
         return self.masks.names
 
     def mask(self, name: str) -> np.ndarray:
@@ -90,13 +92,11 @@ class Result:
 
     @property
     def present(self) -> tuple[str, ...]:
-        """Structures whose mask covers at least ``report.MIN_PRESENT_AREA_MM2``."""
-        from ts2d_xray.measure import MIN_PRESENT_AREA_MM2
-
+        """Structures whose mask covers at least :data:`~ts2d_xray.measure.MIN_PRESENT_AREA_MM2`."""
         area = self.masks.array.sum(axis=(1, 2)) * float(np.prod(self.masks.plane.spacing))
         return tuple(n for n, a in zip(self.names, area) if a >= MIN_PRESENT_AREA_MM2)
 
-    def report(self) -> dict:
+    def report(self) -> dict[str, Any]:
         """A JSON-ready summary: image geometry, per-structure measurements, body regions, CTR.
 
         ``structures`` holds every structure (see :func:`ts2d_xray.measure.structure_stats`,
@@ -105,8 +105,6 @@ class Result:
         legs) to the structures that show it; ``cardiothoracic_ratio`` is given for
         radiographs with heart and lungs, else None.
         """
-        from ts2d_xray.measure import body_regions, cardiothoracic_ratio, structure_stats
-
         plane = self.masks.plane
         stats = structure_stats(self.masks, self.scores)
         present = [n for n, s in stats.items() if s["present"]]
@@ -131,16 +129,11 @@ class Result:
         Existing outputs of the same names are replaced; a failure leaves ``out_dir`` as
         it was.
         """
-        from ts2d_xray.io import write_masks, write_preview
-        from ts2d_xray.io.files import sidecar_path
-
         formats = check_formats(formats)
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        staging = out / f".tmp-{uuid.uuid4().hex[:8]}"
-        staging.mkdir()
-        try:
-            names: list[str] = []
+        names: list[str] = []
+        with staged_folder(out) as staging:
             for f in formats:
                 target = staging / FORMATS[f]
                 if f in ("seg.nrrd", "nifti", "png"):
@@ -151,22 +144,13 @@ class Result:
                     image, masks = _for_reading(self.image, self.masks)
                     write_preview(image, target, masks.select(_shown(masks, self.present)))
                 else:
-                    target.write_text(json.dumps(self.report(), indent=1))
+                    write_json(target, self.report())
                 names.append(target.name)
-            for name in names:  # everything is complete: move it into place
-                final = out / name
-                if final.is_dir() and not final.is_symlink():
-                    shutil.rmtree(final)
-                os.replace(staging / name, final)
-            return [out / n for n in names]
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        return [out / n for n in names]
 
 
 def _shown(masks: Masks, present: Sequence[str]) -> tuple[str, ...]:
     """Structures drawn on the overlay: the coarse preview set when the catalog knows them, else all present."""
-    from ts2d_xray.labels import is_known, preview_subset
-
     known = [n for n in present if is_known(n)]
     coarse = preview_subset(known) if known else ()
     return coarse + tuple(n for n in present if not is_known(n)) if coarse else tuple(present)
