@@ -114,7 +114,7 @@ def _trainer_dir(model_dir: Path) -> Path:
 
 
 def export(recipe: dict, work: Path, out: Path) -> list[Path]:
-    from ts2d_xray.segment.models import export_bundle
+    from ts2d_xray.train.export import export_bundle
 
     written = []
     for kind, model in (("coronal", "coronal_model"), ("xray", "xray_model")):

@@ -28,9 +28,10 @@ from ts2d_xray.dataset import finalize, load_dataset, write_case
 from ts2d_xray.examples import missing_data_message
 from ts2d_xray.image import Masks, Plane
 from ts2d_xray.segment.manifest import infer_manifest
+from ts2d_xray.nnunet.network import build_network
 from ts2d_xray.train import (Trainer, TrainOptions, XrayAugmentation, adapt, adaptation_trainer, get_config,
-                             load_coronal_model, load_trained_network, predict_logits, preprocess_image)
-from ts2d_xray.train.plans import build_network
+                             load_coronal_model, load_trained_network, preprocess_image)
+from ts2d_xray.train import whole_image_logits as predict_logits
 
 pytestmark = [
     pytest.mark.skipif(not DATA.is_dir(), reason=missing_data_message()),
@@ -196,10 +197,9 @@ def test_segmenter_runs_the_adapted_model_on_a_real_radiograph(adapted):  # a PN
 
 def test_inference_normalises_radiographs_as_training_did(adapted, xray):
     """The inference layer feeds the network what training fed it, and gets the same logits and masks."""
-    from ts2d_xray.nnunet.predict import normalize
-    from ts2d_xray.nnunet.predict import predict_logits as infer_logits
+    from ts2d_xray.nnunet.normalize import normalize, plans_normalization
     from ts2d_xray.projection import resample
-    from ts2d_xray.train.data import normalize as train_normalize
+    from ts2d_xray.segment.groups import predict_group as infer_logits
 
     out, code, _, stderr = adapted
     assert code == 0, stderr
@@ -215,7 +215,7 @@ def test_inference_normalises_radiographs_as_training_did(adapted, xray):
         rows, cols = (min(n, p) for n, p in zip(work.array.shape[1:], group.patch_size))
         top = (work.array.shape[1] - rows) // 2
         crop = np.ascontiguousarray(work.array[:, top:top + rows, :cols])
-        trained = predict_logits(network, train_normalize(crop, plans), stride)
+        trained = predict_logits(network, normalize(crop, plans_normalization(plans)), stride)
         logits = infer_logits(group, torch.from_numpy(normalize(crop, group.normalization)))
         torch.testing.assert_close(logits, trained, atol=1e-3, rtol=1e-3)
         masks = seg(crop, spacing=group.spacing).masks.array  # the whole pipeline on that crop

@@ -24,7 +24,9 @@ from ts2d_xray.segment.models import (
     remove_model,
     safe_extract,
 )
-from ts2d_xray.nnunet.network import build_network, load_group, read_checkpoint, speed_up_for_cpu
+from ts2d_xray.nnunet.checkpoint import read_checkpoint
+from ts2d_xray.nnunet.network import build_network, speed_up_for_cpu
+from ts2d_xray.segment.groups import load_group
 
 
 @pytest.fixture(autouse=True)
@@ -229,7 +231,7 @@ def test_cpu_group_norm_swap_keeps_the_outputs():
 def test_export_bundle_keeps_only_half_precision_weights_and_predicts_the_same(tmp_path):
     from ts2d_xray import Segmenter
     from ts2d_xray.segment.manifest import verify_bundle
-    from ts2d_xray.segment.models import export_bundle
+    from ts2d_xray.train.export import export_bundle
 
     source = mf.random_pair(tmp_path, structures=("liver", "spleen", "heart"))[0] / "organs"
     (trainer_dir,) = [p for p in source.iterdir() if p.is_dir()]

@@ -23,7 +23,8 @@ from ts2d_xray.cli import main
 from ts2d_xray.errors import InputError
 from ts2d_xray.image import Plane, Volume
 from ts2d_xray.segment.models import install_model
-from ts2d_xray.nnunet.predict import predict_logits, window_starts
+from ts2d_xray.nnunet.predict import window_starts
+from ts2d_xray.segment.groups import predict_group as predict_logits
 from ts2d_xray.segment.result import FORMATS
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*(assum|fallback|spans).*:UserWarning")
@@ -241,10 +242,10 @@ def test_array_and_image_inputs(data, coronal, xray):
 
 
 def test_save_writes_nothing_when_a_format_fails(data, coronal, tmp_path, monkeypatch):
-    import ts2d_xray.io
+    import ts2d_xray.segment.result
 
     result = coronal(data / "projections" / "ts2d_samples" / "sample_s0332.nrrd")
-    monkeypatch.setattr(ts2d_xray.io, "write_preview", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    monkeypatch.setattr(ts2d_xray.segment.result, "write_preview", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
     with pytest.raises(OSError, match="disk full"):
         result.save(tmp_path / "out", ["seg.nrrd", "overlay", "json"])
     assert list((tmp_path / "out").iterdir()) == []

@@ -28,8 +28,8 @@ import torch
 from train_data import HELD_BACK, STRUCTURES
 from ts2d_xray.dataset import iter_cases, load_dataset
 from ts2d_xray.examples import missing_data_message, shared_data_dir
-from ts2d_xray.train import (Trainer, TrainOptions, get_config, load_checkpoint, predict_logits, preprocess_image,
-                             trainer_folder)
+from ts2d_xray.train import (Trainer, TrainOptions, get_config, load_checkpoint, preprocess_image, trainer_folder)
+from ts2d_xray.train import whole_image_logits as predict_logits
 from ts2d_xray.train.data import preprocess_masks
 
 DATA = shared_data_dir()

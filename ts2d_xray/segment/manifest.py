@@ -17,11 +17,8 @@ know) and the output folders of :mod:`ts2d_xray.train`.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
 import re
-import uuid
 from dataclasses import asdict, dataclass, field
 from os import PathLike
 from pathlib import Path, PurePosixPath
@@ -29,7 +26,9 @@ from types import MappingProxyType
 from typing import Any, Literal, Mapping, Sequence
 
 from ts2d_xray.errors import InputError
+from ts2d_xray.io.files import read_json, write_json
 from ts2d_xray.labels import GROUPS
+from ts2d_xray.nnunet.layout import BEST, CONFIGURATION, DATASET_FILE, FINAL, PLANS_FILE
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -41,7 +40,6 @@ __all__ = [
     "find_nnunet_folders",
     "hash_weights",
     "infer_manifest",
-    "read_json",
     "read_manifest",
     "sha256_file",
     "verify_bundle",
@@ -59,7 +57,7 @@ FORMAT = "ts2d-xray-model"
 FORMAT_VERSION = 1
 #: Default sigmoid threshold: a pixel belongs to a structure when its probability is >= this.
 DEFAULT_THRESHOLD = 0.5
-_CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_best.pth")
+_CHECKPOINTS = (FINAL, BEST)
 _CHUNK = 2**20
 
 
@@ -80,7 +78,7 @@ class GroupSpec:
     path: str
     structures: tuple[str, ...]
     folds: tuple[str, ...] = ("0",)
-    checkpoint: str = "checkpoint_final.pth"
+    checkpoint: str = FINAL
 
     def checkpoints(self) -> list[str]:
         """Relative paths of the weight files (one per fold)."""
@@ -128,7 +126,7 @@ class ModelManifest:
     description: str = ""
     inferred: bool = False
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.kind not in KIND_CHANNELS:
             raise ValueError(f"kind must be one of {list(KIND_CHANNELS)}, got {self.kind!r}")
         if len(self.channels) != len(KIND_CHANNELS[self.kind]):
@@ -177,7 +175,7 @@ class ModelManifest:
             groups = tuple(GroupSpec(name=str(g["name"]), path=_relative(g["path"]),
                                      structures=tuple(map(str, g["structures"])),
                                      folds=tuple(str(f) for f in g.get("folds", ("0",))),
-                                     checkpoint=str(g.get("checkpoint", "checkpoint_final.pth")))
+                                     checkpoint=str(g.get("checkpoint", FINAL)))
                            for g in data["groups"])
             return cls(
                 name=str(data["name"]), kind=data["kind"], channels=tuple(data["channels"]),
@@ -198,36 +196,22 @@ class ModelManifest:
 # --- manifests --------------------------------------------------------------------
 def write_manifest(root: str | PathLike, manifest: ModelManifest) -> Path:
     """Write :data:`MANIFEST` into a bundle folder (atomically); returns its path."""
-    path = Path(root) / MANIFEST
-    temp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{MANIFEST}")
-    try:
-        temp.write_text(json.dumps(manifest.to_json(), indent=1))
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-    return path
+    return write_json(Path(root) / MANIFEST, manifest.to_json())
 
 
 def read_manifest(path: str | PathLike) -> ModelManifest:
     """Read and check a manifest file (InputError naming it when malformed)."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise InputError(path, f"cannot read the model manifest ({err})") from None
-    if not isinstance(data, dict):
-        raise InputError(path, "invalid model manifest: not a JSON object")
-    return ModelManifest.from_json(data, path)
-
+    return ModelManifest.from_json(read_json(path, what="model manifest"), path)
 
 
 def find_nnunet_folders(root: str | PathLike) -> list[Path]:
     """nnU-Net results folders under ``root``: those holding ``plans.json``, ``dataset.json`` and a fold."""
     root = Path(root)
     found = []
-    for plans in sorted(root.rglob("plans.json")):
+    for plans in sorted(root.rglob(PLANS_FILE)):
         folder = plans.parent
-        if (folder / "dataset.json").is_file() and any(folder.glob("fold_*/checkpoint_*.pth")):
+        if (folder / DATASET_FILE).is_file() and any(folder.glob("fold_*/checkpoint_*.pth")):
             found.append(folder)
     return found
 
@@ -252,22 +236,22 @@ def infer_manifest(root: str | PathLike, name: str, *, display: str | None = Non
                                "(<trainer>__<plans>__2d with plans.json, dataset.json and fold_N/checkpoint_final.pth)")
     groups, kinds, displays, spacings, trainings = [], set(), set(), [], []
     for folder in folders:
-        plans, dataset = read_json(folder / "plans.json"), read_json(folder / "dataset.json")
+        plans, dataset = read_json(folder / PLANS_FILE), read_json(folder / DATASET_FILE)
         ours = plans.get("ts2d", {}) if isinstance(plans.get("ts2d"), dict) else {}
-        if "2d" not in plans.get("configurations", {}):
-            raise InputError(folder / "plans.json", "no '2d' configuration: only 2D nnU-Net models are supported")
+        if CONFIGURATION not in plans.get("configurations", {}):
+            raise InputError(folder / PLANS_FILE, "no '2d' configuration: only 2D nnU-Net models are supported")
         structures = _structures(dataset, ours, folder)
         channels = dataset.get("channel_names", {})
         n_channels = len(channels) if isinstance(channels, dict) else 0
         kind = ours.get("kind") or dataset.get("kind") or {2: "coronal", 1: "xray"}.get(n_channels)
         if kind not in KIND_CHANNELS:
-            raise InputError(folder / "dataset.json", f"cannot tell the input kind: {n_channels} channels "
-                                                      f"{channels} (expected 2 for coronal or 1 for xray)")
+            raise InputError(folder / DATASET_FILE, f"cannot tell the input kind: {n_channels} channels "
+                                                    f"{channels} (expected 2 for coronal or 1 for xray)")
         kinds.add(kind)
         ours_layout = "structures" in dataset or bool(ours)
         displays.add(ours.get("display") or dataset.get("display")
                      or ("ts2d" if kind == "coronal" and not ours_layout else "radiograph"))
-        spacings.append(tuple(float(s) for s in plans["configurations"]["2d"]["spacing"]))
+        spacings.append(tuple(float(s) for s in plans["configurations"][CONFIGURATION]["spacing"]))
         folds = sorted({p.parent.name[len("fold_"):] for p in folder.glob("fold_*/checkpoint_*.pth")})
         checkpoint = next((c for c in _CHECKPOINTS if all((folder / f"fold_{f}" / c).is_file() for f in folds)), None)
         if checkpoint is None:
@@ -288,17 +272,6 @@ def infer_manifest(root: str | PathLike, name: str, *, display: str | None = Non
     )
 
 
-def read_json(path: Path) -> dict:
-    """A JSON object from a file, or InputError naming the file."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise InputError(path, f"cannot read it as JSON ({err})") from None
-    if not isinstance(data, dict):
-        raise InputError(path, "expected a JSON object")
-    return data
-
-
 def _structures(dataset: Mapping, ours: Mapping, folder: Path) -> tuple[str, ...]:
     if ours.get("structures"):
         return tuple(ours["structures"])
@@ -306,9 +279,9 @@ def _structures(dataset: Mapping, ours: Mapping, folder: Path) -> tuple[str, ...
         return tuple(dataset["structures"])
     labels = dataset.get("labels")
     if not isinstance(labels, dict) or not labels:
-        raise InputError(folder / "dataset.json", "no 'structures' and no 'labels'")
+        raise InputError(folder / DATASET_FILE, "no 'structures' and no 'labels'")
     if any(not isinstance(v, int) for v in labels.values()):
-        raise InputError(folder / "dataset.json", "region-based labels (lists of values) are not supported")
+        raise InputError(folder / DATASET_FILE, "region-based labels (lists of values) are not supported")
     return tuple(n for n, v in sorted(labels.items(), key=lambda kv: kv[1]) if v != 0)
 
 
@@ -361,7 +334,7 @@ def verify_bundle(root: str | PathLike, manifest: ModelManifest) -> None:
     """
     root = Path(root)
     for g in manifest.groups:
-        for name in ("plans.json", "dataset.json"):
+        for name in (PLANS_FILE, DATASET_FILE):
             if not (root / g.path / name).is_file():
                 raise InputError(root / g.path, f"group {g.name!r}: missing {name}")
         for rel in g.checkpoints():

@@ -29,7 +29,6 @@ Example:
 from __future__ import annotations
 
 import difflib
-import json
 import logging
 import os
 import re
@@ -41,9 +40,10 @@ import zipfile
 from dataclasses import dataclass, replace
 from os import PathLike
 from pathlib import Path, PurePosixPath
-from typing import Any, Mapping
+from typing import Any
 
 from ts2d_xray.errors import InputError
+from ts2d_xray.io.files import remove_tree
 from ts2d_xray.segment.manifest import (
     MANIFEST,
     GroupSpec,
@@ -52,7 +52,6 @@ from ts2d_xray.segment.manifest import (
     hash_weights,
     find_nnunet_folders,
     infer_manifest,
-    read_json,
     read_manifest,
     sha256_file,
     verify_bundle,
@@ -68,7 +67,6 @@ __all__ = [
     "ModelBundle",
     "ModelManifest",
     "bundled_models",
-    "export_bundle",
     "find_nnunet_folders",
     "infer_manifest",
     "install_model",
@@ -126,7 +124,7 @@ class ModelBundle:
     def __enter__(self) -> "ModelBundle":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -272,9 +270,7 @@ def install_model(source: str | PathLike, name: str | None = None, *, force: boo
             if not force:
                 raise InputError(target, f"model {manifest.name!r} is already installed; "
                                          "pass force=True (--force) to replace it")
-            trash = models / f".removing-{uuid.uuid4().hex[:8]}"
-            os.replace(target, trash)
-            shutil.rmtree(trash, ignore_errors=True)
+            remove_tree(target)
         os.replace(root, target)
         log.info("installed model %s into %s", manifest.name, target)
         return manifest
@@ -282,87 +278,12 @@ def install_model(source: str | PathLike, name: str | None = None, *, force: boo
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def export_bundle(groups: Mapping[str, str | PathLike], out: str | PathLike, *, name: str, fold: int | str = 0,
-                  description: str = "", training: Mapping[str, Any] | None = None, half: bool = True,
-                  overwrite: bool = False) -> Path:
-    """Write trained nnU-Net folders as one slim bundle: weights only, a manifest with SHA-256.
-
-    Each group's ``plans.json`` and ``dataset.json`` are copied; of each checkpoint only
-    what inference reads is kept (``network_weights``, the trainer name, the epoch),
-    without optimiser state or logs, and floating-point weights are stored in half
-    precision when ``half`` (they are cast back to float32 when loaded on a CPU).
-
-    Args:
-        groups: Group name -> nnU-Net results folder (``<trainer>__<plans>__2d``).
-        out: The bundle folder to write (refused if it exists, unless ``overwrite``).
-        name: Model name in the manifest.
-        fold: The fold whose ``checkpoint_final.pth`` is exported.
-        description, training: Written into the manifest.
-
-    Returns:
-        ``out``.  The bundle appears complete or not at all.
-    """
-    import torch
-
-    from ts2d_xray.nnunet.network import read_checkpoint
-
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise InputError(out, "exists; choose another folder or pass overwrite=True")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".exporting-{uuid.uuid4().hex[:8]}"
-    try:
-        for group, folder in groups.items():
-            folder = Path(folder)
-            source = folder / f"fold_{fold}" / "checkpoint_final.pth"
-            state = read_checkpoint(source)
-            if "network_weights" not in state:
-                raise InputError(source, "no 'network_weights' in the checkpoint")
-            target = staging / group / folder.name
-            (target / f"fold_{fold}").mkdir(parents=True)
-            shutil.copyfile(folder / "dataset.json", target / "dataset.json")
-            plans = read_json(folder / "plans.json")
-            source_model = plans.get("ts2d", {}).get("adapted_from") or {}
-            if "model" in source_model:  # a path on the training machine means nothing elsewhere
-                source_model["model"] = Path(source_model["model"]).name
-            (target / "plans.json").write_text(json.dumps(plans, indent=1))
-            weights, halves = {}, {}
-            for key, value in state["network_weights"].items():
-                if half and value.is_floating_point():
-                    # nnU-Net's blocks list each conv twice (``conv`` and ``all_modules.N``):
-                    # convert each tensor once, so that the file keeps one copy.
-                    same = (value.data_ptr(), tuple(value.shape), value.stride())
-                    if same not in halves:
-                        halves[same] = value.half()
-                    value = halves[same]
-                weights[key] = value
-            slim = {"network_weights": weights, "trainer_name": state.get("trainer_name"),
-                    "current_epoch": state.get("current_epoch"), "inference_allowed_mirroring_axes": None}
-            torch.save(slim, target / f"fold_{fold}" / "checkpoint_final.pth")
-        manifest = infer_manifest(staging, name=name)
-        named = tuple(replace(g, name=PurePosixPath(g.path).parts[0]) for g in manifest.groups)
-        manifest = replace(manifest, groups=named, description=description, training=dict(training or {}),
-                           inferred=False)
-        manifest = replace(manifest, sha256=hash_weights(staging, manifest))
-        write_manifest(staging, manifest)
-        if out.exists():
-            trash = out.parent / f".removing-{uuid.uuid4().hex[:8]}"
-            os.replace(out, trash)
-            shutil.rmtree(trash, ignore_errors=True)
-        os.replace(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return out
-
-
 def remove_model(name: str) -> None:
     """Remove an installed model (InputError for an unknown name)."""
     folder = _models_dir() / name
     if not _NAME.fullmatch(name) or not (folder / MANIFEST).is_file():
         raise InputError(None, f"unknown model {name!r}; {installed_summary()}")
-    trash = _models_dir() / f".removing-{uuid.uuid4().hex[:8]}"
-    os.replace(folder, trash)
-    shutil.rmtree(trash, ignore_errors=True)
+    remove_tree(folder)
 
 
 def safe_extract(archive: str | PathLike, dest: str | PathLike, *, max_bytes: int = MAX_UNPACKED_BYTES) -> None:

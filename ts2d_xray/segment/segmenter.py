@@ -11,7 +11,8 @@ model, no temporary files) and runs them on each input:
 2. **Orient**: flip (and, for a header with rows along left-right, transpose) the
    image into the model's display convention.  No interpolation.
 3. **Resample** to each group's pixel size (:func:`ts2d_xray.projection.resample`, as
-   in training), **normalise** and **predict** (:mod:`ts2d_xray.nnunet.predict`).
+   in training), **normalise** and **predict** (:mod:`ts2d_xray.segment.groups` on
+   :mod:`ts2d_xray.nnunet`).
 4. **Back**: sigmoid probabilities are resampled (bilinear) to the oriented input grid,
    thresholded, and un-flipped: masks land on the input's own pixel grid.
 
@@ -27,19 +28,26 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from os import PathLike
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
 from ts2d_xray.errors import InputError
 from ts2d_xray.image import DISPLAYS, Image2D, Masks, Plane, Volume
 from ts2d_xray.orientation import Orientation
-from ts2d_xray.segment.inputs import MAX_CT_VOXELS, MAX_PIXELS, MODEL_KIND, inspect_input
-from ts2d_xray.segment.manifest import KIND_CHANNELS, verify_bundle
+from ts2d_xray.kinds import INPUT_MODEL_KIND as MODEL_KIND
+from ts2d_xray.records import field_types, record_from_dict
+from ts2d_xray.segment.inputs import MAX_CT_VOXELS, MAX_PIXELS, InputInfo, inspect_input
+from ts2d_xray.segment.manifest import KIND_CHANNELS, ModelManifest, verify_bundle
 from ts2d_xray.segment.models import bundled_models, installed_summary, list_models, open_model
 from ts2d_xray.segment.result import Result
+
+if TYPE_CHECKING:  # torch is imported when a Segmenter is made, not when this module is
+    import torch
+
+    from ts2d_xray.segment.groups import GroupNetwork
 
 __all__ = ["MAX_MASK_BYTES", "SegmentOptions", "Segmenter", "default_model"]
 
@@ -90,7 +98,7 @@ class SegmentOptions:
     max_pixels: int = MAX_PIXELS
     max_voxels: int = MAX_CT_VOXELS
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.threshold is not None and not 0 < self.threshold < 1:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
         if not 0 < self.step <= 1:
@@ -134,14 +142,14 @@ class Segmenter:
     mm, default the model's).  Returns a :class:`~ts2d_xray.segment.result.Result`.
     """
 
-    def __init__(self, model: str | PathLike | None = None, *, options: SegmentOptions | None = None, **kwargs):
+    def __init__(self, model: str | PathLike | None = None, *, options: SegmentOptions | None = None,
+                 **kwargs: Any) -> None:
         if options is not None and kwargs:
             raise TypeError("give either options= or keyword options, not both")
-        known = {f.name for f in fields(SegmentOptions)}
-        unknown = sorted(set(kwargs) - known)
-        if unknown:
-            raise TypeError(f"unknown option(s) {unknown}; SegmentOptions has {sorted(known)}")
-        self.options = options or SegmentOptions(**kwargs)
+        unknown = sorted(set(kwargs) - set(field_types(SegmentOptions)))
+        if unknown:  # a TypeError, as for any unknown keyword argument
+            raise TypeError(f"unknown option(s) {unknown}; SegmentOptions has {sorted(field_types(SegmentOptions))}")
+        self.options = options or record_from_dict(SegmentOptions, kwargs)
         from ts2d_xray.device import resolve_device  # imports torch: not at module import time
 
         self.device = resolve_device(self.options.device)
@@ -153,7 +161,7 @@ class Segmenter:
             verify = self.options.verify if self.options.verify is not None else not self.bundle.installed
             if verify:
                 verify_bundle(self.bundle.root, manifest)
-            from ts2d_xray.nnunet.network import load_group
+            from ts2d_xray.segment.groups import load_group
 
             if self.device.type == "cuda":
                 import torch
@@ -170,7 +178,8 @@ class Segmenter:
                            for s in self.structures}
 
     @property
-    def manifest(self):
+    def manifest(self) -> ModelManifest:
+        """The bundle's manifest."""
         return self.bundle.manifest
 
     @property
@@ -190,22 +199,23 @@ class Segmenter:
     def __enter__(self) -> "Segmenter":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # --- inputs -------------------------------------------------------------------
-    def check(self, path: str | PathLike):
+    def check(self, path: str | PathLike) -> InputInfo:
         """Inspect a path's header (kind, size limits) and refuse a kind the model cannot segment."""
         info = inspect_input(path, max_pixels=self.options.max_pixels, max_voxels=self.options.max_voxels)
         self._check_kind(info.kind, info.path)
         return info
 
-    def _check_kind(self, input_kind: str, source) -> None:
+    def _check_kind(self, input_kind: str, source: str | PathLike | None) -> None:
         if MODEL_KIND[input_kind] != self.kind:
             raise InputError(source, f"model {self.manifest.name!r} segments {_KIND_WORDS[self.kind]}; "
                                      f"this is {_INPUT_WORDS[input_kind]}")
 
-    def _read(self, x, spacing) -> tuple[Image2D, str, str | None]:
+    def _read(self, x: str | PathLike | Volume | Image2D | np.ndarray,
+              spacing: float | Sequence[float] | None) -> tuple[Image2D, str, str | None]:
         from ts2d_xray.io import read_ct, read_projection, read_radiograph
 
         if isinstance(x, (str, PathLike)):
@@ -236,7 +246,7 @@ class Segmenter:
         image = project_ct(ct, mode=self.manifest.projection_mode, spacing=None, display="radiograph")
         return resample(image, self.manifest.spacing_mm)
 
-    def _from_array(self, array: np.ndarray, spacing) -> tuple[Image2D, str, None]:
+    def _from_array(self, array: np.ndarray, spacing: float | Sequence[float] | None) -> tuple[Image2D, str, None]:
         if array.ndim == 2:
             array = array[None]
         if array.ndim != 3 or array.shape[0] not in (1, 2):
@@ -249,7 +259,7 @@ class Segmenter:
         return Image2D(np.asarray(array, np.float32), plane, KIND_CHANNELS[self.kind]), kind, None
 
     # --- segmentation -------------------------------------------------------------
-    def __call__(self, x, *, spacing: float | Sequence[float] | None = None,
+    def __call__(self, x: str | PathLike | Volume | Image2D | np.ndarray, *, spacing: float | Sequence[float] | None = None,
                  progress: Callable[[], None] | None = None) -> Result:
         """Segment one input (see the class docstring); ``progress`` is called after each group model."""
         if not self.groups:
@@ -267,19 +277,17 @@ class Segmenter:
         return Result(masks, image, kind, self.manifest.name, source, scores,
                       {"read": read, "predict": total - read, "total": total})
 
-    def _predict(self, image: Image2D, source, progress) -> tuple[np.ndarray, dict]:
+    def _predict(self, image: Image2D, source: str | None,
+                 progress: Callable[[], None] | None) -> tuple[np.ndarray, dict]:
         """Masks ``(K, H, W)`` on the (oriented) image's grid, and per-structure scores."""
         import torch
 
         with torch.inference_mode():
             return self._predict_groups(image, source, progress)
 
-    def _predict_groups(self, image: Image2D, source, progress) -> tuple[np.ndarray, dict]:
+    def _predict_groups(self, image: Image2D, source: str | None,
+                        progress: Callable[[], None] | None) -> tuple[np.ndarray, dict]:
         import torch
-        import torch.nn.functional as F
-
-        from ts2d_xray.nnunet.predict import normalize, predict_logits
-        from ts2d_xray.projection import resample
 
         h, w = image.plane.shape
         if len(self.structures) * h * w > MAX_MASK_BYTES:
@@ -290,46 +298,80 @@ class Segmenter:
         scores: dict[str, dict] = {}
         resampled: dict[tuple[float, float], Image2D] = {}
         written: set[int] = set()
-        batch = self.options.batch_size or (4 if self.device.type == "cuda" else 1)
         for group in self.groups:
             if group.spacing not in resampled:
-                shape = np.maximum(1, np.round(np.asarray(image.plane.extent) / group.spacing))
-                if np.prod(shape) > self.options.max_pixels:
-                    raise InputError(source, f"at the model's {group.spacing[0]:g} mm pixels the image would be "
-                                             f"{int(shape[1])}x{int(shape[0])} px, above max_pixels="
-                                             f"{self.options.max_pixels:,}; check the pixel spacing")
-                resampled[group.spacing] = resample(image, group.spacing)
-            work = resampled[group.spacing]
-            x = normalize(work.array, group.normalization)[list(group.channel_source)]
-            x = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
-            probs = torch.sigmoid(predict_logits(group, x, step=self.options.step, batch_size=batch,
-                                                 tta=self.options.tta))
+                resampled[group.spacing] = self._resample(image, group.spacing, source)
+            probs = self._probabilities(group, resampled[group.spacing])
             thresholds = torch.tensor([self.thresholds[s] for s in group.structures], device=self.device)[:, None, None]
-            inside = probs >= thresholds
-            n_inside = inside.sum(dim=(1, 2))
-            confidence = (probs * inside).sum(dim=(1, 2)) / n_inside.clamp(min=1)
-            peak = probs.amax(dim=(1, 2))
-            downsampling = probs.shape[-2] > h or probs.shape[-1] > w
-            per_chunk = max(1, _CHUNK_BYTES // (4 * h * w))
-            index = [self.structures.index(name) for name in group.structures]
-            for k0 in range(0, len(index), per_chunk):
-                up = probs[k0:k0 + per_chunk]
-                if up.shape[-2:] != (h, w):  # a CT's projection is already on the model's grid
-                    up = F.interpolate(up[None], size=(h, w), mode="bilinear", align_corners=False,
-                                       antialias=downsampling)[0]
-                rows = index[k0:k0 + per_chunk]
-                if self.device.type == "cpu" and rows == list(range(rows[0], rows[0] + len(rows))) and \
-                        written.isdisjoint(rows):  # straight into the output, no copy
-                    torch.ge(up, thresholds[k0:k0 + per_chunk], out=torch.from_numpy(masks[rows[0]:rows[-1] + 1]))
-                else:  # a GPU result, or a structure also predicted by another group (the union)
-                    masks[rows] |= (up >= thresholds[k0:k0 + per_chunk]).cpu().numpy()
-                written.update(rows)
-            for k, name in enumerate(group.structures):
-                conf = float(confidence[k]) if int(n_inside[k]) else None
-                old = scores.get(name)
-                if old is None or (conf or 0) > (old["confidence"] or 0):
-                    scores[name] = {"confidence": None if conf is None else round(conf, 4),
-                                    "max_probability": round(float(peak[k]), 4)}
+            self._add_masks(masks, probs, thresholds, [self.structures.index(n) for n in group.structures], written)
+            _add_scores(scores, group.structures, probs, thresholds)
             if progress is not None:
                 progress()
         return masks, scores
+
+    def _resample(self, image: Image2D, spacing: tuple[float, float], source: str | None) -> Image2D:
+        """The image at a group's pixel size (InputError when that would exceed ``max_pixels``)."""
+        from ts2d_xray.projection import resample
+
+        shape = np.maximum(1, np.round(np.asarray(image.plane.extent) / spacing))
+        if np.prod(shape) > self.options.max_pixels:
+            raise InputError(source, f"at the model's {spacing[0]:g} mm pixels the image would be "
+                                     f"{int(shape[1])}x{int(shape[0])} px, above max_pixels="
+                                     f"{self.options.max_pixels:,}; check the pixel spacing")
+        return resample(image, spacing)
+
+    def _probabilities(self, group: GroupNetwork, work: Image2D) -> torch.Tensor:
+        """Sigmoid probabilities ``(K, h, w)`` of a group on the image at its pixel size."""
+        import torch
+
+        from ts2d_xray.nnunet.normalize import normalize
+        from ts2d_xray.segment.groups import predict_group
+
+        batch = self.options.batch_size or (4 if self.device.type == "cuda" else 1)
+        x = normalize(work.array, group.normalization)[list(group.channel_source)]
+        x = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
+        return torch.sigmoid(predict_group(group, x, step=self.options.step, batch_size=batch, tta=self.options.tta))
+
+    def _add_masks(self, masks: np.ndarray, probs: torch.Tensor, thresholds: torch.Tensor, index: Sequence[int],
+                   written: set[int]) -> None:
+        """Threshold a group's probabilities on the output grid into ``masks[index]`` (a union with earlier groups).
+
+        Probabilities go up (bilinear, antialiased when downsampling) a chunk of
+        structures at a time, to bound the memory.
+        """
+        import torch
+        import torch.nn.functional as F
+
+        h, w = masks.shape[1:]
+        downsampling = probs.shape[-2] > h or probs.shape[-1] > w
+        per_chunk = max(1, _CHUNK_BYTES // (4 * h * w))
+        for k0 in range(0, len(index), per_chunk):
+            up = probs[k0:k0 + per_chunk]
+            if up.shape[-2:] != (h, w):  # a CT's projection is already on the model's grid
+                up = F.interpolate(up[None], size=(h, w), mode="bilinear", align_corners=False,
+                                   antialias=downsampling)[0]
+            rows = list(index[k0:k0 + per_chunk])
+            if self.device.type == "cpu" and rows == list(range(rows[0], rows[0] + len(rows))) and \
+                    written.isdisjoint(rows):  # straight into the output, no copy
+                torch.ge(up, thresholds[k0:k0 + per_chunk], out=torch.from_numpy(masks[rows[0]:rows[-1] + 1]))
+            else:  # a GPU result, or a structure also predicted by another group (the union)
+                masks[rows] |= (up >= thresholds[k0:k0 + per_chunk]).cpu().numpy()
+            written.update(rows)
+
+
+def _add_scores(scores: dict[str, dict], structures: Sequence[str], probs: torch.Tensor,
+                thresholds: torch.Tensor) -> None:
+    """Per structure: mean probability inside its mask (``confidence``, None if empty) and the peak.
+
+    A structure predicted by several groups keeps the more confident group's scores.
+    """
+    inside = probs >= thresholds
+    n_inside = inside.sum(dim=(1, 2))
+    confidence = (probs * inside).sum(dim=(1, 2)) / n_inside.clamp(min=1)
+    peak = probs.amax(dim=(1, 2))
+    for k, name in enumerate(structures):
+        conf = float(confidence[k]) if int(n_inside[k]) else None
+        old = scores.get(name)
+        if old is None or (conf or 0) > (old["confidence"] or 0):
+            scores[name] = {"confidence": None if conf is None else round(conf, 4),
+                            "max_probability": round(float(peak[k]), 4)}

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import re
 from dataclasses import dataclass, replace
 from functools import cached_property
 from os import PathLike
@@ -49,23 +48,22 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from ts2d_xray.dataset.format import Dataset, load_dataset
+from ts2d_xray.dataset import Dataset, load_dataset
 from ts2d_xray.errors import InputError
-from ts2d_xray.train import checkpoint as ckpt
-from ts2d_xray.train.transforms import XrayAugmentation
+from ts2d_xray.io.files import read_json
+from ts2d_xray.nnunet.layout import (CONFIGURATION, DATASET_FILE, FINAL, PLANS_FILE, TRAINER_NAME, fold_folder,
+                                     trainer_folder)
+from ts2d_xray.nnunet.network import SEG_LAYER, build_network
+from ts2d_xray.train.checkpoint import load_checkpoint
 from ts2d_xray.train.config import PLANNING_FIELDS, TrainConfig, config_from_dict
 from ts2d_xray.train.options import TrainOptions, TrainResult
-from ts2d_xray.train.plans import (CONFIGURATION, DATASET_FILE, PLANS_FILE, TRAINER_NAME, build_network, data_fields, read_json,
-                    trainer_folder)
+from ts2d_xray.train.plans import data_fields
 from ts2d_xray.train.trainer import Trainer
+from ts2d_xray.train.transforms import XrayAugmentation
 
 __all__ = ["CoronalModel", "adapt", "adapt_weights", "adaptation_trainer", "adapted_plans", "load_coronal_model"]
 
 log = logging.getLogger(__name__)
-
-#: The segmentation heads' tensors (one 1x1 convolution per decoder stage): one row per structure.
-_SEG_LAYER = re.compile(r"(^|\.)seg_layers\.\d+\.(weight|bias)$")
-
 
 @dataclass(frozen=True, eq=False)
 class CoronalModel:
@@ -129,16 +127,16 @@ def _trainer_dir(path: Path) -> Path:
 
 def _fold(trainer_dir: Path, fold: int | str | None) -> str:
     """The fold to read: the one asked for, else the only fold with a final checkpoint."""
-    done = sorted(p.parent.name[len("fold_"):] for p in trainer_dir.glob(f"fold_*/{ckpt.FINAL}"))
+    done = sorted(p.parent.name[len("fold_"):] for p in trainer_dir.glob(f"fold_*/{FINAL}"))
     if fold is not None:
         if str(fold) not in done:
-            raise InputError(trainer_dir / f"fold_{fold}" / ckpt.FINAL,
+            raise InputError(fold_folder(trainer_dir, fold) / FINAL,
                              f"no such checkpoint; folds with a final checkpoint: {done or 'none'}")
         return str(fold)
     if len(done) == 1:
         return done[0]
     if not done:
-        raise InputError(trainer_dir, f"no fold_N/{ckpt.FINAL}: the model has not finished training")
+        raise InputError(trainer_dir, f"no fold_N/{FINAL}: the model has not finished training")
     raise InputError(trainer_dir, f"{len(done)} folds have a final checkpoint ({', '.join(done)}); "
                                   "choose one (coronal_fold=, --coronal-fold)")
 
@@ -164,8 +162,8 @@ def load_coronal_model(path: str | PathLike, fold: int | str | None = None) -> C
         raise InputError(plans_path, f"the model's kind is {ours.get('kind')!r}; adaptation starts from a coronal "
                                      "model (2 channels: mean and max projection)")
     fold = _fold(trainer_dir, fold)
-    path = trainer_dir / f"fold_{fold}" / ckpt.FINAL
-    state = ckpt.load_checkpoint(path)
+    path = fold_folder(trainer_dir, fold) / FINAL
+    state = load_checkpoint(path)
     if not isinstance(state.get("config"), dict):
         raise InputError(path, "no training configuration ('config'): not a checkpoint of ts2d_xray.train")
     try:
@@ -184,9 +182,8 @@ def load_coronal_model(path: str | PathLike, fold: int | str | None = None) -> C
 
 def _shapes(plans: Mapping[str, Any], in_channels: int, structures: Sequence[str]) -> dict[str, tuple[int, ...]]:
     """Tensor shapes of the (deep-supervision) network of ``plans`` for other inputs and outputs."""
-    varied = {**plans, "ts2d": {**plans["ts2d"], "in_channels": int(in_channels), "structures": list(structures)}}
-    with torch.device("meta"):  # shapes only: no memory, no initialisation
-        network = build_network(varied, deep_supervision=True, initialize=False)
+    # Shapes only: on the meta device, without memory or initialisation.
+    network = build_network(plans, int(in_channels), len(structures), deep_supervision=True, device="meta")
     return {k: tuple(v.shape) for k, v in network.state_dict().items()}
 
 
@@ -251,7 +248,7 @@ def adapt_weights(weights: Mapping[str, torch.Tensor], shapes: Mapping[str, Sequ
         if key not in weights:
             raise ValueError(f"the coronal weights have no tensor {key!r}")
         tensor = weights[key]
-        if _SEG_LAYER.search(key):
+        if SEG_LAYER.search(key):
             tensor = tensor[rows]  # each output keeps the head of its structure
         shape = tuple(shape)
         if tuple(tensor.shape) != shape:
@@ -335,7 +332,8 @@ def adaptation_trainer(coronal_model: str | PathLike | CoronalModel, xray_datase
                             coronal.structures, structures)
     patch = coronal.plans["configurations"][CONFIGURATION]["patch_size"]
 
-    def planner(fingerprint, dataset_meta, config, *, in_channels, channel_source):
+    def planner(fingerprint: Mapping[str, Any], dataset_meta: Mapping[str, Any], config: TrainConfig, *,
+                in_channels: int, channel_source: Sequence[int]) -> dict:
         return adapted_plans(coronal, fingerprint, dataset_meta)
 
     log.info("adapting %s (fold %s, %d structures) to %s (%d structures)", coronal.trainer_dir, coronal.fold,
@@ -354,7 +352,7 @@ def adapt(coronal_model: str | PathLike | CoronalModel, xray_dataset: Dataset | 
         coronal_model: ``MODEL_DIR`` of a coronal training (one
             ``<trainer>__<plans>__2d`` folder in it), that folder, or a
             :class:`CoronalModel`.
-        xray_dataset: A 1-channel data set (folder or :class:`~ts2d_xray.dataset.format.Dataset`)
+        xray_dataset: A 1-channel data set (folder or :class:`~ts2d_xray.dataset.Dataset`)
             whose structures are the coronal model's or a subset of them.
         out_dir: ``MODEL_DIR`` of the X-ray model; it goes to
             ``out_dir/<trainer>__<plans>__2d/fold_<options.fold>``.

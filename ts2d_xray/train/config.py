@@ -17,9 +17,11 @@ Example:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Mapping
+
+from ts2d_xray.records import record_from_dict, record_to_dict
 
 __all__ = ["CONFIGS", "TrainConfig", "config_from_dict", "get_config"]
 
@@ -86,7 +88,7 @@ class TrainConfig:
     val_max_cases: int | None = None
     freeze_encoder_epochs: int = 0
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "").isalnum():
             raise ValueError(f"name must be letters, digits or '_', got {self.name!r}")
         if self.spacing_mm is not None and not (math.isfinite(self.spacing_mm) and self.spacing_mm > 0):
@@ -120,7 +122,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         """Plain values (for JSON and checkpoints that load with ``weights_only=True``)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        return record_to_dict(self)
 
 
 #: Fields that the plans depend on: a training may resume with other values of the rest.
@@ -129,12 +131,12 @@ PLANNING_FIELDS = ("name", "spacing_mm", "max_patch_size", "base_features", "max
 
 
 def config_from_dict(values: Mapping[str, Any]) -> TrainConfig:
-    """The inverse of :meth:`TrainConfig.to_dict` (unknown keys are refused)."""
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"unknown TrainConfig fields {unknown}")
-    return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    """The inverse of :meth:`TrainConfig.to_dict` (:func:`ts2d_xray.records.record_from_dict`).
+
+    Raises:
+        ValueError: An unknown key, or an invalid value.
+    """
+    return record_from_dict(TrainConfig, values)
 
 
 #: The presets.  ``tiny`` trains in minutes on 2 CPU cores (tests, demos): 6 mm pixels

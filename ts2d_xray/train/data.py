@@ -10,9 +10,10 @@ are at the plans' pixel size (``configurations["2d"]["spacing"]``, (row, column)
 normalised per channel as nnU-Net does, and have ``plans["ts2d"]["in_channels"]``
 channels.
 
-Normalisation (nnU-Net's classes, chosen by ``dataset.json["channel_names"]``):
-``"CT"``: clip to the training foreground's 0.5/99.5 percentiles, subtract its mean and
-divide by its standard deviation (``plans["foreground_intensity_properties_per_channel"]``);
+Normalisation is inference's (:mod:`ts2d_xray.nnunet.normalize`: nnU-Net's classes,
+chosen by ``dataset.json["channel_names"]`` when planning): ``"CT"``: clip to the
+training foreground's 0.5/99.5 percentiles, subtract its mean and divide by its
+standard deviation (``plans["foreground_intensity_properties_per_channel"]``);
 ``"zscore"``: per image, mean 0 and standard deviation 1.
 """
 
@@ -25,12 +26,14 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ts2d_xray.dataset.format import Dataset, iter_cases, validate_case
+from ts2d_xray.dataset import Dataset, iter_cases, validate_case
 from ts2d_xray.errors import InputError
 from ts2d_xray.image import Image2D, Masks
-from ts2d_xray.train.plans import CONFIGURATION
+from ts2d_xray.nnunet.layout import CONFIGURATION
+from ts2d_xray.nnunet.normalize import normalize, plans_normalization
 
-__all__ = ["RawCase", "TrainingCase", "normalize", "prepare_case", "preprocess_image", "read_cases"]
+__all__ = ["RawCase", "TrainingCase", "check_channels", "prepare_case", "preprocess_image", "preprocess_masks",
+           "read_cases"]
 
 log = logging.getLogger(__name__)
 
@@ -89,22 +92,6 @@ def read_cases(dataset: Dataset, case_ids: Sequence[str] | None = None, *, valid
     return cases
 
 
-def normalize(array: np.ndarray, plans: Mapping[str, Any]) -> np.ndarray:
-    """Normalise a ``(C, H, W)`` image channel by channel with nnU-Net's schemes of the plans."""
-    from nnunetv2.preprocessing.normalization import default_normalization_schemes as schemes
-
-    configuration = plans["configurations"][CONFIGURATION]
-    properties = plans["foreground_intensity_properties_per_channel"]
-    names = configuration["normalization_schemes"]
-    if array.ndim != 3 or array.shape[0] != len(names):
-        raise ValueError(f"image must be (C, H, W) with C = {len(names)} channels of the plans, got {array.shape}")
-    out = np.empty(array.shape, np.float32)
-    for c, name in enumerate(names):
-        scheme = getattr(schemes, name)(use_mask_for_norm=False, intensityproperties=dict(properties[str(c)]))
-        out[c] = scheme.run(np.array(array[c], dtype=np.float32), None)
-    return out
-
-
 def preprocess_image(image: Image2D, plans: Mapping[str, Any]) -> np.ndarray:
     """What the network gets for an image: resampled, normalised, channels arranged.
 
@@ -114,7 +101,7 @@ def preprocess_image(image: Image2D, plans: Mapping[str, Any]) -> np.ndarray:
     from ts2d_xray.projection import resample
 
     spacing = plans["configurations"][CONFIGURATION]["spacing"]
-    array = normalize(resample(image, tuple(spacing)).array, plans)
+    array = normalize(resample(image, tuple(spacing)).array, plans_normalization(plans))
     return np.ascontiguousarray(array[plans["ts2d"]["channel_source"]])
 
 

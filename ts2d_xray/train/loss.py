@@ -43,7 +43,8 @@ class MultiLabelDiceBCELoss(DC_and_BCE_loss):
         self.batch_dice = batch_dice
         self.bce_per_pixel = torch.nn.BCEWithLogitsLoss(reduction="none")
 
-    def forward(self, net_output: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None):
+    def forward(self, net_output: torch.Tensor, target: torch.Tensor,
+                valid: torch.Tensor | None = None) -> torch.Tensor:
         if valid is None:
             return super().forward(net_output, target)
         valid = valid.to(net_output.dtype)

@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 from ts2d_xray.device import resolve_device
-from ts2d_xray.train.checkpoint import FINAL
+from ts2d_xray.nnunet.layout import FINAL
 
 __all__ = ["TrainOptions", "TrainResult", "resolve_device"]
 
@@ -41,7 +40,7 @@ class TrainOptions:
     num_workers: int | None = None
     progress: bool = False
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
         if self.num_workers is not None and self.num_workers < 0:
@@ -60,4 +59,5 @@ class TrainResult:
 
     @property
     def final_checkpoint(self) -> Path:
+        """``fold_N/checkpoint_final.pth``."""
         return self.fold_dir / FINAL

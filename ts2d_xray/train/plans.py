@@ -16,8 +16,8 @@ using its own topology function:
    the data set's pixels per batch).
 
 The plans hold nnU-Net's keys (``configurations["2d"]`` with its ``architecture``
-block, which ``nnunetv2.utilities.get_network_from_plans.get_network_from_plans``
-builds), plus a ``"ts2d"`` block with what nnU-Net has no field for: the structures
+block, which :func:`ts2d_xray.nnunet.network.build_network` builds as nnU-Net's
+``get_network_from_plans`` does), plus a ``"ts2d"`` block with what nnU-Net has no field for: the structures
 (one sigmoid output each), which data set channel feeds each network input, and how
 images are resampled.
 
@@ -28,41 +28,21 @@ Axis order follows nnU-Net's for 2D NIfTI files read by SimpleITK: 3D values are
 
 from __future__ import annotations
 
-import json
 import logging
-from os import PathLike
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from ts2d_xray.errors import InputError
+from ts2d_xray.nnunet.layout import CONFIGURATION
+from ts2d_xray.nnunet.network import network_from_architecture
 from ts2d_xray.train.config import PLANNING_FIELDS, TrainConfig
 
-__all__ = [
-    "CONFIGURATION",
-    "DATASET_FILE",
-    "FINGERPRINT_FILE",
-    "PLANS_FILE",
-    "TRAINER_NAME",
-    "build_network",
-    "check_plans",
-    "data_fields",
-    "dataset_fingerprint",
-    "network_topology",
-    "plan",
-    "trainer_folder",
-]
+__all__ = ["check_plans", "data_fields", "dataset_fingerprint", "network_topology", "plan"]
 
 log = logging.getLogger(__name__)
 
-#: Trainer name in folder names and checkpoints (``<trainer>__<plans>__2d``).
-TRAINER_NAME = "Ts2dMultiLabelTrainer"
-#: The one nnU-Net configuration we plan.
-CONFIGURATION = "2d"
-PLANS_FILE = "plans.json"
-DATASET_FILE = "dataset.json"
-FINGERPRINT_FILE = "dataset_fingerprint.json"
 #: Thickness of the singleton z axis of our 2D NIfTI files, in mm (see docs/dataset_format.md).
 SLICE_THICKNESS_MM = 1.0
 #: Foreground pixels sampled per channel for the intensity statistics (nnU-Net: 10e7 in all).
@@ -76,11 +56,6 @@ _REFERENCE_GB = 8
 _MIN_BATCH = 2
 _MAX_DATASET_COVERED = 0.05
 _INITIAL_PATCH_PIXELS = 2048 ** 2
-
-
-def trainer_folder(model_dir: str | PathLike, config: TrainConfig) -> Path:
-    """``MODEL_DIR/<trainer>__<plans>__2d``: nnU-Net's results folder of one configuration."""
-    return Path(model_dir) / f"{TRAINER_NAME}__{config.plans_name}__{CONFIGURATION}"
 
 
 # --- the data set's fingerprint ---------------------------------------------------
@@ -176,26 +151,9 @@ def _architecture(topology: Mapping[str, Any], config: TrainConfig) -> dict:
     }
 
 
-def build_network(plans: Mapping[str, Any], *, deep_supervision: bool = False, initialize: bool = True):
-    """The PlainConvUNet of a plan, built by nnU-Net's ``get_network_from_plans``.
-
-    Inputs are ``plans["ts2d"]["in_channels"]`` channels, outputs one logit per
-    structure of ``plans["ts2d"]["structures"]`` (apply a sigmoid per channel).
-    """
-    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
-
-    arch = plans["configurations"][CONFIGURATION]["architecture"]
-    return get_network_from_plans(arch["network_class_name"], arch["arch_kwargs"], arch["_kw_requires_import"],
-                                  plans["ts2d"]["in_channels"], len(plans["ts2d"]["structures"]),
-                                  allow_init=initialize, deep_supervision=deep_supervision)
-
-
 def _feature_map_size(architecture: Mapping[str, Any], patch: Sequence[int], in_channels: int, n_out: int) -> float:
     """nnU-Net's memory proxy: the summed feature-map sizes of one forward pass."""
-    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
-
-    net = get_network_from_plans(architecture["network_class_name"], architecture["arch_kwargs"],
-                                 architecture["_kw_requires_import"], in_channels, n_out, allow_init=False)
+    net = network_from_architecture(architecture, in_channels, n_out, device="meta")  # sizes only
     return float(net.compute_conv_feature_map_size(tuple(patch)))
 
 
@@ -246,13 +204,13 @@ def plan(fingerprint: Mapping[str, Any], dataset_meta: Mapping[str, Any], config
         fingerprint: :func:`dataset_fingerprint` of the data set's cases.
         dataset_meta: The data set's ``dataset.json`` (channel names, structures, name).
         config: The configuration.
-        in_channels: Network input channels (default: the data set's channels).
+        in_channels: Network inputs (default: the data set's channels).
         channel_source: For each network input, the data set channel it reads
             (default: ``0, 1, ...``).  A 1-channel data set may feed several inputs.
     """
-    channel_names = [dataset_meta["channel_names"][str(c)] for c in range(len(dataset_meta["channel_names"]))]
-    structures = list(dataset_meta["structures"])
-    in_channels = len(channel_names) if in_channels is None else int(in_channels)
+    n_channels = len(dataset_meta["channel_names"])
+    n_structures = len(dataset_meta["structures"])
+    in_channels = n_channels if in_channels is None else int(in_channels)
     channel_source = list(range(in_channels)) if channel_source is None else [int(c) for c in channel_source]
     spacings = np.asarray(fingerprint["spacings"], dtype=float)[:, 1:]
     shapes = np.asarray(fingerprint["shapes_after_crop"], dtype=float)[:, 1:]
@@ -268,32 +226,13 @@ def plan(fingerprint: Mapping[str, Any], dataset_meta: Mapping[str, Any], config
         patch = np.minimum(patch, config.max_patch_size)
     # 3. Topology.
     topology = network_topology(target, patch.astype(int), config)
-    architecture = _architecture(topology, config)
     # 4. Batch size: nnU-Net's rule, shrinking the patch first if a batch of 2 does not fit.
     if config.batch_size is not None:
         batch_size = config.batch_size
     else:
-        batch_size, topology = _memory_rule(topology, target, median_shape, config, len(channel_names),
-                                            len(structures), n_cases=len(shapes))
-        architecture = _architecture(topology, config)
-    configuration = {
-        "data_identifier": f"{config.plans_name}_{CONFIGURATION}",
-        "preprocessor_name": "DefaultPreprocessor",
-        "batch_size": int(batch_size),
-        "patch_size": topology["patch_size"],
-        "median_image_size_in_voxels": data["configuration"]["median_image_size_in_voxels"],
-        "spacing": [float(v) for v in target],
-        "normalization_schemes": data["configuration"]["normalization_schemes"],
-        "use_mask_for_norm": data["configuration"]["use_mask_for_norm"],
-        "resampling_fn_data": "resample_data_or_seg_to_shape",
-        "resampling_fn_seg": "resample_data_or_seg_to_shape",
-        "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
-        "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
-        "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
-        "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None},
-        "architecture": architecture,
-        "batch_dice": True,
-    }
+        batch_size, topology = _memory_rule(topology, target, median_shape, config, n_channels, n_structures,
+                                            n_cases=len(shapes))
+    configuration = _configuration(config, data["configuration"], target, topology, batch_size)
     return {
         "dataset_name": data["plans"]["dataset_name"],
         "plans_name": config.plans_name,
@@ -306,19 +245,49 @@ def plan(fingerprint: Mapping[str, Any], dataset_meta: Mapping[str, Any], config
         "experiment_planner_used": "ts2d_xray.train.plans",
         "label_manager": "LabelManager",
         "foreground_intensity_properties_per_channel": data["plans"]["foreground_intensity_properties_per_channel"],
-        "ts2d": {
-            "config": config.name,
-            "planning": {k: config.to_dict()[k] for k in PLANNING_FIELDS},
-            "structures": structures,
-            "outputs": "one logit per structure, in 'structures' order; sigmoid > 0.5 = inside (masks may overlap)",
-            "kind": dataset_meta.get("kind"),
-            "display": dataset_meta.get("display"),
-            "dataset_channels": list(dataset_meta.get("channels", channel_names)),
-            "in_channels": in_channels,
-            "channel_source": channel_source,
-            "resampling": "ts2d_xray.projection.resample: antialiased bilinear to 'spacing' (row, column) mm; "
-                          "masks as fractions, >= 0.5",
-        },
+        "ts2d": _ts2d_block(config, dataset_meta, in_channels, channel_source),
+    }
+
+
+def _configuration(config: TrainConfig, data: Mapping[str, Any], spacing: np.ndarray, topology: Mapping[str, Any],
+                   batch_size: int) -> dict:
+    """``configurations["2d"]``: the data's fields (:func:`data_fields`), spacing, patch, network, batch."""
+    return {
+        "data_identifier": f"{config.plans_name}_{CONFIGURATION}",
+        "preprocessor_name": "DefaultPreprocessor",
+        "batch_size": int(batch_size),
+        "patch_size": topology["patch_size"],
+        "median_image_size_in_voxels": data["median_image_size_in_voxels"],
+        "spacing": [float(v) for v in spacing],
+        "normalization_schemes": data["normalization_schemes"],
+        "use_mask_for_norm": data["use_mask_for_norm"],
+        "resampling_fn_data": "resample_data_or_seg_to_shape",
+        "resampling_fn_seg": "resample_data_or_seg_to_shape",
+        "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
+        "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
+        "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
+        "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None},
+        "architecture": _architecture(topology, config),
+        "batch_dice": True,
+    }
+
+
+def _ts2d_block(config: TrainConfig, dataset_meta: Mapping[str, Any], in_channels: int,
+                channel_source: Sequence[int]) -> dict:
+    """``plans["ts2d"]``: what nnU-Net has no field for (structures, inputs, resampling)."""
+    channel_names = [dataset_meta["channel_names"][str(c)] for c in range(len(dataset_meta["channel_names"]))]
+    return {
+        "config": config.name,
+        "planning": {k: config.to_dict()[k] for k in PLANNING_FIELDS},
+        "structures": list(dataset_meta["structures"]),
+        "outputs": "one logit per structure, in 'structures' order; sigmoid > 0.5 = inside (masks may overlap)",
+        "kind": dataset_meta.get("kind"),
+        "display": dataset_meta.get("display"),
+        "dataset_channels": list(dataset_meta.get("channels", channel_names)),
+        "in_channels": in_channels,
+        "channel_source": list(channel_source),
+        "resampling": "ts2d_xray.projection.resample: antialiased bilinear to 'spacing' (row, column) mm; "
+                      "masks as fractions, >= 0.5",
     }
 
 
@@ -356,11 +325,3 @@ def check_plans(plans: Mapping[str, Any], dataset_meta: Mapping[str, Any], confi
         changed = sorted(k for k in planning if ts2d.get("planning", {}).get(k) != planning[k])
         raise InputError(path, f"these plans were made with other settings of config {config.name!r} "
                                f"({', '.join(changed)}); use another model folder")
-
-
-def read_json(path: Path) -> dict:
-    """A JSON file, or InputError naming it."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise InputError(path, f"cannot read it as JSON ({err})") from None

@@ -15,14 +15,14 @@ the image are 0 (the normalised mean) in the image and background in the masks.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from ts2d_xray.train.data import TrainingCase
 
-__all__ = ["BatchSource", "PatchSampler", "downsample_targets"]
+__all__ = ["BatchSource", "PatchSampler", "downsample_targets", "iterate_batches"]
 
 
 def _crop(array: np.ndarray, lower: Sequence[int], size: Sequence[int]) -> np.ndarray:
@@ -149,7 +149,7 @@ class BatchSource(torch.utils.data.Dataset):
     """Batches ``first .. first + count - 1`` of a sampler, for a ``torch.utils.data.DataLoader``
     (``batch_size=None``: each item is a whole batch; workers share nothing but the cases)."""
 
-    def __init__(self, sampler: PatchSampler, first: int, count: int):
+    def __init__(self, sampler: PatchSampler, first: int, count: int) -> None:
         self.sampler, self.first, self.count = sampler, int(first), int(count)
 
     def __len__(self) -> int:
@@ -159,3 +159,16 @@ class BatchSource(torch.utils.data.Dataset):
         if not 0 <= i < self.count:
             raise IndexError(i)
         return self.sampler(self.first + i)
+
+
+def iterate_batches(source: BatchSource, workers: int, pin_memory: bool = False) -> Iterator[dict]:
+    """Every batch of ``source``, in order: made in this process (``workers=0``) or by data-loader workers."""
+    if workers == 0:
+        return (source[i] for i in range(len(source)))
+    loader = torch.utils.data.DataLoader(source, batch_size=None, shuffle=False, num_workers=workers,
+                                         pin_memory=pin_memory, worker_init_fn=_one_thread, prefetch_factor=4)
+    return iter(loader)
+
+
+def _one_thread(_worker_id: int) -> None:
+    torch.set_num_threads(1)  # workers make batches; the main process computes

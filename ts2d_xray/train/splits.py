@@ -10,14 +10,14 @@ trains and validates on every case.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Sequence
 
 from ts2d_xray.errors import InputError
+from ts2d_xray.io.files import read_json, write_json
 
-__all__ = ["SPLITS_FILE", "SPLIT_SEED", "fold_cases", "make_splits"]
+__all__ = ["SPLITS_FILE", "SPLIT_SEED", "fold_cases", "make_splits", "write_splits"]
 
 log = logging.getLogger(__name__)
 
@@ -70,17 +70,13 @@ def fold_cases(case_ids: Sequence[str], fold: int | str, num_folds: int, dataset
 
 
 def write_splits(path: Path, case_ids: Sequence[str], num_folds: int) -> None:
-    """Write the default split (see :func:`make_splits`)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(make_splits(case_ids, num_folds), indent=1))
+    """Write the default split (see :func:`make_splits`), atomically."""
+    write_json(path, make_splits(case_ids, num_folds))
 
 
 def _read_splits(path: Path, case_ids: Sequence[str]) -> list[dict]:
-    try:
-        splits = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise InputError(path, f"cannot read it as JSON ({err})") from None
-    if not isinstance(splits, list) or not all(isinstance(s, dict) and {"train", "val"} <= set(s) for s in splits):
+    splits = read_json(path, expect=list)
+    if not all(isinstance(s, dict) and {"train", "val"} <= set(s) for s in splits):
         raise InputError(path, "expected a list of {'train': [...], 'val': [...]} folds (nnU-Net's splits_final.json)")
     known = set(case_ids)
     for i, s in enumerate(splits):

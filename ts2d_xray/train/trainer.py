@@ -8,7 +8,7 @@ folder (see :mod:`.checkpoint`).  What it does, per nnU-Net's ``nnUNetTrainer``:
 * deep supervision with nnU-Net's loss weights (:mod:`.loss`); batches of
   :mod:`.sampling` (a third of each batch centred on a structure);
 * after each epoch, Dice per structure on the validation cases (whole images,
-  sigmoid > 0.5), logged to ``training_log.jsonl``; ``checkpoint_latest.pth`` every
+  sigmoid > 0.5), logged to ``training_log.jsonl`` (:mod:`.training_log`); ``checkpoint_latest.pth`` every
   ``save_every`` epochs, ``checkpoint_best.pth`` on a better moving-average Dice,
   ``checkpoint_final.pth`` at the end.
 
@@ -22,7 +22,7 @@ trains only the decoder for the first epochs.  :mod:`.adapt` does all of this to
 coronal model into a radiograph model.
 
 Example:
-    >>> from ts2d_xray.dataset.format import load_dataset
+    >>> from ts2d_xray.dataset import load_dataset
     >>> from ts2d_xray.train import Trainer, TrainOptions, get_config
     >>> trainer = Trainer("models", load_dataset("Dataset501_Coronal"), get_config("tiny"),  # doctest: +SKIP
     ...                   TrainOptions(device="cpu", fold=0))
@@ -41,31 +41,36 @@ import time
 from dataclasses import asdict
 from os import PathLike
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 
-from ts2d_xray.dataset.format import Dataset, json_default
+from ts2d_xray.dataset import Dataset
 from ts2d_xray.errors import InputError
-from ts2d_xray.train import checkpoint as ckpt
-from ts2d_xray.train.transforms import NnUNetAugmentation, input_size_of
+from ts2d_xray.io.files import json_default, read_json, write_json
+from ts2d_xray.nnunet.checkpoint import load_weights, save_checkpoint
+from ts2d_xray.nnunet.layout import (BEST, CONFIGURATION, DATASET_FILE, FINAL, FINGERPRINT_FILE, LATEST, PLANS_FILE,
+                                     TRAINER_NAME, fold_folder, trainer_folder)
+from ts2d_xray.nnunet.network import build_network, input_divisor
+from ts2d_xray.nnunet.predict import whole_image_logits
+from ts2d_xray.train.checkpoint import load_checkpoint
 from ts2d_xray.train.config import TrainConfig, get_config
 from ts2d_xray.train.data import RawCase, TrainingCase, check_channels, prepare_case, read_cases
 from ts2d_xray.train.loss import MultiLabelDiceBCELoss, build_loss, deep_supervision_scales
 from ts2d_xray.train.options import TrainOptions, TrainResult, resolve_device
-from ts2d_xray.train.plans import (CONFIGURATION, DATASET_FILE, FINGERPRINT_FILE, PLANS_FILE, TRAINER_NAME, build_network,
-                    check_plans, dataset_fingerprint, plan, read_json, trainer_folder)
-from ts2d_xray.train.sampling import BatchSource, PatchSampler
+from ts2d_xray.train.plans import check_plans, dataset_fingerprint, plan
+from ts2d_xray.train.sampling import BatchSource, PatchSampler, iterate_batches
 from ts2d_xray.train.splits import fold_cases, write_splits
-from ts2d_xray.train.validation import DiceCounts, predict_logits
+from ts2d_xray.train.training_log import LOG_FILE, append_record, read_log
+from ts2d_xray.train.transforms import NnUNetAugmentation, input_size_of
+from ts2d_xray.train.validation import DiceCounts
 
-__all__ = ["LOG_FILE", "Trainer", "train"]
+__all__ = ["Trainer", "train"]
 
 log = logging.getLogger(__name__)
 
-LOG_FILE = "training_log.jsonl"
 #: Poly learning-rate exponent (nnU-Net).
 POLY_EXPONENT = 0.9
 #: Weight of the newest epoch in the moving-average Dice (nnU-Net's ``ema_fg_dice``).
@@ -99,7 +104,7 @@ class Trainer:
         self.options = options
         self.dataset = dataset
         self.trainer_dir = trainer_folder(model_dir, self.config)
-        self.fold_dir = self.trainer_dir / f"fold_{options.fold}"
+        self.fold_dir = fold_folder(self.trainer_dir, options.fold)
         self.initial_weights = initial_weights
         self.in_channels = in_channels
         self.augmentation = augmentation
@@ -119,77 +124,83 @@ class Trainer:
             return
         opts, dataset = self.options, self.dataset
         self.device = resolve_device(opts.device)
-        if not opts.resume and any((self.fold_dir / n).exists() for n in (ckpt.FINAL, ckpt.LATEST)):
+        if not opts.resume and any((self.fold_dir / n).exists() for n in (FINAL, LATEST)):
             raise FileExistsError(f"{self.fold_dir} already holds checkpoints; resume to continue it, or "
                                   "choose another model folder or fold")
         resume_from = self._checkpoint_to_resume() if opts.resume else None
-        in_channels, channel_source = check_channels(dataset, self.in_channels)
+        inputs = check_channels(dataset, self.in_channels)
         train_ids, val_ids, new_split = fold_cases(dataset.case_ids, opts.fold, opts.num_folds, dataset.root,
                                                    self.trainer_dir)
-        plans_path = self.trainer_dir / PLANS_FILE
-        if plans_path.is_file():  # another fold planned already: every fold shares its plans
-            plans = read_json(plans_path)
-            check_plans(plans, dataset.meta, self.config, plans_path)
-            if (plans["ts2d"]["in_channels"], plans["ts2d"]["channel_source"]) != (in_channels, channel_source):
-                raise InputError(plans_path, "these plans were made for other network inputs; use another model folder")
-            fingerprint = None
-            raw = {c.id: c for c in read_cases(dataset, sorted(set(train_ids) | set(val_ids)))}
-        else:
-            raw = {c.id: c for c in read_cases(dataset)}  # every case: the plans' statistics use them all
-            fingerprint = dataset_fingerprint([c.image.array for c in raw.values()],
-                                              [c.masks.array for c in raw.values()],
-                                              [c.image.plane.spacing for c in raw.values()],
-                                              [c.labelled for c in raw.values()])
-            plans = self.planner(fingerprint, dataset.meta, self.config, in_channels=in_channels,
-                                 channel_source=channel_source)
-            plans = json.loads(json.dumps(plans))  # as plans.json will read back
+        plans, fingerprint, raw = self._plan(inputs, sorted(set(train_ids) | set(val_ids)))
         arch = plans["configurations"][CONFIGURATION]["architecture"]["arch_kwargs"]
         if arch["n_stages"] < 2:
             raise InputError(dataset.root, f"images of {plans['configurations'][CONFIGURATION]['patch_size']} px at "
                                            f"{self.config.spacing_mm or 'native'} mm are too small for a U-Net")
         # Inputs are fine: write the folder (as nnU-Net: plans and dataset.json beside the folds).
         self.plans = plans
-        self.dataset_json = json.loads(json.dumps(dict(dataset.meta), default=json_default))
+        self.dataset_json = json.loads(json.dumps(dict(dataset.meta), default=json_default))  # as read back
         self.fold_dir.mkdir(parents=True, exist_ok=True)
         if fingerprint is not None:
-            _write_json(self.trainer_dir / FINGERPRINT_FILE, fingerprint)
-            _write_json(plans_path, plans)
-        _write_json(self.trainer_dir / DATASET_FILE, self.dataset_json)
+            write_json(self.trainer_dir / FINGERPRINT_FILE, fingerprint)
+            write_json(self.trainer_dir / PLANS_FILE, plans)
+        write_json(self.trainer_dir / DATASET_FILE, self.dataset_json)
         if new_split is not None:
             write_splits(new_split, dataset.case_ids, opts.num_folds)
         self._setup_training(raw, train_ids, val_ids)
         if resume_from is not None:
             self.load_checkpoint(resume_from)
         elif self.initial_weights is not None:
-            self.skipped_weights = tuple(ckpt.load_weights(self.network, self.initial_weights))
+            self.skipped_weights = tuple(load_weights(self.network, self.initial_weights))
             if self.skipped_weights:
                 log.warning("initial_weights: %d tensors of another shape keep their initialisation: %s",
                             len(self.skipped_weights), ", ".join(self.skipped_weights[:6]))
         self._prepared = True
 
+    def _plan(self, inputs: tuple[int, list[int]],
+              fold_ids: Sequence[str]) -> tuple[dict, dict | None, dict[str, RawCase]]:
+        """``(plans, new fingerprint or None, cases read)``: the folder's plans if planned, else new ones.
+
+        ``inputs`` is ``(in_channels, channel_source)``.  Every fold of a folder shares
+        its plans; new plans use every case's statistics.
+        """
+        dataset, (in_channels, channel_source) = self.dataset, inputs
+        plans_path = self.trainer_dir / PLANS_FILE
+        if plans_path.is_file():
+            plans = read_json(plans_path, what="plans.json")
+            check_plans(plans, dataset.meta, self.config, plans_path)
+            if (plans["ts2d"]["in_channels"], plans["ts2d"]["channel_source"]) != (in_channels, channel_source):
+                raise InputError(plans_path, "these plans were made for other network inputs; use another model folder")
+            return plans, None, {c.id: c for c in read_cases(dataset, fold_ids)}
+        raw = {c.id: c for c in read_cases(dataset)}
+        cases = list(raw.values())
+        fingerprint = dataset_fingerprint([c.image.array for c in cases], [c.masks.array for c in cases],
+                                          [c.image.plane.spacing for c in cases], [c.labelled for c in cases])
+        plans = self.planner(fingerprint, dataset.meta, self.config, in_channels=in_channels,
+                             channel_source=channel_source)
+        return json.loads(json.dumps(plans)), fingerprint, raw  # the plans as plans.json will read back
+
     def _checkpoint_to_resume(self) -> Path | None:
         """The fold's checkpoint with the most epochs (final wins a tie), or None."""
         found = []
-        for name in (ckpt.FINAL, ckpt.LATEST):
+        for name in (FINAL, LATEST):
             path = self.fold_dir / name
             if path.is_file():
-                found.append((ckpt.load_checkpoint(path)["current_epoch"], name == ckpt.FINAL, path))
+                found.append((load_checkpoint(path)["current_epoch"], name == FINAL, path))
         return max(found)[2] if found else None
 
-    def _setup_training(self, raw: Mapping[str, RawCase], train_ids, val_ids) -> None:
+    def _setup_training(self, raw: Mapping[str, RawCase], train_ids: Sequence[str], val_ids: Sequence[str]) -> None:
         cfg, plans = self.config, self.plans
         configuration = plans["configurations"][CONFIGURATION]
         self.train_cases: list[TrainingCase] = [prepare_case(raw[c], plans) for c in train_ids]
         val = list(val_ids)[: cfg.val_max_cases] if cfg.val_max_cases else list(val_ids)
         self.val_cases: list[TrainingCase] = [prepare_case(raw[c], plans) for c in val]
         self.structures = tuple(plans["ts2d"]["structures"])
-        strides = configuration["architecture"]["arch_kwargs"]["strides"]
-        self.divisible_by = [int(v) for v in np.prod(np.asarray(strides), axis=0)]
-        self.ds_scales = deep_supervision_scales(strides)
+        self.divisible_by = list(input_divisor(plans))
+        self.ds_scales = deep_supervision_scales(configuration["architecture"]["arch_kwargs"]["strides"])
         # Network: nnU-Net's builder and initialisation, seeded without touching the global generator.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.options.seed)
-            self.network = build_network(plans, deep_supervision=True).to(self.device)
+            self.network = build_network(plans, deep_supervision=True, initialize=True).to(self.device)
         if cfg.freeze_encoder_epochs and not isinstance(getattr(self.network, "encoder", None), torch.nn.Module):
             raise ValueError(f"freeze_encoder_epochs: {type(self.network).__name__} has no 'encoder' to freeze")
         self.loss = build_loss(len(self.ds_scales), batch_dice=configuration["batch_dice"])
@@ -217,29 +228,24 @@ class Trainer:
                  self.trainer_dir.name, self.options.fold, self.device, len(self.train_cases), len(self.val_cases),
                  self.sampler.patch_size, self.sampler.batch_size, self.current_epoch, cfg.epochs - 1)
         batches = self._batches(self.current_epoch)
-        history = list(_read_log(self.fold_dir / LOG_FILE, self.current_epoch))
+        history = read_log(self.fold_dir / LOG_FILE, self.current_epoch)
         for epoch in range(self.current_epoch, cfg.epochs):
             history.append(self._epoch(epoch, batches))
             if (epoch + 1) % cfg.save_every == 0 or epoch + 1 == cfg.epochs:
-                ckpt.save_checkpoint(self.fold_dir / ckpt.LATEST, self.checkpoint())
-        ckpt.save_checkpoint(self.fold_dir / ckpt.FINAL, self.checkpoint())
+                save_checkpoint(self.fold_dir / LATEST, self.checkpoint())
+        save_checkpoint(self.fold_dir / FINAL, self.checkpoint())
         return TrainResult(self.trainer_dir, self.fold_dir, self.current_epoch, tuple(history), self.skipped_weights)
 
-    def _batches(self, start_epoch: int):
-        """Every remaining batch, in order: made here, or by data-loader workers."""
+    def _batches(self, start_epoch: int) -> Iterator[dict]:
+        """Every remaining batch, in order: made here (default on the CPU), or by data-loader workers."""
         iters = self.config.iterations_per_epoch
         source = BatchSource(self.sampler, start_epoch * iters, max(0, self.config.epochs - start_epoch) * iters)
         workers = self.options.num_workers
         if workers is None:
             workers = 0 if self.device.type == "cpu" else min(8, max(1, (os.cpu_count() or 2) - 1))
-        if workers == 0:
-            return (source[i] for i in range(len(source)))
-        loader = torch.utils.data.DataLoader(source, batch_size=None, shuffle=False, num_workers=workers,
-                                             pin_memory=self.device.type == "cuda", worker_init_fn=_one_thread,
-                                             prefetch_factor=4)
-        return iter(loader)
+        return iterate_batches(source, workers, pin_memory=self.device.type == "cuda")
 
-    def _epoch(self, epoch: int, batches) -> dict:
+    def _epoch(self, epoch: int, batches: Iterator[dict]) -> dict:
         cfg = self.config
         started = time.time()
         self.lr_scheduler.step(epoch)
@@ -260,9 +266,7 @@ class Trainer:
         dice = val["dice"]
         mean = float(np.nanmean(dice)) if np.isfinite(dice).any() else math.nan
         self.current_epoch = epoch + 1
-        previous = self.logging["ema_fg_dice"][-1] if self.logging["ema_fg_dice"] else None
-        ema = mean if previous is None or math.isnan(previous) else (
-            previous if math.isnan(mean) else (1 - EMA_WEIGHT) * previous + EMA_WEIGHT * mean)
+        ema = _moving_average(self.logging["ema_fg_dice"][-1] if self.logging["ema_fg_dice"] else None, mean)
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val["loss"], "lr": lr,
                   "mean_dice": mean, "ema_dice": ema, "dice": dict(zip(self.structures, map(float, dice))),
                   "iterations": cfg.iterations_per_epoch, "encoder_frozen": frozen, "seconds": time.time() - started}
@@ -273,13 +277,12 @@ class Trainer:
             self.logging[key].append(value)
         bar.set_postfix_str(f"loss {record['train_loss']:.4f}, val loss {val['loss']:.4f}, Dice {mean:.3f}")
         bar.close()
-        with open(self.fold_dir / LOG_FILE, "a") as f:
-            f.write(json.dumps(_nan_to_none(record)) + "\n")
+        append_record(self.fold_dir / LOG_FILE, record)
         log.info("epoch %d: train loss %.4f, val loss %.4f, mean Dice %.3f (%.1f s)", epoch, record["train_loss"],
                  val["loss"], mean, record["seconds"])
         if not math.isnan(ema) and (self.best_ema is None or ema > self.best_ema):
             self.best_ema = ema
-            ckpt.save_checkpoint(self.fold_dir / ckpt.BEST, self.checkpoint())
+            save_checkpoint(self.fold_dir / BEST, self.checkpoint())
         return record
 
     def _freeze_encoder(self, frozen: bool) -> None:
@@ -324,7 +327,7 @@ class Trainer:
         """Loss and Dice per structure (``(K,)``, nan if absent and not predicted) on the validation cases."""
         counts, losses = DiceCounts(len(self.structures)), []
         for case in self.val_cases:
-            logits = predict_logits(self.network, case.image, self.divisible_by, self.device)
+            logits = whole_image_logits(self.network, case.image, self.divisible_by, self.device)
             target = torch.from_numpy(case.masks)[None]
             valid = torch.from_numpy(case.labelled.astype(np.float32))[None, :, None, None]
             losses.append(float(self.val_loss(logits[None], target, None if case.labelled.all() else valid)))
@@ -353,7 +356,7 @@ class Trainer:
 
     def load_checkpoint(self, path: Path) -> None:
         """Restore weights, optimiser, gradient scaler, logs and the epoch counter."""
-        state = ckpt.load_checkpoint(path, map_location=self.device)
+        state = load_checkpoint(path)
         if state.get("structures") != list(self.structures) or state.get("plans") != self.plans:
             raise InputError(path, "this checkpoint was trained with other plans or structures; "
                                    "use another model folder")
@@ -368,49 +371,26 @@ class Trainer:
 
 
 def train(dataset: Dataset | str | PathLike, model_dir: str | PathLike, config: TrainConfig | str = "default",
-          options: TrainOptions = TrainOptions(), **kwargs) -> TrainResult:
+          options: TrainOptions = TrainOptions(), **kwargs: Any) -> TrainResult:
     """Train one fold: :class:`Trainer` ``(model_dir, dataset, config, options, **kwargs).fit()``.
 
     ``dataset`` may be a folder; it is opened with :func:`ts2d_xray.dataset.load_dataset`.
     """
     if not isinstance(dataset, Dataset):
-        from ts2d_xray.dataset.format import load_dataset
+        from ts2d_xray.dataset import load_dataset
 
         dataset = load_dataset(dataset)
     return Trainer(model_dir, dataset, config, options, **kwargs).fit()
 
 
-def _one_thread(_worker_id: int) -> None:
-    torch.set_num_threads(1)  # workers make batches; the main process computes
+def _moving_average(previous: float | None, mean: float) -> float:
+    """nnU-Net's ``ema_fg_dice`` after an epoch of mean Dice ``mean`` (nan: no structure to score)."""
+    if previous is None or math.isnan(previous):
+        return mean
+    return previous if math.isnan(mean) else (1 - EMA_WEIGHT) * previous + EMA_WEIGHT * mean
 
 
-def _progress(total: int, desc: str, enabled: bool):
+def _progress(total: int, desc: str, enabled: bool) -> Any:  # a tqdm bar
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, disable=not enabled, leave=True, dynamic_ncols=True)
-
-
-def _nan_to_none(value):
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
-    return value
-
-
-def _read_log(path: Path, epochs: int) -> list[dict]:
-    """The records of the first ``epochs`` epochs of a training log (a resumed run's past)."""
-    if not path.is_file() or epochs == 0:
-        return []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    kept = [r for r in records if r["epoch"] < epochs]
-    if len(kept) != len(records):  # epochs after the checkpoint were lost: drop them from the log too
-        path.write_text("".join(json.dumps(r) + "\n" for r in kept))
-    return kept
-
-
-def _write_json(path: Path, value: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".tmp-{path.name}")
-    temp.write_text(json.dumps(value, indent=1, default=json_default))
-    os.replace(temp, path)

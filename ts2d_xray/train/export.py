@@ -1,0 +1,100 @@
+"""Export: trained nnU-Net folders into one slim model bundle (:mod:`ts2d_xray.segment.models`).
+
+Each group's ``plans.json`` and ``dataset.json`` are copied; of each checkpoint only
+what inference reads is kept (``network_weights``, the trainer name, the epoch),
+without optimiser state or logs, and floating-point weights are stored in half
+precision when asked (inference casts them back to float32 on a CPU).  The manifest
+(:mod:`ts2d_xray.segment.manifest`) lists the SHA-256 of every weight file.
+
+Example:
+    >>> from ts2d_xray.train import export_bundle
+    >>> export_bundle({"organs": "models/Ts2dMultiLabelTrainer__ts2dPlans__2d"}, "bundle",  # doctest: +SKIP
+    ...               name="my-model", fold=0)
+    PosixPath('bundle')
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from os import PathLike
+from pathlib import Path, PurePosixPath
+from typing import Any, Mapping
+
+import torch
+
+from ts2d_xray.errors import InputError
+from ts2d_xray.io.files import new_folder, read_json, write_json
+from ts2d_xray.nnunet.checkpoint import network_weights, read_checkpoint, save_checkpoint
+from ts2d_xray.nnunet.layout import DATASET_FILE, FINAL, PLANS_FILE, fold_folder
+from ts2d_xray.segment.manifest import hash_weights, infer_manifest, write_manifest
+
+__all__ = ["export_bundle"]
+
+
+def _half(weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Floating-point tensors in half precision, each shared tensor converted once."""
+    out, halves = {}, {}
+    for key, value in weights.items():
+        if value.is_floating_point():
+            # nnU-Net's blocks list each conv twice (``conv`` and ``all_modules.N``):
+            # convert each tensor once, so that the file keeps one copy.
+            same = (value.data_ptr(), tuple(value.shape), value.stride())
+            if same not in halves:
+                halves[same] = value.half()
+            value = halves[same]
+        out[key] = value
+    return out
+
+
+def _export_group(folder: Path, target: Path, fold: int | str, half: bool) -> None:
+    """Copy one trained folder's plans, dataset.json and slimmed final checkpoint of ``fold`` to ``target``."""
+    source = fold_folder(folder, fold) / FINAL
+    state = read_checkpoint(source)
+    weights = network_weights(state, source)
+    fold_folder(target, fold).mkdir(parents=True)
+    shutil.copyfile(folder / DATASET_FILE, target / DATASET_FILE)
+    plans = read_json(folder / PLANS_FILE)
+    source_model = plans.get("ts2d", {}).get("adapted_from") or {}
+    if "model" in source_model:  # a path on the training machine means nothing elsewhere
+        source_model["model"] = Path(source_model["model"]).name
+    write_json(target / PLANS_FILE, plans)
+    slim = {"network_weights": _half(weights) if half else weights, "trainer_name": state.get("trainer_name"),
+            "current_epoch": state.get("current_epoch"), "inference_allowed_mirroring_axes": None}
+    save_checkpoint(fold_folder(target, fold) / FINAL, slim)
+
+
+def export_bundle(groups: Mapping[str, str | PathLike], out: str | PathLike, *, name: str, fold: int | str = 0,
+                  description: str = "", training: Mapping[str, Any] | None = None, half: bool = True,
+                  overwrite: bool = False) -> Path:
+    """Write trained nnU-Net folders as one slim bundle: weights only, a manifest with SHA-256.
+
+    Args:
+        groups: Group name -> nnU-Net results folder (``<trainer>__<plans>__2d``).
+        out: The bundle folder to write (refused if it exists, unless ``overwrite``).
+        name: Model name in the manifest.
+        fold: The fold whose ``checkpoint_final.pth`` is exported.
+        description, training: Written into the manifest.
+        half: Store floating-point weights in half precision.
+        overwrite: Replace an existing ``out``.
+
+    Returns:
+        ``out``.  The bundle appears complete or not at all.
+
+    Raises:
+        InputError: ``out`` exists (without ``overwrite``), or a folder's files are
+            missing or unreadable (naming the file).
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise InputError(out, "exists; choose another folder or pass overwrite=True")
+    with new_folder(out, replace=overwrite, prefix=".exporting") as staging:
+        for group, folder in groups.items():
+            folder = Path(folder)
+            _export_group(folder, staging / group / folder.name, fold, half)
+        manifest = infer_manifest(staging, name=name)
+        named = tuple(replace(g, name=PurePosixPath(g.path).parts[0]) for g in manifest.groups)
+        manifest = replace(manifest, groups=named, description=description, training=dict(training or {}),
+                           inferred=False)
+        write_manifest(staging, replace(manifest, sha256=hash_weights(staging, manifest)))
+    return out
