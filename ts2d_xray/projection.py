@@ -38,6 +38,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 
+from ts2d_xray import kinds
 from ts2d_xray.image import DISPLAYS, Display, Grid, Image2D, LabelMap, Masks, Plane, Volume
 from ts2d_xray.orientation import Orientation
 
@@ -56,8 +57,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Mode = Literal["ts2d", "clean"]
-#: Channel names of a projection, in TS2D's order.
-CHANNELS = ("mean", "max")
+#: Channel names of a projection, in TS2D's order (the ``"coronal"`` kind's).
+CHANNELS: tuple[str, ...] = kinds.CHANNELS["coronal"]
 #: Pixel size TS2D's models work at (the TotalSegmentator data set's 1.5 mm).
 DEFAULT_SPACING_MM = 1.5
 #: HU range kept in "clean" mode: air (-1024) to the 12-bit CT ceiling (3071).
