@@ -13,7 +13,7 @@ at ``(row * spacing[0], col * spacing[1])`` mm from the centre of pixel (0, 0) a
 
 Example:
     >>> import numpy as np
-    >>> from ts2d_xray.image import Masks, Plane
+    >>> from ts2d_xray.image import Masks, Plane, patient_direction
     >>> plane = Plane((10, 10), (2.0, 1.0))
     >>> m = np.zeros((1, 10, 10), bool); m[0, 2:4, 5:9] = True
     >>> stats = structure_stats(Masks(m, ("heart",), plane))["heart"]
@@ -23,11 +23,11 @@ Example:
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ts2d_xray.image import Masks, Plane
+from ts2d_xray.image import Masks, Plane, patient_direction
 
 __all__ = [
     "BODY_REGIONS",
@@ -36,6 +36,7 @@ __all__ = [
     "REGION_MARKERS",
     "body_regions",
     "cardiothoracic_ratio",
+    "present_structures",
     "structure_stats",
 ]
 
@@ -81,7 +82,9 @@ def _axes_mm(plane: Plane) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(plane.row_dir, float), np.asarray(plane.col_dir, float)
 
 
-def structure_stats(masks: Masks, probabilities: Mapping[str, Mapping[str, float]] | None = None) -> dict[str, dict]:
+def structure_stats(
+    masks: Masks, probabilities: Mapping[str, Mapping[str, float | None]] | None = None,
+) -> dict[str, dict[str, Any]]:
     """Per structure: ``present``, area, bounding box and centroid (see the module docstring).
 
     Args:
@@ -101,7 +104,7 @@ def structure_stats(masks: Masks, probabilities: Mapping[str, Mapping[str, float
     for name, mask in zip(masks.names, masks.array):
         rows, cols = np.nonzero(mask)
         area_px = int(rows.size)
-        entry: dict = {"present": bool(area_px * row_sp * col_sp >= MIN_PRESENT_AREA_MM2),
+        entry: dict[str, Any] = {"present": bool(area_px * row_sp * col_sp >= MIN_PRESENT_AREA_MM2),
                        "area_mm2": round(float(area_px * row_sp * col_sp), 3), "area_px": area_px,
                        "bbox_px": None, "bbox_mm": None, "centroid_px": None, "centroid_mm": None,
                        "centroid_lps": None}
@@ -135,6 +138,13 @@ def _head_to_feet_extent_mm(mask: np.ndarray, plane: Plane) -> float:
     return float(z.max() - z.min() + pixel)
 
 
+def present_structures(masks: Masks, min_area_mm2: float = MIN_PRESENT_AREA_MM2) -> tuple[str, ...]:
+    """Names of the structures whose mask covers at least ``min_area_mm2`` (mm^2), in mask order."""
+    row_sp, col_sp = masks.plane.spacing
+    area = masks.array.sum(axis=(1, 2)) * row_sp * col_sp
+    return tuple(n for n, a in zip(masks.names, area) if a >= min_area_mm2)
+
+
 def body_regions(masks: Masks, present: Sequence[str] | None = None) -> dict[str, list[str]]:
     """The body regions an image covers, head to feet, each with its markers found.
 
@@ -147,10 +157,7 @@ def body_regions(masks: Masks, present: Sequence[str] | None = None) -> dict[str
         ``{region: [markers present]}`` for the covered regions, in
         :data:`BODY_REGIONS` order.
     """
-    if present is None:
-        area = masks.array.sum(axis=(1, 2)) * masks.plane.spacing[0] * masks.plane.spacing[1]
-        present = [n for n, a in zip(masks.names, area) if a >= MIN_PRESENT_AREA_MM2]
-    present = set(present)
+    present = set(present_structures(masks) if present is None else present)
     out = {}
     for region in BODY_REGIONS:
         found = [m for m in REGION_MARKERS[region] if m in present]
@@ -161,7 +168,7 @@ def body_regions(masks: Masks, present: Sequence[str] | None = None) -> dict[str
     return out
 
 
-def cardiothoracic_ratio(masks: Masks) -> dict | None:
+def cardiothoracic_ratio(masks: Masks) -> dict[str, float | int] | None:
     """The cardiothoracic ratio (CTR) of a frontal chest image from its heart and lung masks.
 
     CTR = widest horizontal extent of the heart / widest horizontal extent of the
@@ -176,8 +183,6 @@ def cardiothoracic_ratio(masks: Masks) -> dict | None:
         the heart or either lung is absent (below :data:`MIN_PRESENT_AREA_MM2`) or the
         columns do not run left-right.
     """
-    from ts2d_xray.image import patient_direction
-
     if patient_direction(masks.plane.col_dir) not in ("L", "R"):
         return None
     try:

@@ -33,7 +33,7 @@ from ts2d_xray.io.files import sidecar_path, staged_folder, write_json
 from ts2d_xray.io.masks import write_masks
 from ts2d_xray.io.preview import write_preview
 from ts2d_xray.labels import is_known, preview_subset
-from ts2d_xray.measure import MIN_PRESENT_AREA_MM2, body_regions, cardiothoracic_ratio, structure_stats
+from ts2d_xray.measure import body_regions, cardiothoracic_ratio, present_structures, structure_stats
 from ts2d_xray.orientation import Orientation
 
 __all__ = ["DEFAULT_FORMATS", "FORMATS", "Result"]
@@ -93,8 +93,7 @@ class Result:
     @property
     def present(self) -> tuple[str, ...]:
         """Structures whose mask covers at least :data:`~ts2d_xray.measure.MIN_PRESENT_AREA_MM2`."""
-        area = self.masks.array.sum(axis=(1, 2)) * float(np.prod(self.masks.plane.spacing))
-        return tuple(n for n, a in zip(self.names, area) if a >= MIN_PRESENT_AREA_MM2)
+        return present_structures(self.masks)
 
     def report(self) -> dict[str, Any]:
         """A JSON-ready summary: image geometry, per-structure measurements, body regions, CTR.
