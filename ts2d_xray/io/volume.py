@@ -20,7 +20,7 @@ import numpy as np
 
 from ts2d_xray import labels as catalog
 from ts2d_xray.errors import InputError
-from ts2d_xray.image import Grid, LabelMap, Volume
+from ts2d_xray.image import Grid, LabelMap, Volume, patient_direction
 from ts2d_xray.io.files import brief, read_json
 from ts2d_xray.kinds import LABEL_SUFFIXES, format_suffix
 
@@ -194,8 +194,6 @@ def _onto_grid(labelmap: LabelMap, grid: Grid) -> LabelMap:
 
 def _axis_code(grid: Grid) -> str:
     """SimpleITK DICOMOrient code of a grid: LPS letter each index axis points to."""
-    from ts2d_xray.image import patient_direction
-
     return "".join(patient_direction(grid.matrix[:, n]).replace("H", "S").replace("F", "I") for n in range(3))
 
 
