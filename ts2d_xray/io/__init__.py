@@ -2,6 +2,13 @@
 
 Readers return the types of :mod:`ts2d_xray.image` with their physical geometry;
 writers never overwrite an input and never leave a half-written file.
+
+Modules, by idea: ``files`` (atomic writes, staged folders, JSON), ``volume`` (CTs and
+3D labels), ``radiograph`` and ``projection`` (the two kinds of 2D image), ``image2d``
+(read either kind, write one), ``masks`` (2D masks: Slicer segmentations, NIfTI, PNG
+folders), ``mask_sources`` (masks from whatever holds them), ``preview`` (overlay PNGs);
+and the steps they share: ``itk`` (SimpleITK headers and planes), ``image_file`` (a 2D
+file's format, the display flip) and ``slice3d`` (the single-slice LPS layout).
 """
 
 from ts2d_xray.io.image2d import read_image2d, write_image2d
