@@ -1,18 +1,16 @@
 """Build nnU-Net v2 raw data sets of 2D images with multi-label masks from labelled CTs.
 
-One *case* is one 2D sample of one CT: a coronal projection (``kind="coronal"``) or a
-synthetic radiograph (``kind="xray"``).  Cases are built independently by
-:func:`build_case` (a plain top-level function of paths and plain values), in this
-process, in a process pool, or on a dask.distributed cluster; each case draws its random
-numbers from ``np.random.default_rng([seed, stable_hash(case_id)])``, so a seed gives
-the same files whatever the workers and their order.
+:func:`build` plans the cases of every subject (:func:`synth.subjects.find_subjects`)
+for every target data set, checks the outputs, then runs the cases
+(:func:`synth.case.build_case`) in this process, in a process pool or on a
+dask.distributed cluster (:mod:`synth.runners`), and finally rewrites each data set's
+lists.  A re-run with the same settings resumes: complete cases are skipped, what a
+killed build left is cleared and the rest is built; other settings are refused.
 
-Cases are written in the on-disk format of :mod:`ts2d_xray.dataset.format` (described in
-``docs/dataset_format.md``), which also reads them back for training.
-
-Images and masks follow the radiograph display convention (patient's right on the image
-left, head up; see :mod:`ts2d_xray.image`).  This module holds what is particular to
-building: subjects, jobs, sampling, runners (serial, process pool, dask) and resume.
+Cases are written in the on-disk format of :mod:`ts2d_xray.dataset` (described in
+``docs/dataset_format.md``), which also reads them back for training.  What one case is
+(:class:`~synth.case.SampleSpec`) and how it is drawn (:func:`~synth.case.case_rng`)
+live in :mod:`synth.case`; they are importable from here too.
 
 Example:
     >>> from synth.build import BuildOptions, SampleSpec, build
@@ -22,29 +20,20 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import logging
-import os
-import time
-import uuid
 from dataclasses import dataclass, field
-from functools import lru_cache, partial
 from os import PathLike
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
-
-import numpy as np
+from typing import Sequence
 
 from ts2d_xray import labels as catalog
-from ts2d_xray.dataset.format import CHANNELS, DISPLAY, FORMAT_VERSION, KINDS, Kind, finalize, is_complete, write_case
+from ts2d_xray.dataset import DISPLAY, FORMAT_VERSION, finalize, is_complete
 from ts2d_xray.errors import InputError
-from ts2d_xray.image import Image2D, Masks
-from ts2d_xray.projection import DEFAULT_SPACING_MM
+from ts2d_xray.io.files import read_json
 
-from synth.deform import DeformSpec, deform, random_transform
-from synth.subjects import Subject, find_subjects, labelled_classes
+from synth.case import CaseJob, CaseResult, SampleSpec, Target, build_case, case_rng, forget_loaded, stable_hash
+from synth.runners import Runner, open_runner
+from synth.subjects import find_subjects
 
 __all__ = [
     "ALL_GROUPS",
@@ -64,66 +53,6 @@ log = logging.getLogger(__name__)
 
 #: ``--groups`` value for one data set holding every group's structures.
 ALL_GROUPS = "all"
-#: Projection mode of coronal cases: TS2D's raw-HU projection (see ts2d_xray.projection).
-CORONAL_MODE = "ts2d"
-
-
-# --- options and jobs -------------------------------------------------------------
-@dataclass(frozen=True)
-class SampleSpec:
-    """What one case's pixels are; a data set is built with one spec, checked on resume.
-
-    Attributes:
-        kind: ``"coronal"`` (TS2D projection, 2 channels mean/max in HU) or ``"xray"``
-            (synthetic radiograph from :func:`synth.drr.synthesize`, 1 channel in [0, 1]).
-        preset: X-ray preset: a name (``configs/synth/<preset>.json``) or a preset JSON
-            path (see :func:`synth.presets.load_preset`); xray only.
-        seed: Base seed (>= 0) of every case's random generator.
-        spacing: Pixel size in mm of coronal projections (xray: set by the preset).
-        shape: ``(H, W)`` detector pixels of xray cases, or None for the preset's.
-        deform: Random 3D deformation of the CT and labels before projecting or
-            rendering (see :mod:`synth.deform`), or None.  Case 0 of each CT is
-            always the undeformed scan; cases 1, 2, ... are deformed copies.
-    """
-
-    kind: Kind = "coronal"
-    preset: str | None = None
-    seed: int = 0
-    spacing: float = DEFAULT_SPACING_MM
-    shape: tuple[int, int] | None = None
-    deform: DeformSpec | None = None
-
-    def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"kind must be one of {list(KINDS)}, got {self.kind!r}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
-        if self.kind == "coronal":
-            if self.preset is not None:
-                raise ValueError(f"preset is for kind 'xray'; coronal projections have none (got {self.preset!r})")
-            if self.shape is not None:
-                raise ValueError(f"shape is for kind 'xray'; coronal projections are sized by spacing (got {self.shape})")
-            if not self.spacing > 0:
-                raise ValueError(f"spacing must be > 0 mm, got {self.spacing}")
-        else:
-            from synth.presets import load_preset, preset_names
-
-            if self.preset is None:
-                raise ValueError(f"kind 'xray' needs a preset, one of {list(preset_names())}")
-            load_preset(self.preset)  # unknown names raise, listing the presets
-            if self.shape is not None and (len(self.shape) != 2 or min(self.shape) < 1):
-                raise ValueError(f"shape must be two positive sizes (H, W), got {self.shape}")
-
-    @property
-    def channels(self) -> tuple[str, ...]:
-        return CHANNELS[self.kind]
-
-    def settings(self) -> dict:
-        """The spec as stored in dataset.json (spacing is per case for xray)."""
-        return {"kind": self.kind, "preset": self.preset, "seed": self.seed,
-                "spacing": self.spacing if self.kind == "coronal" else None,
-                "shape": None if self.shape is None else list(self.shape),
-                "deform": None if self.deform is None else self.deform.to_dict()}
 
 
 @dataclass(frozen=True)
@@ -149,7 +78,7 @@ class BuildOptions:
     scheduler: str | None = None
     progress: bool = False
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         structures_of(self.groups)  # raises for unknown groups
         if self.per_ct < 1:
             raise ValueError(f"per_ct must be >= 1, got {self.per_ct}")
@@ -158,36 +87,6 @@ class BuildOptions:
                              f"got {self.per_ct}")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
-
-
-@dataclass(frozen=True)
-class _Target:
-    """One output data set: its folder, the groups it covers and its structure order."""
-
-    folder: Path
-    groups: tuple[str, ...]
-    structures: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class CaseJob:
-    """Everything :func:`build_case` needs (paths and plain values; cheap to pickle)."""
-
-    case_id: str
-    subject: Subject
-    index: int
-    spec: SampleSpec
-    targets: tuple[_Target, ...]
-
-
-@dataclass(frozen=True)
-class CaseResult:
-    """Outcome of one case: ``message`` says why it failed."""
-
-    case_id: str
-    ok: bool
-    message: str | None = None
-    seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -201,10 +100,11 @@ class BuildReport:
 
     @property
     def ok(self) -> bool:
+        """Whether no case failed."""
         return not self.failed
 
 
-# --- registries -------------------------------------------------------------------
+# --- plan and run --------------------------------------------------------------
 def structures_of(groups: Sequence[str]) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
     """``(name, groups, structures)`` of each data set that ``groups`` asks for.
 
@@ -228,141 +128,12 @@ def structures_of(groups: Sequence[str]) -> list[tuple[str, tuple[str, ...], tup
     return [(g, (g,), catalog.group_classes(g)) for g in groups]
 
 
-def stable_hash(text: str) -> int:
-    """A 64-bit hash of a string that is the same in every process and Python version.
-
-    (Python's ``hash()`` of a string changes per process, so it cannot seed workers.)
-    """
-    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little")
-
-
-def case_rng(seed: int, case_id: str) -> np.random.Generator:
-    """The random generator of one case: independent of workers and build order."""
-    return np.random.default_rng([seed, stable_hash(case_id)])
-
-
-# --- sources ----------------------------------------------------------------------
-# --- one case ---------------------------------------------------------------------
-@dataclass(frozen=True, eq=False)
-class _Loaded:
-    """A subject read for sampling; ``prepared`` holds synth.drr's per-CT work (xray)."""
-
-    ct: object  # ts2d_xray Volume
-    labels: object  # ts2d_xray LabelMap
-    prepared: object | None
-    labelled: frozenset[str]
-
-
-@dataclass(frozen=True, eq=False)
-class _Sample:
-    image: Image2D
-    masks: Masks  # v2 names
-    params: dict
-    labelled: frozenset[str]  # v2 classes the source labels at all (even if empty here)
-
-
-def build_case(job: CaseJob) -> CaseResult:
-    """Build one case into every target data set; never raises.
-
-    Any error (unreadable CT, labels on another grid, ...) becomes a failed result with
-    its message, so that one bad subject does not stop a build.  Nothing of a failed
-    case is left in the data sets.
-    """
-    started = time.perf_counter()
-    try:
-        sample = _make_sample(job)
-        for target in job.targets:
-            _write_case(job, target, sample)
-    except Exception as err:  # noqa: BLE001 - the boundary of one case: report, go on
-        log.debug("%s failed", job.case_id, exc_info=True)
-        return CaseResult(job.case_id, False, f"{type(err).__name__}: {err}", time.perf_counter() - started)
-    return CaseResult(job.case_id, True, None, time.perf_counter() - started)
-
-
-def _make_sample(job: CaseJob) -> _Sample:
-    spec = job.spec
-    loaded = _load(job.subject, spec.kind)
-    rng = case_rng(spec.seed, job.case_id)
-    ct, labels, prepared, deformation = loaded.ct, loaded.labels, loaded.prepared, None
-    if spec.deform is not None and job.index > 0:
-        transform, deformation = random_transform(ct.grid, rng, spec.deform)
-        ct, labels = deform(ct, labels, transform, spec.deform.spacing_mm)
-        if spec.kind == "xray":
-            from synth.drr import prepare
-
-            prepared = prepare(ct, labels)
-    if spec.kind == "coronal":
-        from ts2d_xray.projection import project_ct, project_labels
-
-        image = project_ct(ct, mode=CORONAL_MODE, spacing=spec.spacing, display=DISPLAY)
-        masks = project_labels(labels, spacing=spec.spacing, display=DISPLAY)
-        params = {"mode": CORONAL_MODE, "display": DISPLAY, "spacing_mm": spec.spacing}
-    else:
-        from synth.drr import synthesize
-
-        drawn = synthesize(prepared, preset=spec.preset, rng=rng, shape=spec.shape)
-        image, masks, params = drawn.image, drawn.masks, dict(drawn.params)
-    if spec.deform is not None:
-        params["deformation"] = deformation
-    return _Sample(image, masks.to_v2(), params, loaded.labelled)
-
-
-# The cases of one CT usually follow each other in a worker (jobs are submitted subject
-# by subject), so the last subject read is kept: reading a CT and its labels, and
-# preparing its material densities, costs more than rendering one radiograph.
-@lru_cache(maxsize=1)
-def _load(subject: Subject, kind: str) -> _Loaded:
-    from ts2d_xray.io import read_ct, read_labels
-
-    ct = read_ct(subject.ct)
-    labels = read_labels(subject.labels, classmap=subject.classmap, reference=ct)
-    prepared = None
-    if kind == "xray":
-        from synth.drr import prepare
-
-        prepared = prepare(ct, labels)
-    return _Loaded(ct, labels, prepared, labelled_classes(subject))
-
-
-def _arrange(masks: Masks, names: Sequence[str]) -> Masks:
-    """Masks in exactly ``names`` order; structures the sample lacks are empty layers."""
-    array = np.zeros((len(names), *masks.plane.shape), dtype=bool)
-    for k, name in enumerate(names):
-        if name in masks.names:
-            array[k] = masks.array[masks.names.index(name)]
-    return Masks(array, tuple(names), masks.plane)
-
-
-def _record(job: CaseJob, target: _Target, sample: _Sample, masks: Masks) -> dict:
-    """The provenance of one case in one data set (``cases/<case>.json``)."""
-    empty = [n for n, layer in zip(masks.names, masks.array) if not layer.any()]
-    return {
-        "case": job.case_id,
-        "subject": job.subject.id,
-        "index": job.index,
-        "source_ct": str(job.subject.ct),
-        "source_labels": str(job.subject.labels),
-        "classmap": job.subject.classmap,
-        "shape": list(sample.image.plane.shape),
-        "spacing_mm": [round(s, 6) for s in sample.image.plane.spacing],
-        "params": sample.params,
-        "empty_structures": empty,
-        "unlabelled_structures": [n for n in target.structures if n not in sample.labelled],
-    }
-
-
-def _write_case(job: CaseJob, target: _Target, sample: _Sample) -> None:
-    """Write one case into one data set (see :func:`ts2d_xray.dataset.write_case`)."""
-    masks = _arrange(sample.masks, target.structures)
-    write_case(target.folder, job.case_id, sample.image, masks, _record(job, target, sample, masks))
-
-
-def _finalize(target: _Target, spec: SampleSpec) -> int:
+def _finalize(target: Target, spec: SampleSpec) -> int:
     """Clean up and rewrite a data set's lists (see :func:`ts2d_xray.dataset.finalize`)."""
     return finalize(target.folder, target.structures, target.groups, spec.settings())
 
 
-def _check_target(target: _Target, spec: SampleSpec) -> None:
+def _check_target(target: Target, spec: SampleSpec) -> None:
     """Refuse a folder that is not ours, or ours built with other settings."""
     folder = target.folder
     if folder.exists() and not folder.is_dir():
@@ -371,8 +142,8 @@ def _check_target(target: _Target, spec: SampleSpec) -> None:
         return
     existing = folder / "dataset.json"
     try:
-        old = json.loads(existing.read_text())
-    except (OSError, ValueError):
+        old = read_json(existing, what="dataset.json")
+    except InputError:
         raise InputError(folder, "exists, is not empty and holds no synth data set (dataset.json); "
                                  "choose a new output folder") from None
     if old.get("format_version") != FORMAT_VERSION:
@@ -384,87 +155,14 @@ def _check_target(target: _Target, spec: SampleSpec) -> None:
                                    "resume with the same settings or choose a new output folder")
 
 
-# --- running ----------------------------------------------------------------------
-Runner = Callable[[Sequence[CaseJob]], Iterator[CaseResult]]
-
-
-def _run_serial(jobs: Sequence[CaseJob]) -> Iterator[CaseResult]:
-    return map(build_case, jobs)
-
-
-def _run_pool(pool, jobs: Sequence[CaseJob]) -> Iterator[CaseResult]:
-    from concurrent.futures import as_completed
-
-    futures = {pool.submit(build_case, job): job for job in jobs}
-    try:
-        for future in as_completed(futures):
-            yield _collected(future, futures[future].case_id)
-    finally:
-        for future in futures:  # on an interrupt: do not start what is left
-            future.cancel()
-
-
-def _run_dask(client, jobs: Sequence[CaseJob]) -> Iterator[CaseResult]:
-    from distributed import as_completed
-
-    futures = client.map(build_case, jobs, key=[f"synth-build-{uuid.uuid4().hex[:8]}-{j.case_id}" for j in jobs])
-    case_of = {f.key: j.case_id for f, j in zip(futures, jobs)}
-    try:
-        for future in as_completed(futures):
-            yield _collected(future, case_of[future.key])
-    finally:
-        client.cancel(futures)
-
-
-def _collected(future, case_id: str) -> CaseResult:
-    """A future's result; a worker that died (killed, out of memory) fails its case."""
-    try:
-        return future.result()
-    except Exception as err:  # noqa: BLE001 - BrokenProcessPool, KilledWorker, ...
-        return CaseResult(case_id, False, f"worker failed: {type(err).__name__}: {err}")
-
-
-@contextlib.contextmanager
-def _runner(options: BuildOptions) -> Iterator[Runner]:
-    """Open the workers (before anything is written, so a bad scheduler writes nothing)."""
-    if options.scheduler:
-        from distributed import Client
-
-        try:
-            client = Client(options.scheduler, timeout="10s")
-        except (OSError, ValueError, TypeError) as err:
-            raise InputError(None, f"cannot connect to the dask scheduler {options.scheduler!r} ({err})") from None
-        with client:
-            yield partial(_run_dask, client)
-    elif options.workers == 1:
-        yield _run_serial
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        # spawn, not fork: forking a process that already runs threads (torch,
-        # SimpleITK, tqdm) can deadlock the children.
-        threads = max(1, (os.cpu_count() or 1) // options.workers)
-        with ProcessPoolExecutor(options.workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_init_worker, initargs=(threads,)) as pool:
-            yield partial(_run_pool, pool)
-
-
-def _init_worker(threads: int) -> None:
-    """Share the CPUs between worker processes: torch would give each one all of them."""
-    import torch
-
-    torch.set_num_threads(threads)
-
-
-def _plan(source, out: Path, options: BuildOptions) -> tuple[list[_Target], list[CaseJob]]:
+def _plan(source: str | PathLike, out: Path, options: BuildOptions) -> tuple[list[Target], list[CaseJob]]:
     """Check every input and output and list the jobs; writes nothing."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(out, "exists and is not a folder; the data set is written into a folder")
     subjects = find_subjects(source)
     plan = structures_of(options.groups)
-    targets = [_Target(out if name == ALL_GROUPS else out / name, groups, names) for name, groups, names in plan]
+    targets = [Target(out if name == ALL_GROUPS else out / name, groups, names) for name, groups, names in plan]
     for target in targets:
         _check_target(target, options.spec)
     jobs = [CaseJob(f"{s.id}_{k:03d}", s, k, options.spec, tuple(targets))
@@ -491,7 +189,7 @@ def build(source: str | PathLike, out: str | PathLike, options: BuildOptions = B
     """
     targets, jobs = _plan(source, Path(out), options)
     n_channels = len(options.spec.channels)
-    with _runner(options) as run:
+    with open_runner(options.scheduler, options.workers) as run:
         for target in targets:
             target.folder.mkdir(parents=True, exist_ok=True)
             # Clear what a killed build left (.partial/, incomplete cases); one build per
@@ -502,19 +200,23 @@ def build(source: str | PathLike, out: str | PathLike, options: BuildOptions = B
         try:
             done, failed = _run_all(run, todo, len(jobs), len(skipped), options.progress)
         finally:
-            _load.cache_clear()  # in-process builds: do not keep the last CT in memory
+            forget_loaded()  # in-process builds: do not keep the last CT in memory
     for target in targets:
         _finalize(target, options.spec)
     return BuildReport(tuple(t.folder for t in targets), tuple(sorted(done)), tuple(sorted(skipped)),
                        tuple(sorted(failed)))
 
 
-def _run_all(run: Runner, todo: Sequence[CaseJob], total: int, skipped: int, progress: bool):
+def _run_all(run: Runner, todo: Sequence[CaseJob], total: int, skipped: int, progress: bool
+             ) -> tuple[list[str], list[tuple[str, str]]]:
+    """Run the jobs ``todo`` with a progress bar over all ``total`` cases; ``(done, failed)`` case ids."""
     from tqdm import tqdm
 
-    done, failed = [], []
+    done: list[str] = []
+    failed: list[tuple[str, str]] = []
     with tqdm(total=total, initial=skipped, unit="case", desc="synth build", disable=not progress) as bar:
-        for result in run(todo) if todo else ():
+        # build_case is looked up at run time, so that a stand-in can replace it (tests do).
+        for result in run(build_case, todo) if todo else ():
             if result.ok:
                 done.append(result.case_id)
             else:

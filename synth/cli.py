@@ -8,8 +8,10 @@ are imported only when a command runs.  Exit codes follow ``ts2d-xray``: 0 succe
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from ts2d_xray.cli.argtypes import non_negative_int, pixel_shape, positive_int, spacing_mm
 
@@ -20,8 +22,8 @@ def _groups(text: str) -> tuple[str, ...]:
     return tuple(g.strip() for g in text.split(",") if g.strip())
 
 
-def add_parser(sub) -> None:
-    """Register ``synth`` and its subcommands on the ``ts2d-xray`` subparsers."""
+def add_parser(sub: Any) -> None:
+    """Register ``synth`` and its subcommands on the ``ts2d-xray`` subparsers (``add_subparsers()``'s action)."""
     synth = sub.add_parser("synth", help="synthetic training data: nnU-Net data sets and DRRs")
     commands = synth.add_subparsers(dest="synth_command", required=True, metavar="SYNTH_COMMAND")
 
@@ -64,12 +66,12 @@ def add_parser(sub) -> None:
     d.add_argument("--shape", type=pixel_shape, default=None, metavar="H,W", help="detector size in pixels")
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     """Run the ``synth`` subcommand parsed by :func:`add_parser`; returns the exit code."""
     return {"build": _run_build, "drr": _run_drr}[args.synth_command](args)
 
 
-def _run_build(args) -> int:
+def _run_build(args: argparse.Namespace) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from synth.build import BuildOptions, SampleSpec, build
@@ -93,11 +95,7 @@ def _run_build(args) -> int:
     return 0 if report.ok else 1
 
 
-#: Coarse structures drawn in ``synth drr`` previews (every structure goes to the .seg.nrrd).
-
-
-
-def _run_drr(args) -> int:
+def _run_drr(args: argparse.Namespace) -> int:
     from synth.presets import load_preset
 
     load_preset(args.preset)  # an unknown name raises, listing the presets
@@ -111,42 +109,28 @@ def _run_drr(args) -> int:
     return 0
 
 
-def _write_drrs(args) -> int:
-    """Render ``args.n`` radiographs into a temporary sibling folder, then rename it to the output.
+def _write_drrs(args: argparse.Namespace) -> int:
+    """Render ``args.n`` radiographs into a new output folder, filled whole or not at all.
 
     Radiograph ``i`` draws from ``case_rng(seed, "drr_<i:03d>")``, as a data set case
     would.  Returns the number of files written.
     """
-    import json
-    import os
-    import shutil
-    import uuid
-
-    from synth.build import case_rng
+    from synth.case import case_rng
     from synth.drr import prepare, save_sample, synthesize
-    from ts2d_xray.dataset.format import json_default  # numpy values in params -> JSON
     from ts2d_xray.io import read_ct, read_labels
+    from ts2d_xray.io.files import new_folder, write_json
 
     ct = read_ct(args.ct)
     labels = None if args.labels is None else read_labels(args.labels, classmap=args.classmap, reference=ct)
     prepared = prepare(ct, labels)  # once for all N radiographs
-    out = args.output
-    temp = out.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{out.name}")
-    temp.mkdir(parents=True)
-    try:
+    with new_folder(args.output) as temp:  # an empty existing folder is replaced
         params = []
         for i in range(args.n):
             name = f"drr_{i:03d}"
             sample = synthesize(prepared, preset=args.preset, rng=case_rng(args.seed, name), shape=args.shape)
             save_sample(sample, temp, name)
             params.append({"image": f"{name}.nii.gz", "params": sample.params})
-        (temp / "params.json").write_text(json.dumps(
-            {"ct": str(args.ct), "labels": None if args.labels is None else str(args.labels),
-             "preset": args.preset, "seed": args.seed, "samples": params}, indent=1, default=json_default))
-        if out.exists():
-            out.rmdir()  # empty (checked); renaming onto a folder is not portable
-        os.replace(temp, out)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
-    return sum(1 for _ in out.iterdir())
+        write_json(temp / "params.json",
+                   {"ct": str(args.ct), "labels": None if args.labels is None else str(args.labels),
+                    "preset": args.preset, "seed": args.seed, "samples": params})
+    return sum(1 for _ in args.output.iterdir())
