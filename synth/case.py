@@ -61,7 +61,7 @@ class SampleSpec:
     Attributes:
         kind: ``"coronal"`` (TS2D projection, 2 channels mean/max in HU) or ``"xray"``
             (synthetic radiograph from :func:`synth.drr.synthesize`, 1 channel in [0, 1]).
-        preset: X-ray preset: a name (``configs/synth/<preset>.json``) or a preset JSON
+        preset: X-ray preset: a name (``ts2d_xray/configs/synth/<preset>.json``) or a preset JSON
             path (see :func:`synth.presets.load_preset`); xray only.
         seed: Base seed (>= 0) of every case's random generator.
         spacing: Pixel size in mm of coronal projections (xray: set by the preset).

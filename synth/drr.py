@@ -23,7 +23,9 @@ import torch
 
 from ts2d_xray.image import Image2D, LabelMap, Masks, Volume
 
-from synth import materials, physics, randomize
+from synth import materials, randomize
+from synth.physics import radiograph
+from synth.physics_params import PhysicsRanges, as_dict
 from synth.geometry import View, detector_rays, view_plane, volume_center
 from synth.presets import Preset, load_preset
 from synth.render import Renderer, label_masks, render
@@ -59,7 +61,7 @@ class Prepared:
     labels: LabelMap | None
     # Isocentres already computed, by ``center_on``: a structure's centroid costs a
     # pass over the volume.
-    centers: dict = field(default_factory=dict)
+    centers: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def prepare(ct: Volume, labels: LabelMap | None = None, thresholds: materials.MaterialThresholds | None = None) -> Prepared:
@@ -143,13 +145,13 @@ def synthesize(
     names: Sequence[str] = () if prepared.labels is None else tuple(prepared.labels.segments)
     aug = randomize.AugmentParams.from_dict(preset.augment)
     scales = randomize.attenuation_scales(names, rng, *aug.attenuation_args()) if names else {}
-    phys = physics.PhysicsRanges.from_dict(preset.physics).sample(rng)
+    phys = PhysicsRanges.from_dict(preset.physics).sample(rng)
 
     sources, targets = detector_rays(view)
     result = render(_scaled(prepared, scales), prepared.ct.grid, sources, targets,
                     labels=prepared.layers, renderer=renderer)
     # Densities in g/cm³ integrated over mm: / 10 gives g/cm².
-    image = physics.radiograph(result.integrals / 10.0, phys, view.detector_spacing, rng)
+    image = radiograph(result.integrals / 10.0, phys, view.detector_spacing, rng)
     plane = view_plane(view)
     masks = None
     if prepared.labels is not None:
@@ -160,7 +162,7 @@ def synthesize(
     params = {
         "preset": preset.name,
         "view": view.to_dict(),
-        "physics": physics.as_dict(phys),
+        "physics": as_dict(phys),
         "attenuation_scales": {n: s for n, s in scales.items() if s != 1.0},
         "renderer": renderer,
     }

@@ -23,6 +23,7 @@ from typing import Mapping
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 
 __all__ = [
     "MATERIALS",
@@ -70,7 +71,7 @@ class MaterialThresholds:
     bone_min_hu: float = 300.0
     bone_transition_hu: float = 200.0
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not self.air_max_hu < self.bone_min_hu:
             raise ValueError(
                 f"air_max_hu must be below bone_min_hu, got {self.air_max_hu} and {self.bone_min_hu}"
@@ -216,7 +217,7 @@ def _aluminium_mu_per_cm(energies_keV: tuple[float, ...]) -> np.ndarray:
     return mu_rho * ALUMINIUM_DENSITY_G_CM3
 
 
-def mass_attenuation(material: str, energies_keV) -> np.ndarray:
+def mass_attenuation(material: str, energies_keV: ArrayLike) -> np.ndarray:
     """Total mass attenuation coefficient μ/ρ of a material.
 
     Mixture rule over the elements of :data:`ICRU44_COMPOSITION`:

@@ -87,7 +87,7 @@ class AugmentParams(XrayAugmentParams):
     attenuation_range: tuple[float, float] = (0.7, 1.3)
     attenuation_probability: float = 0.5
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         super().__post_init__()  # checks every field's type, ranges and probabilities
         if self.attenuation_range[0] <= 0:
             raise ValueError(f"augment parameter 'attenuation_range' must be > 0, got {self.attenuation_range!r}")

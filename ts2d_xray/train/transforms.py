@@ -15,7 +15,7 @@ except:
 * masks are resampled as fractions and thresholded at 0.5 (one pass for all K
   structures; for a binary mask this is the label vote nnU-Net takes).
 
-:class:`XrayAugmentation` is for radiographs (adaptation, :mod:`.adapt`): the
+:class:`XrayAugmentation` is for radiographs (adaptation, :mod:`ts2d_xray.train.adapt`): the
 albumentations pipeline of :mod:`ts2d_xray.xray_randomize` that ``synth`` applies to its
 DRRs, with training strengths (:data:`XRAY_TRAINING_AUGMENT`: inversion, gamma,
 contrast, noise, blur, CLAHE, affine up to ±10°, no flips).
@@ -27,11 +27,14 @@ batchgeneratorsv2; the sampler seeds them per batch.
 from __future__ import annotations
 
 import math
-from typing import Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 import numpy as np
 
 from ts2d_xray.xray_randomize import XrayAugmentParams, augment
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["XRAY_TRAINING_AUGMENT", "Augmentation", "NnUNetAugmentation", "XrayAugmentation"]
 
@@ -54,7 +57,8 @@ class Augmentation(Protocol):
 
     input_size: tuple[int, int]
 
-    def __call__(self, image, masks):  # (C, h, w) float32, (K, h, w) uint8 -> same at patch size
+    def __call__(self, image: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``image (C, h, w)`` float32, ``masks (K, h, w)`` uint8 -> the same at the patch size."""
         ...
 
 
@@ -72,7 +76,7 @@ class NnUNetAugmentation:
     """
 
     def __init__(self, patch_size: Sequence[int], rotation_deg: float = 10.0,
-                 scaling: tuple[float, float] = (0.7, 1.4)):
+                 scaling: tuple[float, float] = (0.7, 1.4)) -> None:
         from batchgeneratorsv2.transforms.intensity.brightness import MultiplicativeBrightnessTransform
         from batchgeneratorsv2.transforms.intensity.contrast import BGContrast, ContrastTransform
         from batchgeneratorsv2.transforms.intensity.gamma import GammaTransform
@@ -113,21 +117,21 @@ class NnUNetAugmentation:
                                            p_per_channel=1, p_retain_stats=1), apply_probability=0.3),
         ])
 
-    def __call__(self, image, masks):
+    def __call__(self, image: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Augment one patch: ``image (C, h, w)`` float32, ``masks (K, h, w)`` uint8 -> patch size."""
         # The masks ride along as a regression target: resampled bilinearly (zeros outside
         # the image, i.e. background, as nnU-Net pads), then thresholded.
         out = self.transforms(image=image, regression_target=masks.float())
         return out["image"], (out["regression_target"] >= 0.5).to(masks.dtype)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"NnUNetAugmentation(patch_size={self.patch_size}, input_size={self.input_size})"
 
 
 class XrayAugmentation:
     """Radiograph augmentation of training patches (:func:`ts2d_xray.xray_randomize.augment`).
 
-    Patches arrive normalised (z-scored per image, see :mod:`.data`), while the
+    Patches arrive normalised (z-scored per image, see :mod:`ts2d_xray.train.data`), while the
     pipeline works on images in [0, 1].  Each channel of a crop is therefore mapped
     linearly to [0, 1] (its minimum to 0, its maximum to 1), augmented, mapped back, and
     given its former mean and standard deviation again (nnU-Net's "retain stats"):
@@ -145,7 +149,7 @@ class XrayAugmentation:
         input_size: ``(h, w)`` of the crops to pass in.
     """
 
-    def __init__(self, patch_size: Sequence[int], params: XrayAugmentParams = XRAY_TRAINING_AUGMENT):
+    def __init__(self, patch_size: Sequence[int], params: XrayAugmentParams = XRAY_TRAINING_AUGMENT) -> None:
         self.patch_size = tuple(int(p) for p in patch_size)
         self.params = params
         # A patch rotated by up to rotate_deg and zoomed out to scale_range[0] (about the
@@ -157,7 +161,7 @@ class XrayAugmentation:
         grow = (abs(math.cos(angle)) + abs(math.sin(angle))) / zoom / (1 - 2 * shift)
         self.input_size = tuple(int(math.ceil(p * grow)) for p in self.patch_size)
 
-    def __call__(self, image, masks):
+    def __call__(self, image: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Augment one crop: ``image (C, h, w)`` float32 torch, ``masks (K, h, w)`` uint8 -> patch size."""
         import torch
 
@@ -185,11 +189,11 @@ class XrayAugmentation:
         return (torch.from_numpy(np.ascontiguousarray(out_image)),
                 torch.from_numpy(np.ascontiguousarray(out_masks[window])).to(masks.dtype))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"XrayAugmentation(patch_size={self.patch_size}, input_size={self.input_size})"
 
 
-def input_size_of(augmentation, patch_size: Sequence[int]) -> tuple[int, int]:
+def input_size_of(augmentation: Callable[..., Any], patch_size: Sequence[int]) -> tuple[int, int]:
     """The crop size an augmentation takes: its ``input_size``, else the patch size."""
     size = getattr(augmentation, "input_size", None)
     size = tuple(patch_size) if size is None else tuple(size)
