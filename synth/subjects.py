@@ -111,7 +111,7 @@ def labelled_classes(subject: Subject) -> frozenset[str]:
     Training can then tell "absent here" (a true negative) from "never labelled".
     """
     from ts2d_xray.io import read_classmap
-    from ts2d_xray.io.volume import LABEL_SUFFIXES
+    from ts2d_xray.kinds import LABEL_SUFFIXES
 
     path = subject.labels
     if path.is_dir():
