@@ -51,6 +51,7 @@ import torch
 from ts2d_xray.dataset import Dataset, load_dataset
 from ts2d_xray.errors import InputError
 from ts2d_xray.io.files import read_json
+from ts2d_xray.nnunet.checkpoint import network_weights
 from ts2d_xray.nnunet.layout import (CONFIGURATION, DATASET_FILE, FINAL, PLANS_FILE, TRAINER_NAME, fold_folder,
                                      trainer_folder)
 from ts2d_xray.nnunet.network import SEG_LAYER, build_network
@@ -170,7 +171,7 @@ def load_coronal_model(path: str | PathLike, fold: int | str | None = None) -> C
         config = config_from_dict(state["config"])
     except (TypeError, ValueError) as err:
         raise InputError(path, f"its training configuration is invalid ({err})") from None
-    weights = dict(state["network_weights"])
+    weights = network_weights(state, path)
     expected = _shapes(plans, ours["in_channels"], ours["structures"])
     wrong = sorted(k for k in set(expected) | set(weights)
                    if k not in weights or k not in expected or tuple(weights[k].shape) != expected[k])
