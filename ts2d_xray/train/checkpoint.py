@@ -70,8 +70,8 @@ def load_trained_network(trainer_dir: str | PathLike, fold: int | str = 0, check
     """
     trainer_dir = Path(trainer_dir)
     plans_path = trainer_dir / PLANS_FILE
-    plans = read_json(plans_path, what="plans.json of a trained model")
-    dataset_json = read_json(trainer_dir / DATASET_FILE, what="dataset.json of a trained model")
+    plans = read_json(plans_path)
+    dataset_json = read_json(trainer_dir / DATASET_FILE)
     ours = plans.get("ts2d")
     if not isinstance(ours, dict) or not {"in_channels", "structures"} <= set(ours):
         raise InputError(plans_path, "no 'ts2d' block: not a model trained by ts2d_xray.train")

@@ -166,7 +166,7 @@ class Trainer:
         dataset, (in_channels, channel_source) = self.dataset, inputs
         plans_path = self.trainer_dir / PLANS_FILE
         if plans_path.is_file():
-            plans = read_json(plans_path, what="plans.json")
+            plans = read_json(plans_path)
             check_plans(plans, dataset.meta, self.config, plans_path)
             if (plans["ts2d"]["in_channels"], plans["ts2d"]["channel_source"]) != (in_channels, channel_source):
                 raise InputError(plans_path, "these plans were made for other network inputs; use another model folder")
