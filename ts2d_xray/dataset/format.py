@@ -31,12 +31,8 @@ Conventions:
   moves the files in with ``os.replace``, images, label, then the record, so the record
   marks a complete case even if the writer is killed.
 
-Example:
-    >>> from ts2d_xray.dataset import load_dataset
-    >>> ds = load_dataset("Dataset501_Coronal")     # checks it; InputError if broken  # doctest: +SKIP
-    >>> image, masks = ds.read(ds.case_ids[0])       # (C, H, W) float32, (K, H, W) bool  # doctest: +SKIP
-    >>> masks.names == ds.structures                 # doctest: +SKIP
-    True
+Reading is :mod:`ts2d_xray.dataset.read` (with an example), writing
+:mod:`ts2d_xray.dataset.write`.
 """
 
 from __future__ import annotations
