@@ -143,7 +143,7 @@ def deterministic_bundle(root: Path, kind: str = "coronal", spacing: float = 3.0
                          features=(4, 8, 16), name: str | None = None, groups: dict | None = None,
                          manifest: bool = True) -> Path:
     """A bundle folder with deterministic group models; with our manifest unless ``manifest=False``."""
-    from ts2d_xray.segment.models import infer_manifest, write_manifest
+    from ts2d_xray.segment.manifest import infer_manifest, write_manifest
 
     groups = groups or (CORONAL_GROUPS if kind == "coronal" else XRAY_GROUPS)
     source = 1 if kind == "coronal" else 0  # the max channel / the radiograph

@@ -14,16 +14,8 @@ import torch
 import model_fixtures as mf
 from ts2d_xray.cli import main
 from ts2d_xray.errors import InputError
-from ts2d_xray.segment.models import (
-    MANIFEST,
-    infer_manifest,
-    install_model,
-    list_models,
-    model_home,
-    open_model,
-    remove_model,
-    safe_extract,
-)
+from ts2d_xray.segment.models import install_model, list_models, model_home, open_model, remove_model, safe_extract
+from ts2d_xray.segment.manifest import MANIFEST, infer_manifest
 from ts2d_xray.nnunet.checkpoint import read_checkpoint
 from ts2d_xray.nnunet.network import build_network, speed_up_for_cpu
 from ts2d_xray.segment.groups import load_group

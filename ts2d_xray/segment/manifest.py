@@ -22,20 +22,18 @@ import re
 from dataclasses import asdict, dataclass, field
 from os import PathLike
 from pathlib import Path, PurePosixPath
-from types import MappingProxyType
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from ts2d_xray.errors import InputError
 from ts2d_xray.io.files import read_json, write_json
+from ts2d_xray.kinds import CHANNELS, KINDS, Kind
 from ts2d_xray.labels import GROUPS
 from ts2d_xray.nnunet.layout import BEST, CONFIGURATION, DATASET_FILE, FINAL, PLANS_FILE
 
 __all__ = [
     "DEFAULT_THRESHOLD",
-    "KIND_CHANNELS",
     "MANIFEST",
     "GroupSpec",
-    "Kind",
     "ModelManifest",
     "find_nnunet_folders",
     "hash_weights",
@@ -48,9 +46,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["coronal", "xray"]
-#: Input kinds and the channels each one's models read, in network order.
-KIND_CHANNELS: Mapping[str, tuple[str, ...]] = MappingProxyType({"coronal": ("mean", "max"), "xray": ("xray",)})
 #: File name of the bundle manifest.
 MANIFEST = "ts2d_xray_model.json"
 FORMAT = "ts2d-xray-model"
@@ -127,10 +122,10 @@ class ModelManifest:
     inferred: bool = False
 
     def __post_init__(self) -> None:
-        if self.kind not in KIND_CHANNELS:
-            raise ValueError(f"kind must be one of {list(KIND_CHANNELS)}, got {self.kind!r}")
-        if len(self.channels) != len(KIND_CHANNELS[self.kind]):
-            raise ValueError(f"a {self.kind} model reads {len(KIND_CHANNELS[self.kind])} channel(s), "
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {list(KINDS)}, got {self.kind!r}")
+        if len(self.channels) != len(CHANNELS[self.kind]):
+            raise ValueError(f"a {self.kind} model reads {len(CHANNELS[self.kind])} channel(s), "
                              f"the manifest lists {list(self.channels)}")
         if self.display not in ("radiograph", "ts2d"):
             raise ValueError(f"display must be 'radiograph' or 'ts2d', got {self.display!r}")
@@ -244,7 +239,7 @@ def infer_manifest(root: str | PathLike, name: str, *, display: str | None = Non
         channels = dataset.get("channel_names", {})
         n_channels = len(channels) if isinstance(channels, dict) else 0
         kind = ours.get("kind") or dataset.get("kind") or {2: "coronal", 1: "xray"}.get(n_channels)
-        if kind not in KIND_CHANNELS:
+        if kind not in CHANNELS:
             raise InputError(folder / DATASET_FILE, f"cannot tell the input kind: {n_channels} channels "
                                                     f"{channels} (expected 2 for coronal or 1 for xray)")
         kinds.add(kind)
@@ -266,7 +261,7 @@ def infer_manifest(root: str | PathLike, name: str, *, display: str | None = Non
         raise InputError(root, f"its nnU-Net folders mix display conventions {sorted(displays)}; pass display=")
     kind = kinds.pop()
     return ModelManifest(
-        name=name, kind=kind, channels=KIND_CHANNELS[kind], display=display or displays.pop(),
+        name=name, kind=kind, channels=CHANNELS[kind], display=display or displays.pop(),
         spacing_mm=spacings[0], groups=tuple(groups), training={"groups": trainings},
         description="inferred from nnU-Net files", inferred=True,
     )

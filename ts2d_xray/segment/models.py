@@ -35,7 +35,6 @@ import re
 import shutil
 import stat
 import tempfile
-import uuid
 import zipfile
 from dataclasses import dataclass, replace
 from os import PathLike
@@ -43,17 +42,13 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ts2d_xray.errors import InputError
-from ts2d_xray.io.files import remove_tree
+from ts2d_xray.io.files import remove_tree, temp_sibling
 from ts2d_xray.segment.manifest import (
     MANIFEST,
-    GroupSpec,
-    Kind,
     ModelManifest,
     hash_weights,
-    find_nnunet_folders,
     infer_manifest,
     read_manifest,
-    sha256_file,
     verify_bundle,
     write_manifest,
 )
@@ -61,25 +56,15 @@ from ts2d_xray.segment.manifest import (
 __all__ = [
     "BUNDLED_DIR",
     "HOME_ENV",
-    "MANIFEST",
-    "GroupSpec",
-    "Kind",
     "ModelBundle",
-    "ModelManifest",
     "bundled_models",
-    "find_nnunet_folders",
-    "infer_manifest",
     "install_model",
     "installed_summary",
     "list_models",
     "model_home",
     "open_model",
-    "read_manifest",
     "remove_model",
     "safe_extract",
-    "sha256_file",
-    "verify_bundle",
-    "write_manifest",
 ]
 
 log = logging.getLogger(__name__)
@@ -247,7 +232,7 @@ def install_model(source: str | PathLike, name: str | None = None, *, force: boo
                          f"got {name!r}")
     models = _models_dir()
     models.mkdir(parents=True, exist_ok=True)
-    staging = models / f".installing-{uuid.uuid4().hex[:8]}"
+    staging = temp_sibling(models / "bundle", ".installing")
     try:
         if source.is_file():
             if not zipfile.is_zipfile(source):

@@ -37,10 +37,10 @@ import numpy as np
 from ts2d_xray.errors import InputError
 from ts2d_xray.image import DISPLAYS, Image2D, Masks, Plane, Volume
 from ts2d_xray.orientation import Orientation
-from ts2d_xray.kinds import INPUT_MODEL_KIND as MODEL_KIND
+from ts2d_xray.kinds import CHANNELS, INPUT_MODEL_KIND
 from ts2d_xray.records import field_types, record_from_dict
 from ts2d_xray.segment.inputs import MAX_CT_VOXELS, MAX_PIXELS, InputInfo, inspect_input
-from ts2d_xray.segment.manifest import KIND_CHANNELS, ModelManifest, verify_bundle
+from ts2d_xray.segment.manifest import ModelManifest, verify_bundle
 from ts2d_xray.segment.models import bundled_models, installed_summary, list_models, open_model
 from ts2d_xray.segment.result import Result
 
@@ -79,7 +79,7 @@ class SegmentOptions:
         verify: Check the SHA-256 of the weights before loading (default: for a path,
             not for an installed model, which was checked when installed).
         display: Display convention of a bundle without a manifest (see
-            :func:`ts2d_xray.segment.models.infer_manifest`).
+            :func:`ts2d_xray.segment.manifest.infer_manifest`).
         invert: Override the radiograph reader's MONOCHROME1 inversion.
         max_pixels: Largest 2D input (and working image), in pixels.
         max_voxels: Largest CT, in voxels.
@@ -210,7 +210,7 @@ class Segmenter:
         return info
 
     def _check_kind(self, input_kind: str, source: str | PathLike | None) -> None:
-        if MODEL_KIND[input_kind] != self.kind:
+        if INPUT_MODEL_KIND[input_kind] != self.kind:
             raise InputError(source, f"model {self.manifest.name!r} segments {_KIND_WORDS[self.kind]}; "
                                      f"this is {_INPUT_WORDS[input_kind]}")
 
@@ -256,7 +256,7 @@ class Segmenter:
         spacing = self.manifest.spacing_mm if spacing is None else tuple(np.broadcast_to(np.asarray(spacing, float), 2))
         col = (1.0, 0.0, 0.0) if DISPLAYS[self.manifest.display] == "L" else (-1.0, 0.0, 0.0)
         plane = Plane(tuple(array.shape[1:]), tuple(float(s) for s in spacing), col, (0.0, 0.0, -1.0))
-        return Image2D(np.asarray(array, np.float32), plane, KIND_CHANNELS[self.kind]), kind, None
+        return Image2D(np.asarray(array, np.float32), plane, CHANNELS[self.kind]), kind, None
 
     # --- segmentation -------------------------------------------------------------
     def __call__(self, x: str | PathLike | Volume | Image2D | np.ndarray, *, spacing: float | Sequence[float] | None = None,

@@ -26,7 +26,7 @@ xray``):
 The result is an nnU-Net results folder like any trained model,
 ``OUT/Ts2dMultiLabelTrainer__<plans>__2d/{plans.json, dataset.json, fold_N/...}``, whose
 plans say ``kind: "xray"`` and ``in_channels: 1``: :class:`ts2d_xray.Segmenter` and
-:func:`ts2d_xray.segment.models.infer_manifest` read it as an ``xray`` model.
+:func:`ts2d_xray.segment.manifest.infer_manifest` read it as an ``xray`` model.
 
 Example:
     >>> from ts2d_xray.train import TrainOptions, adapt
