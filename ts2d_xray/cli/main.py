@@ -1,7 +1,9 @@
 """``ts2d-xray`` command line: a thin layer over the Python API.
 
-Exit codes: 0 success, 1 unexpected failure, 2 bad input or usage (with a one-line
-message naming the file and the problem; no output is left behind).
+Exit codes (``docs/errors.md``): 0 success, 1 unexpected failure (a bug: traceback),
+2 bad input or usage, 3 an output that cannot be written (disk full, read-only); 2 and
+3 come with a one-line message naming the file and the problem, and no output is left
+behind.
 
 Each command lives in the module named after it (:mod:`.project`, :mod:`.demo`,
 :mod:`.train`, :mod:`.segment`, :mod:`.evaluate`; ``synth`` in :mod:`synth.cli`) with an
@@ -19,7 +21,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from ts2d_xray.cli import demo, evaluate, project, segment, train
-from ts2d_xray.errors import InputError
+from ts2d_xray.errors import EXIT_INPUT, EXIT_OUTPUT, InputError, OutputError
 
 __all__ = ["build_parser", "main"]
 
@@ -74,9 +76,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return _RUNNERS[args.command](args)
+    except OutputError as err:
+        print(f"ts2d-xray {args.command}: error: cannot write {err}", file=sys.stderr)
+        return EXIT_OUTPUT
     except USER_ERRORS as err:
         print(f"ts2d-xray {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_INPUT
 
 
 if __name__ == "__main__":  # pragma: no cover
