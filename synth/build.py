@@ -21,6 +21,8 @@ Example:
 from __future__ import annotations
 
 import logging
+import shutil
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
@@ -28,8 +30,9 @@ from typing import Sequence
 
 from ts2d_xray import labels as catalog
 from ts2d_xray.dataset import DISPLAY, FORMAT_VERSION, finalize, is_complete
-from ts2d_xray.errors import InputError
-from ts2d_xray.io.files import read_json
+from ts2d_xray.dataset.write import discard_partial
+from ts2d_xray.errors import InputError, OutputError
+from ts2d_xray.io.files import output_error, read_json
 
 from synth.case import CaseJob, CaseResult, SampleSpec, Target, build_case, case_rng, forget_loaded, stable_hash
 from synth.runners import Runner, open_runner
@@ -186,12 +189,28 @@ def build(source: str | PathLike, out: str | PathLike, options: BuildOptions = B
     Raises:
         InputError: Bad source or output (checked before anything is written).
         ValueError: Bad options.
+        OutputError: A file cannot be written (disk full, read-only folder): the build
+            stops; complete cases stay for a re-run to resume from, a new output folder
+            without any is removed, and nothing partial is left.
     """
     targets, jobs = _plan(source, Path(out), options)
+    fresh = not Path(out).exists()
+    try:
+        done, skipped, failed = _build_all(targets, jobs, options)
+    except OutputError:
+        _abandon(Path(out), targets, jobs, len(options.spec.channels), fresh)
+        raise
+    return BuildReport(tuple(t.folder for t in targets), tuple(sorted(done)), tuple(sorted(skipped)),
+                       tuple(sorted(failed)))
+
+
+def _build_all(targets: Sequence[Target], jobs: Sequence[CaseJob], options: BuildOptions
+               ) -> tuple[list[str], set[str], list[tuple[str, str]]]:
+    """Prepare the data set folders, run the jobs not yet complete, finalize; ``(done, skipped, failed)``."""
     n_channels = len(options.spec.channels)
     with open_runner(options.scheduler, options.workers) as run:
         for target in targets:
-            target.folder.mkdir(parents=True, exist_ok=True)
+            _make_folder(target.folder)
             # Clear what a killed build left (.partial/, incomplete cases); one build per
             # output folder at a time.
             _finalize(target, options.spec)
@@ -203,8 +222,27 @@ def build(source: str | PathLike, out: str | PathLike, options: BuildOptions = B
             forget_loaded()  # in-process builds: do not keep the last CT in memory
     for target in targets:
         _finalize(target, options.spec)
-    return BuildReport(tuple(t.folder for t in targets), tuple(sorted(done)), tuple(sorted(skipped)),
-                       tuple(sorted(failed)))
+    return done, skipped, failed
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise output_error(err, folder) from err
+
+
+def _abandon(out: Path, targets: Sequence[Target], jobs: Sequence[CaseJob], n_channels: int, fresh: bool) -> None:
+    """After an output error: remove what unfinished cases left, and a new output folder without a complete case.
+
+    Complete cases stay (a re-run resumes from them); the workers have stopped by now.
+    """
+    if fresh and not any(is_complete(t.folder, j.case_id, n_channels) for t in targets for j in jobs):
+        if out.is_dir():
+            shutil.rmtree(out, ignore_errors=True)
+        return
+    for target in targets:
+        discard_partial(target.folder)
 
 
 def _run_all(run: Runner, todo: Sequence[CaseJob], total: int, skipped: int, progress: bool
@@ -214,13 +252,20 @@ def _run_all(run: Runner, todo: Sequence[CaseJob], total: int, skipped: int, pro
 
     done: list[str] = []
     failed: list[tuple[str, str]] = []
+    # build_case is looked up at run time, so that a stand-in can replace it (tests do).
+    results = iter(run(build_case, todo) if todo else ())
     with tqdm(total=total, initial=skipped, unit="case", desc="synth build", disable=not progress) as bar:
-        # build_case is looked up at run time, so that a stand-in can replace it (tests do).
-        for result in run(build_case, todo) if todo else ():
-            if result.ok:
-                done.append(result.case_id)
-            else:
-                failed.append((result.case_id, result.message or "unknown error"))
-                log.error("%s: %s", result.case_id, result.message)
-            bar.update(1)
+        try:
+            for result in results:
+                if result.output_error is not None:  # the place is at fault, not the subject: stop
+                    raise OutputError(*result.output_error)
+                if result.ok:
+                    done.append(result.case_id)
+                else:
+                    failed.append((result.case_id, result.message or "unknown error"))
+                    log.error("%s: %s", result.case_id, result.message)
+                bar.update(1)
+        finally:
+            if isinstance(results, Generator):
+                results.close()  # the runner cancels the jobs not yet started
     return done, failed

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from ts2d_xray.dataset import DISPLAY, write_case
+from ts2d_xray.errors import OutputError
 from ts2d_xray.image import Image2D, LabelMap, Masks, Volume
 from ts2d_xray.kinds import CHANNELS, KINDS, Kind
 from ts2d_xray.projection import DEFAULT_SPACING_MM
@@ -134,12 +135,18 @@ class CaseJob:
 
 @dataclass(frozen=True)
 class CaseResult:
-    """Outcome of one case: ``message`` says why it failed."""
+    """Outcome of one case: ``message`` says why it failed.
+
+    ``output_error`` is ``(path, problem)`` when the case failed because an output could
+    not be written (disk full, read-only folder: an :class:`~ts2d_xray.errors.OutputError`);
+    the subject is not at fault and the build stops.
+    """
 
     case_id: str
     ok: bool
     message: str | None = None
     seconds: float = 0.0
+    output_error: tuple[str | None, str] | None = None
 
 
 def stable_hash(text: str) -> int:
@@ -179,14 +186,18 @@ def build_case(job: CaseJob) -> CaseResult:
     """Build one case into every target data set; never raises.
 
     Any error (unreadable CT, labels on another grid, ...) becomes a failed result with
-    its message, so that one bad subject does not stop a build.  Nothing of a failed
-    case is left in the data sets.
+    its message, so that one bad subject does not stop a build.  An output that cannot
+    be written is marked as such (``output_error``), for the build to stop.  Nothing of
+    a failed case is left in the data sets.
     """
     started = time.perf_counter()
     try:
         sample = _make_sample(job)
         for target in job.targets:
             _write_case(job, target, sample)
+    except OutputError as err:
+        return CaseResult(job.case_id, False, f"cannot write {err}", time.perf_counter() - started,
+                          (err.path, err.problem))
     except Exception as err:  # noqa: BLE001 - the boundary of one case: report, go on
         log.debug("%s failed", job.case_id, exc_info=True)
         return CaseResult(job.case_id, False, f"{type(err).__name__}: {err}", time.perf_counter() - started)

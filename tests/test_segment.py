@@ -248,7 +248,7 @@ def test_save_writes_nothing_when_a_format_fails(data, coronal, tmp_path, monkey
     monkeypatch.setattr(ts2d_xray.segment.result, "write_preview", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
     with pytest.raises(OSError, match="disk full"):
         result.save(tmp_path / "out", ["seg.nrrd", "overlay", "json"])
-    assert list((tmp_path / "out").iterdir()) == []
+    assert list(tmp_path.iterdir()) == []  # no empty case folder, no temporary folder
     with pytest.raises(ValueError, match="unknown output format 'pdf'"):
         result.save(tmp_path / "out", ["pdf"])
 

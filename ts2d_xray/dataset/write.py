@@ -4,7 +4,9 @@ The record (``cases/<case>.json``) is the completion marker: :func:`write_case` 
 a case's files in a fixed order (images, label, then the record), so a record means
 every file of the case is in place, even if the writer is killed.  :func:`finalize`
 then makes ``cases.jsonl`` and ``dataset.json`` agree with the complete cases.  File
-names and fields are those of :mod:`ts2d_xray.dataset.format`.
+names and fields are those of :mod:`ts2d_xray.dataset.format`.  A file that cannot be
+written (disk full, read-only folder) raises :class:`~ts2d_xray.errors.OutputError`
+naming it, and leaves no partial file behind.
 """
 
 from __future__ import annotations
@@ -31,13 +33,14 @@ from ts2d_xray.dataset.format import (
     is_complete,
     label_name,
 )
+from ts2d_xray.errors import OutputError
 from ts2d_xray.image import Image2D, Masks
-from ts2d_xray.io.files import read_json, sidecar_path, temp_sibling, write_json, write_text
+from ts2d_xray.io.files import output_error, read_json, sidecar_path, temp_sibling, write_json, write_text
 from ts2d_xray.io.image2d import write_image2d
 from ts2d_xray.io.masks import write_masks
 from ts2d_xray.kinds import CHANNELS
 
-__all__ = ["finalize", "write_case"]
+__all__ = ["discard_partial", "finalize", "write_case"]
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +74,28 @@ def write_case(root: str | PathLike, case_id: str, image: Image2D, masks: Masks,
         label = write_masks(masks, temp / LABELS_DIR / label_name(case_id))
         files += [sidecar_path(label), label]
         files.append(write_json(temp / RECORDS_DIR / f"{case_id}.json", record))
-        for path in files:
-            dest = root / path.relative_to(temp)
-            dest.parent.mkdir(exist_ok=True)
-            os.replace(path, dest)
+        _move_into_place(files, temp, root)
+    except OutputError as err:  # name the file where it was going, not its temporary place
+        where = Path(err.path) if err.path else root
+        raise OutputError(root / where.relative_to(temp) if temp in where.parents else where, err.problem) from err
     finally:
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def _move_into_place(files: Sequence[Path], temp: Path, root: Path) -> None:
+    """Move ``files`` from the case's temporary folder ``temp`` to the same places in ``root``, in order."""
+    for path in files:
+        dest = root / path.relative_to(temp)
+        try:
+            dest.parent.mkdir(exist_ok=True)
+            os.replace(path, dest)
+        except OSError as err:
+            raise output_error(err, dest) from err
+
+
+def discard_partial(root: str | PathLike) -> None:
+    """Remove what unfinished cases left in ``.partial/`` (call it when no writer is running)."""
+    shutil.rmtree(Path(root) / PARTIAL_DIR, ignore_errors=True)
 
 
 def finalize(root: str | PathLike, structures: Sequence[str], groups: Sequence[str],
@@ -88,7 +107,7 @@ def finalize(root: str | PathLike, structures: Sequence[str], groups: Sequence[s
     arguments) from the case records.  Only one writer may use a data set at a time.
     """
     root = Path(root)
-    shutil.rmtree(root / PARTIAL_DIR, ignore_errors=True)
+    discard_partial(root)
     n_channels = len(CHANNELS[settings["kind"]])
     complete = []
     for case_id in sorted(case_ids_on_disk(root)):
@@ -97,7 +116,10 @@ def finalize(root: str | PathLike, structures: Sequence[str], groups: Sequence[s
         else:
             log.info("%s: removing the files of incomplete case %s", root, case_id)
             for p in case_files(root, case_id, n_channels):
-                p.unlink(missing_ok=True)
+                try:
+                    p.unlink(missing_ok=True)
+                except OSError as err:
+                    raise output_error(err, p) from err
     records = [read_json(root / RECORDS_DIR / f"{c}.json", what="case record") for c in complete]
     write_text(root / CASES_FILE, "".join(json.dumps(r) + "\n" for r in records))
     write_json(root / DATASET_JSON, dataset_json(root.name, structures, groups, settings, records))

@@ -7,11 +7,17 @@ and moved onto its name only once complete; on any error the temporary file is
 removed.  Folders are filled the same way (:func:`staged_folder`, :func:`new_folder`).
 So no reader ever sees a half-written file, and a failed or killed run leaves the
 previous file (or nothing) behind.
+
+A write that fails for want of room or permission (disk full, file too large,
+read-only folder, a parent path that is a file) raises
+:class:`~ts2d_xray.errors.OutputError` naming the final path and the cause, never the
+temporary one, so callers tell it from a bad input (:func:`output_error`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -22,7 +28,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from ts2d_xray.errors import InputError
+from ts2d_xray.errors import InputError, OutputError
 from ts2d_xray.kinds import format_suffix
 
 __all__ = [
@@ -30,6 +36,7 @@ __all__ = [
     "brief",
     "json_default",
     "new_folder",
+    "output_error",
     "read_json",
     "remove_tree",
     "sidecar_path",
@@ -60,21 +67,71 @@ def temp_sibling(path: Path, prefix: str = ".tmp") -> Path:
     return path.with_name(f"{prefix}-{uuid.uuid4().hex[:8]}-{path.name}")
 
 
+#: Errors that only writing gives: whatever the path, the output place is at fault.
+_OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+
+
+def output_error(err: OSError, path: Path, temp: Path | None = None) -> OutputError:
+    """``err`` (raised while writing ``path``) as an :class:`OutputError` naming ``path`` and the cause.
+
+    When ``temp`` is the temporary folder being filled for ``path``, a file the error
+    names inside it is named at its final place in ``path``.
+    """
+    if isinstance(err, OutputError):
+        return err
+    where = path
+    if temp is not None and err.filename is not None:
+        name = Path(os.fsdecode(err.filename))
+        if name == temp or temp in name.parents:
+            where = path / name.relative_to(temp)
+    return OutputError(where, err.strerror or brief(err))
+
+
+def _is_output(err: OSError, *places: Path) -> bool:
+    """Whether ``err`` comes from writing into ``places`` (not from reading an input elsewhere)."""
+    if isinstance(err, OutputError) or err.errno in _OUTPUT_ERRNOS:
+        return True
+    named = [Path(os.fsdecode(f)) for f in (err.filename, err.filename2) if f is not None]
+    return any(n == p or p in n.parents for n in named for p in places)
+
+
+def _make_parent(path: Path) -> None:
+    """Create ``path``'s missing parent folders; OutputError when that fails."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        file = next((p for p in path.parents if p.exists() and not p.is_dir()), path.parent)
+        raise OutputError(file, "is a file, not a folder, so nothing can be written in it") from None
+    except OSError as err:
+        raise OutputError(path.parent, err.strerror or brief(err)) from None
+
+
 @contextlib.contextmanager
 def atomic_paths(*paths: str | PathLike) -> Iterator[tuple[Path, ...]]:
     """Yield temporary paths to write; move them onto ``paths`` on success, delete them on error.
 
     Missing parent folders are created.  The files are moved in the order given, so the
     last one can serve as a completion marker.
+
+    Raises:
+        OutputError: Any OSError while creating the folders, writing the temporary
+            files (the body only writes them) or moving them, naming the final path.
     """
     paths = tuple(Path(p) for p in paths)
     for p in paths:
-        p.parent.mkdir(parents=True, exist_ok=True)
+        _make_parent(p)
     temps = tuple(temp_sibling(p) for p in paths)
     try:
-        yield temps
+        try:
+            yield temps
+        except OSError as err:
+            failed = next((p for t, p in zip(temps, paths) if _is_output(err, t)), paths[0])
+            raise output_error(err, failed) from err
         for temp, p in zip(temps, paths):
-            os.replace(temp, p)
+            try:
+                os.replace(temp, p)
+            except OSError as err:
+                raise output_error(err, p) from err
     finally:
         for temp in temps:
             temp.unlink(missing_ok=True)
@@ -145,16 +202,35 @@ def new_folder(folder: str | PathLike, *, replace: bool = False, prefix: str = "
     folder = Path(folder).resolve()
     if folder.exists() and not replace and (not folder.is_dir() or any(folder.iterdir())):
         raise FileExistsError(f"{folder}: exists and is not an empty folder")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    temp = temp_sibling(folder, prefix)
-    temp.mkdir()
-    try:
+    with _filling(folder, prefix) as temp:
         yield temp
         if folder.is_dir():
             remove_tree(folder)  # empty, or replace=True
         elif folder.exists():
             folder.unlink()  # a file, and replace=True
         os.replace(temp, folder)
+
+
+@contextlib.contextmanager
+def _filling(folder: Path, prefix: str = ".tmp") -> Iterator[Path]:
+    """A new temporary sibling folder of ``folder``, removed on exit; output errors as OutputError.
+
+    An OSError inside the block becomes an :class:`OutputError` when it comes from
+    writing (:func:`_is_output`: a full disk, or a path in the temporary or final
+    folder); any other (reading an input, say) propagates as it is.
+    """
+    _make_parent(folder)
+    temp = temp_sibling(folder, prefix)
+    try:
+        temp.mkdir()
+    except OSError as err:
+        raise OutputError(folder, err.strerror or brief(err)) from None
+    try:
+        yield temp
+    except OSError as err:
+        if not _is_output(err, temp, folder):
+            raise
+        raise output_error(err, folder, temp) from err
     finally:
         shutil.rmtree(temp, ignore_errors=True)
 
@@ -173,10 +249,7 @@ def staged_folder(folder: str | PathLike) -> Iterator[Path]:
     folder = Path(folder).resolve()  # "." has no name to build a sibling's from
     if folder.exists() and not folder.is_dir():
         raise FileExistsError(f"{folder}: exists and is not a folder")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    temp = temp_sibling(folder)
-    temp.mkdir()
-    try:
+    with _filling(folder) as temp:
         yield temp
         if folder.exists():
             for item in sorted(temp.iterdir()):
@@ -186,5 +259,3 @@ def staged_folder(folder: str | PathLike) -> Iterator[Path]:
                 os.replace(item, dest)
         else:
             os.replace(temp, folder)
-    finally:
-        shutil.rmtree(temp, ignore_errors=True)

@@ -12,13 +12,16 @@ and inference all read checkpoints with :func:`read_checkpoint`:
   :mod:`ts2d_xray.train` writes hold tensors and plain Python values only.
 
 Output channels: our models have one sigmoid output per structure.  TS2D's multi-label
-fork has K + 1, channel 0 being background; :func:`load_network` cuts that channel
-from the segmentation heads (:data:`~ts2d_xray.nnunet.network.SEG_LAYER`) at load, so
-the network computes exactly the K structure logits.
+fork has K + 1, channel 0 being background.  Inference of a published TS2D model keeps
+all K + 1 (``keep_background=True``), since the fork's rule needs the background
+(:mod:`ts2d_xray.nnunet.exact`); otherwise :func:`load_network` cuts channel 0 from the
+segmentation heads (:data:`~ts2d_xray.nnunet.network.SEG_LAYER`) at load, so the
+network computes exactly the K structure logits.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import zipfile
@@ -105,10 +108,16 @@ def _numpy_global(name: str) -> Callable[..., Any] | type | None:
 
 
 def save_checkpoint(path: str | PathLike, checkpoint: Mapping[str, Any]) -> Path:
-    """Write a checkpoint atomically (a killed writer leaves the previous file intact); returns its path."""
+    """Write a checkpoint atomically (a killed writer leaves the previous file intact); returns its path.
+
+    Serialised in memory first: torch's own file writer reports a full disk as a bare
+    RuntimeError, a plain write as an OutputError naming the file.
+    """
     path = Path(path)
+    buffer = io.BytesIO()
+    torch.save(dict(checkpoint), buffer)
     with atomic_paths(path) as (temp,):
-        torch.save(dict(checkpoint), temp)
+        temp.write_bytes(buffer.getbuffer())
     return path
 
 
@@ -155,7 +164,7 @@ def drop_background(weights: Mapping[str, torch.Tensor], n_structures: int,
 
 def load_network(path: str | PathLike, plans: Mapping[str, Any], in_channels: int, n_structures: int, *,
                  device: str | torch.device = "cpu", trust: bool = False,
-                 plans_path: Path | None = None) -> tuple[torch.nn.Module, dict]:
+                 plans_path: Path | None = None, keep_background: bool = False) -> tuple[torch.nn.Module, dict]:
     """The network of ``plans`` with a checkpoint's weights, in eval mode, without deep supervision.
 
     The network is built on the meta device and given the checkpoint's tensors: no
@@ -170,6 +179,9 @@ def load_network(path: str | PathLike, plans: Mapping[str, Any], in_channels: in
         device: Where the network goes.
         trust: See :func:`read_checkpoint`.
         plans_path: The plans file, named by errors about the plans.
+        keep_background: Keep all K + 1 outputs of TS2D's fork (background first), as
+            its own inference uses them (:mod:`ts2d_xray.nnunet.exact`); the
+            checkpoint must then have K + 1 outputs.
 
     Returns:
         ``(network, checkpoint)``.
@@ -180,9 +192,15 @@ def load_network(path: str | PathLike, plans: Mapping[str, Any], in_channels: in
     path = Path(path)
     checkpoint = read_checkpoint(path, trust=trust)
     weights, dropped = drop_background(network_weights(checkpoint, path), n_structures, path)
-    if dropped:
+    if keep_background and not dropped:
+        raise InputError(path, f"a TS2D (multi-label fork) model needs {n_structures + 1} outputs, background first; "
+                               f"the network has {n_structures}")
+    if keep_background:
+        weights = network_weights(checkpoint, path)
+    elif dropped:
         log.info("%s: dropped background output channel 0", path)
-    network = build_network(plans, in_channels, n_structures, path=plans_path, device="meta")
+    n_out = n_structures + 1 if keep_background else n_structures
+    network = build_network(plans, in_channels, n_out, path=plans_path, device="meta")
     try:
         network.load_state_dict(weights, strict=True, assign=True)
     except RuntimeError as err:

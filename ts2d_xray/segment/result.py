@@ -126,11 +126,13 @@ class Result:
         """Write the chosen formats into ``out_dir`` (see the module docstring); returns the paths.
 
         Existing outputs of the same names are replaced; a failure leaves ``out_dir`` as
-        it was.
+        it was (a new ``out_dir`` does not appear at all).
+
+        Raises:
+            OutputError: A file cannot be written (disk full, read-only folder), naming it.
         """
         formats = check_formats(formats)
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
         names: list[str] = []
         with staged_folder(out) as staging:
             for f in formats:
