@@ -16,11 +16,11 @@ KeyError included) is a bug and surfaces with its traceback.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Callable, Sequence
 
 from ts2d_xray.cli import demo, evaluate, project, segment, train
+from ts2d_xray.cli.logs import command_output
 from ts2d_xray.errors import EXIT_INPUT, EXIT_OUTPUT, InputError, OutputError
 
 __all__ = ["build_parser", "main"]
@@ -48,7 +48,9 @@ _RUNNERS: dict[str, Runner] = {
 def build_parser() -> argparse.ArgumentParser:
     """The ``ts2d-xray`` parser with every command (``synth``'s when that package is installed)."""
     parser = argparse.ArgumentParser(prog="ts2d-xray", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress and details")
+    talk = parser.add_mutually_exclusive_group()
+    talk.add_argument("-q", "--quiet", action="store_true", help="print errors only (no warnings)")
+    talk.add_argument("-v", "--verbose", action="store_true", help="also print progress and details")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     project.add_parser(sub)
     demo.add_parser(sub)
@@ -68,14 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ts2d-xray`` command; returns the exit code.
 
-    Usage errors exit through argparse (SystemExit 2); the user's errors return 2 with
-    one line on stderr; any other exception propagates (traceback, exit code 1).
+    Usage errors exit through argparse (SystemExit 2); the user's errors return 2 and
+    outputs that cannot be written 3, with one line on stderr; any other exception
+    propagates (traceback, exit code 1).  Warnings print as one line each
+    (:mod:`ts2d_xray.cli.logs`; ``--quiet`` hides them).
     """
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
     try:
-        return _RUNNERS[args.command](args)
+        with command_output(quiet=args.quiet, verbose=args.verbose):
+            return _RUNNERS[args.command](args)
     except OutputError as err:
         print(f"ts2d-xray {args.command}: error: cannot write {err}", file=sys.stderr)
         return EXIT_OUTPUT
