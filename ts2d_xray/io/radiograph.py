@@ -77,7 +77,8 @@ def read_radiograph(
     Returns:
         Image2D, array ``(1, H, W)`` float32 in [0, 1], 1 = white as displayed; meta
         ``source``, ``format``, ``spacing_source``, ``orientation_source`` (DICOM also
-        ``photometric``, ``inverted``, ``modality``, ``voi``, ``view_position``).  Missing
+        ``photometric``, ``inverted``, ``voi`` and the header's facts of :func:`_dicom_facts`:
+        ``modality``, ``body_part_examined``, ``view_position``, ``patient_orientation``).  Missing
         spacing is guessed from :data:`FALLBACK_FIELD_OF_VIEW_MM`, missing orientation
         taken as :data:`ASSUMED_ORIENTATION`, each with a warning.
 
@@ -136,10 +137,28 @@ def _read_dicom(path: Path, invert: bool | None, spacing: _Spacing | None) -> tu
     col_dir, row_dir, orientation_source = _dicom_orientation(path, ds.get("PatientOrientation"))
     meta = {"spacing_source": spacing_source, "orientation_source": orientation_source,
             "photometric": photometric, "inverted": inverted, "voi": voi,
-            "invert_source": "header" if invert is None else "given", "modality": str(ds.get("Modality", ""))}
-    if ds.get("ViewPosition"):
-        meta["view_position"] = str(ds.ViewPosition)
+            "invert_source": "header" if invert is None else "given", **_dicom_facts(ds)}
     return grey, Plane(tuple(raw.shape), spacing, col_dir, row_dir), meta
+
+
+def _dicom_facts(ds: pydicom.Dataset) -> dict[str, str | list[str]]:
+    """What the header says about the examination, as written (for the report's trust checks).
+
+    ``modality`` always; ``body_part_examined``, ``view_position`` and
+    ``patient_orientation`` (the two values, e.g. ``["L", "F"]``) when present and not
+    empty.  Nothing is interpreted here: :mod:`ts2d_xray.segment.trust` judges them.
+    """
+    facts: dict[str, str | list[str]] = {"modality": str(ds.get("Modality", ""))}
+    for keyword, key in (("BodyPartExamined", "body_part_examined"), ("ViewPosition", "view_position")):
+        value = str(ds.get(keyword) or "").strip()
+        if value:
+            facts[key] = value
+    orientation = ds.get("PatientOrientation")
+    values = [orientation] if isinstance(orientation, str) else list(orientation or [])
+    values = [str(v).strip().upper() for v in values]
+    if any(values):
+        facts["patient_orientation"] = values
+    return facts
 
 
 def _voi_to_unit(path: Path, values: np.ndarray, ds: pydicom.Dataset) -> tuple[np.ndarray, str]:
