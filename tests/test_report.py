@@ -69,7 +69,13 @@ def test_cardiothoracic_ratio_from_heart_and_lungs():
     masks = masks_of(heart=(30, 50, 30, 60), lung_upper_lobe_right=(10, 40, 10, 30),
                      lung_upper_lobe_left=(10, 40, 50, 70))
     ctr = cardiothoracic_ratio(masks)
-    assert ctr == {"ctr": 0.5, "heart_width_mm": 30.0, "thorax_width_mm": 60.0, "thorax_row_px": 10}
+    assert {k: ctr[k] for k in ("ctr", "heart_width_mm", "thorax_width_mm")} == \
+        {"ctr": 0.5, "heart_width_mm": 30.0, "thorax_width_mm": 60.0}
+    # The measurement lines: columns (edges in mm), rows (centres in mm, 2 mm rows) of their ends.
+    assert ctr["lines"]["heart"] == {"row_px": 39, "col_px": [30, 59], "end_rows_px": [39, 39], "width_px": 30,
+                                     "row_mm": 79.0, "col_mm": [30.0, 60.0], "end_rows_mm": [79.0, 79.0],
+                                     "width_mm": 30.0}
+    assert ctr["lines"]["thorax"]["col_px"] == [10, 69] and ctr["lines"]["thorax"]["row_px"] == 24
     assert cardiothoracic_ratio(masks_of(heart=(30, 50, 30, 60))) is None  # no lungs
     lateral = Masks(masks.array, masks.names, Plane(PLANE.shape, PLANE.spacing, col_dir=(0.0, -1.0, 0.0)))
     assert cardiothoracic_ratio(lateral) is None

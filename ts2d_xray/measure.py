@@ -34,8 +34,12 @@ __all__ = [
     "LEG_FEMUR_MIN_MM",
     "MIN_PRESENT_AREA_MM2",
     "REGION_MARKERS",
+    "LUNG_FIELDS",
     "body_regions",
     "cardiothoracic_ratio",
+    "horizontal_line",
+    "largest_component",
+    "lung_fields",
     "present_structures",
     "structure_stats",
 ]
@@ -168,40 +172,82 @@ def body_regions(masks: Masks, present: Sequence[str] | None = None) -> dict[str
     return out
 
 
-def cardiothoracic_ratio(masks: Masks) -> dict[str, float | int] | None:
-    """The cardiothoracic ratio (CTR) of a frontal chest image from its heart and lung masks.
+#: Lung field names, by preference: the radiographic lung fields when a model has them,
+#: else each side's lobes (a union, see :func:`ts2d_xray.labels.expand`).
+LUNG_FIELDS: tuple[tuple[str, str], ...] = (("lung_field_right", "lung_field_left"), ("lung_right", "lung_left"))
 
-    CTR = widest horizontal extent of the heart / widest horizontal extent of the
-    thorax, as read on a PA chest radiograph (Danzer 1919).  The heart's width is the
-    extent of its mask across the image (its right-most to its left-most pixel, over
-    all rows); the thorax's is the widest row of the union of both lungs (the lung
-    fields reach the inner margins of the ribs).  Columns must run left-right in the
-    patient (a coronal view in either display convention, rows head to feet or not).
+
+def lung_fields(masks: Masks) -> tuple[np.ndarray, np.ndarray] | None:
+    """The ``(right, left)`` lung field masks (see :data:`LUNG_FIELDS`), or None when a side has none."""
+    for right, left in LUNG_FIELDS:
+        try:
+            return masks.mask(right), masks.mask(left)
+        except (KeyError, ValueError):  # not among the masks, or unknown to the catalog
+            continue
+    return None
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 8-connected component of a 2D mask (the mask itself when empty)."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    if n <= 1:
+        return mask.astype(bool, copy=False)
+    return labels == np.argmax(np.bincount(labels.ravel())[1:]) + 1
+
+
+def horizontal_line(mask: np.ndarray, plane: Plane) -> dict[str, Any]:
+    """The widest horizontal extent of a non-empty mask, as a measurement line.
+
+    The line spans the mask's first to last column.  Its two ends lie where the mask
+    reaches those columns, often on different rows (``end_rows_px``: the median row of
+    each extreme column); it is drawn at the row midway between them (``row_px``).
+    Columns in mm are edges (``col_mm``: the left edge of the first column to the right
+    edge of the last, from the image's left edge), rows in mm are pixel centres, as
+    ``bbox_mm`` and ``centroid_mm`` of :func:`structure_stats`.
+    """
+    row_sp, col_sp = plane.spacing
+    rows, cols = np.nonzero(mask)
+    c0, c1 = int(cols.min()), int(cols.max())
+    ends = [int(np.median(rows[cols == c])) for c in (c0, c1)]
+    row = (ends[0] + ends[1]) // 2
+    return {"row_px": row, "col_px": [c0, c1], "end_rows_px": ends, "width_px": c1 - c0 + 1,
+            "row_mm": round((row + 0.5) * row_sp, 2), "col_mm": [round(c0 * col_sp, 2), round((c1 + 1) * col_sp, 2)],
+            "end_rows_mm": [round((r + 0.5) * row_sp, 2) for r in ends],
+            "width_mm": round((c1 - c0 + 1) * col_sp, 2)}
+
+
+def cardiothoracic_ratio(masks: Masks) -> dict[str, Any] | None:
+    """The cardiothoracic ratio (CTR) of a frontal chest image from its heart and lung field masks.
+
+    CTR = widest horizontal extent of the heart silhouette / widest inner thoracic
+    width, as read on a PA chest radiograph (Danzer 1919): the heart's right-most to
+    left-most border, over the thorax from the outer edge of the right lung field to
+    the outer edge of the left one (the lung fields reach the inner margins of the
+    ribs).  Each is the extent across the image over all rows (the two ends may lie on
+    different rows), as the Wingspan authors measure it.  Each structure is measured on
+    its largest connected component, so that stray islands of a predicted mask do not
+    stretch the lines.  Lung fields: see :func:`lung_fields`.  Columns must run
+    left-right in the patient (a coronal view in either display convention).
 
     Returns:
-        ``{"ctr", "heart_width_mm", "thorax_width_mm", "thorax_row_px"}``, or None when
-        the heart or either lung is absent (below :data:`MIN_PRESENT_AREA_MM2`) or the
-        columns do not run left-right.
+        ``{"ctr", "heart_width_mm", "thorax_width_mm", "lines": {"heart": line,
+        "thorax": line}}`` with each line as :func:`horizontal_line` gives it (pixels
+        and mm on the masks' own grid), or None when the heart or either lung field is
+        absent (below :data:`MIN_PRESENT_AREA_MM2`) or the columns do not run left-right.
     """
     if patient_direction(masks.plane.col_dir) not in ("L", "R"):
         return None
-    try:
-        heart, left, right = masks.mask("heart"), masks.mask("lung_left"), masks.mask("lung_right")
-    except (KeyError, ValueError):
+    fields = lung_fields(masks)
+    if fields is None or "heart" not in masks.names:
         return None
+    heart, (right, left) = masks.mask("heart"), fields
     px_area = masks.plane.spacing[0] * masks.plane.spacing[1]
     if min(heart.sum(), left.sum(), right.sum()) * px_area < MIN_PRESENT_AREA_MM2:
         return None
-    col_sp = masks.plane.spacing[1]
-    cols = np.nonzero(heart.any(axis=0))[0]
-    heart_mm = float(cols.max() - cols.min() + 1) * col_sp
-    lungs = left | right
-    rows = np.nonzero(lungs.any(axis=1))[0]
-    widths = np.zeros(lungs.shape[0])
-    for r in rows:
-        c = np.nonzero(lungs[r])[0]
-        widths[r] = c.max() - c.min() + 1
-    row = int(np.argmax(widths))
-    thorax_mm = float(widths[row]) * col_sp
-    return {"ctr": round(heart_mm / thorax_mm, 4), "heart_width_mm": round(heart_mm, 2),
-            "thorax_width_mm": round(thorax_mm, 2), "thorax_row_px": row}
+    heart_line = horizontal_line(largest_component(heart), masks.plane)
+    thorax_line = horizontal_line(largest_component(right) | largest_component(left), masks.plane)
+    return {"ctr": round(heart_line["width_px"] / thorax_line["width_px"], 4),
+            "heart_width_mm": heart_line["width_mm"], "thorax_width_mm": thorax_line["width_mm"],
+            "lines": {"heart": heart_line, "thorax": thorax_line}}
