@@ -62,6 +62,9 @@ def _add_models_parser(sub: SubParsers) -> None:
     i.add_argument("--force", action="store_true", help="replace an installed model of the same name")
     i.add_argument("--display", choices=("radiograph", "ts2d"), default=None,
                    help="display convention of a model without a manifest (default: inferred)")
+    i.add_argument("--trust-checkpoint", action="store_true",
+                   help="accept checkpoints holding Python objects (only for a model you trust: loading it can "
+                        "run code from the file)")
     n = msub.add_parser("info", help="describe a model (installed name or path)")
     n.add_argument("name", metavar="NAME_OR_PATH")
     r = msub.add_parser("remove", help="remove an installed model")
@@ -152,7 +155,7 @@ def run_models(args: argparse.Namespace) -> int:
     elif args.models_command == "install":
         from ts2d_xray.segment.models import install_model, model_home
 
-        m = install_model(args.source, args.name, force=args.force, display=args.display)
+        m = install_model(args.source, args.name, force=args.force, display=args.display, trust=args.trust_checkpoint)
         print(f"installed {m.name}: {m.kind}, {len(m.groups)} group(s), {len(m.structures)} structures "
               f"-> {model_home() / 'models' / m.name}")
     elif args.models_command == "info":

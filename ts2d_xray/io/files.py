@@ -36,6 +36,7 @@ __all__ = [
     "brief",
     "json_default",
     "new_folder",
+    "is_output_error",
     "output_error",
     "read_json",
     "remove_tree",
@@ -87,8 +88,12 @@ def output_error(err: OSError, path: Path, temp: Path | None = None) -> OutputEr
     return OutputError(where, err.strerror or brief(err))
 
 
-def _is_output(err: OSError, *places: Path) -> bool:
-    """Whether ``err`` comes from writing into ``places`` (not from reading an input elsewhere)."""
+def is_output_error(err: OSError, *places: Path) -> bool:
+    """Whether ``err`` comes from writing into ``places`` (not from reading an input elsewhere).
+
+    True for errors that only writing gives (disk full, file too large, read-only file
+    system) and for errors naming a path in one of ``places``.
+    """
     if isinstance(err, OutputError) or err.errno in _OUTPUT_ERRNOS:
         return True
     named = [Path(os.fsdecode(f)) for f in (err.filename, err.filename2) if f is not None]
@@ -125,7 +130,7 @@ def atomic_paths(*paths: str | PathLike) -> Iterator[tuple[Path, ...]]:
         try:
             yield temps
         except OSError as err:
-            failed = next((p for t, p in zip(temps, paths) if _is_output(err, t)), paths[0])
+            failed = next((p for t, p in zip(temps, paths) if is_output_error(err, t)), paths[0])
             raise output_error(err, failed) from err
         for temp, p in zip(temps, paths):
             try:
@@ -228,7 +233,7 @@ def _filling(folder: Path, prefix: str = ".tmp") -> Iterator[Path]:
     try:
         yield temp
     except OSError as err:
-        if not _is_output(err, temp, folder):
+        if not is_output_error(err, temp, folder):
             raise
         raise output_error(err, folder, temp) from err
     finally:

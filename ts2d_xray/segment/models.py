@@ -42,7 +42,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ts2d_xray.errors import InputError
-from ts2d_xray.io.files import remove_tree, temp_sibling
+from ts2d_xray.io.files import is_output_error, output_error, remove_tree, temp_sibling
+from ts2d_xray.segment.integrity import check_checkpoint
 from ts2d_xray.segment.manifest import (
     MANIFEST,
     ModelManifest,
@@ -206,13 +207,15 @@ def _stem(path: Path) -> str:
 
 # --- install ----------------------------------------------------------------------
 def install_model(source: str | PathLike, name: str | None = None, *, force: bool = False,
-                  display: str | None = None) -> ModelManifest:
+                  display: str | None = None, trust: bool = False) -> ModelManifest:
     """Install a bundle (folder or zip) into the user cache.
 
     The source is unpacked or copied into a hidden folder beside the destination,
-    checked (manifest, SHA-256 of every listed file), given a manifest if it had none
-    (with the SHA-256 of its weights), and only then renamed into place: a failed
-    install leaves nothing behind.
+    checked (manifest, SHA-256 of every listed file, the zip CRC of every checkpoint,
+    and every checkpoint read as :func:`~ts2d_xray.nnunet.checkpoint.read_checkpoint`
+    reads it at load), given a manifest if it had none (with the SHA-256 of its
+    weights), and only then renamed into place: a failed install leaves nothing behind.
+    A folder holding a symbolic link is refused (its target may lie anywhere).
 
     Args:
         source: Bundle folder, nnU-Net results folder or ``.zip``.
@@ -220,9 +223,15 @@ def install_model(source: str | PathLike, name: str | None = None, *, force: boo
         force: Replace an installed model of the same name.
         display: Display convention of a bundle without a manifest (default: what
             :func:`infer_manifest` infers).
+        trust: Accept checkpoints holding Python objects that weights-only loading
+            refuses (loading them can run code from the file); they are not loaded here.
 
     Returns:
         The installed model's manifest.
+
+    Raises:
+        InputError: A missing, unsafe or broken source (naming the file at fault).
+        OutputError: The cache cannot be written.
     """
     source = Path(source).expanduser()
     if not source.exists():
@@ -231,25 +240,10 @@ def install_model(source: str | PathLike, name: str | None = None, *, force: boo
         raise ValueError(f"name must be letters, digits, '.', '_' or '-' (starting with a letter or digit), "
                          f"got {name!r}")
     models = _models_dir()
-    models.mkdir(parents=True, exist_ok=True)
     staging = temp_sibling(models / "bundle", ".installing")
     try:
-        if source.is_file():
-            if not zipfile.is_zipfile(source):
-                raise InputError(source, "a model is a folder or a .zip archive; this file is neither")
-            safe_extract(source, staging)
-        else:
-            shutil.copytree(source, staging, symlinks=False)
-        root = _bundle_root(staging)
-        manifest = _load_or_infer(root, default_name=_stem(source), display=display)
-        if name is not None:
-            manifest = replace(manifest, name=name)
-        if not _NAME.fullmatch(manifest.name):
-            raise InputError(source, f"model name {manifest.name!r} is not a valid folder name; pass name=")
-        verify_bundle(root, manifest)
-        if manifest.inferred or not manifest.sha256:
-            manifest = replace(manifest, sha256=hash_weights(root, manifest), inferred=False)
-        write_manifest(root, manifest)
+        models.mkdir(parents=True, exist_ok=True)
+        root, manifest = _checked_copy(source, staging, name, display, trust)
         target = models / manifest.name
         if target.exists():
             if not force:
@@ -257,10 +251,56 @@ def install_model(source: str | PathLike, name: str | None = None, *, force: boo
                                          "pass force=True (--force) to replace it")
             remove_tree(target)
         os.replace(root, target)
-        log.info("installed model %s into %s", manifest.name, target)
-        return manifest
+    except OSError as err:
+        if not is_output_error(err, staging, models):
+            raise  # reading the source failed
+        raise output_error(err, models, staging) from err
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    log.info("installed model %s into %s", manifest.name, target)
+    return manifest
+
+
+def _checked_copy(source: Path, staging: Path, name: str | None, display: str | None, trust: bool
+                  ) -> tuple[Path, ModelManifest]:
+    """Copy or unpack ``source`` into ``staging``, check it, write its manifest; ``(bundle root, manifest)``."""
+    _copy_source(source, staging)
+    root = _bundle_root(staging)
+    manifest = _load_or_infer(root, default_name=_stem(source), display=display)
+    if name is not None:
+        manifest = replace(manifest, name=name)
+    if not _NAME.fullmatch(manifest.name):
+        raise InputError(source, f"model name {manifest.name!r} is not a valid folder name; pass name=")
+    verify_bundle(root, manifest)
+    for rel in (rel for g in manifest.groups for rel in g.checkpoints()):
+        check_checkpoint(root / rel, _shown(source, staging, root / rel), read=not trust)
+    if manifest.inferred or not manifest.sha256:
+        manifest = replace(manifest, sha256=hash_weights(root, manifest), inferred=False)
+    write_manifest(root, manifest)
+    return root, manifest
+
+
+def _copy_source(source: Path, staging: Path) -> None:
+    """Unpack (zip) or copy (folder) ``source`` into ``staging``; symbolic links are refused."""
+    if source.is_file():
+        if not zipfile.is_zipfile(source):
+            raise InputError(source, "a model is a folder or a .zip archive; this file is neither")
+        safe_extract(source, staging)
+        return
+    for folder, dirs, files in os.walk(source):
+        here = Path(folder)
+        for link in (here / e for e in (*dirs, *files) if (here / e).is_symlink()):
+            raise InputError(link, f"a symbolic link (to {os.readlink(link)}) in the model folder; links are "
+                                   "refused, as their target may lie anywhere: copy the file in")
+        (staging / here.relative_to(source)).mkdir(parents=True, exist_ok=True)
+        for f in files:
+            shutil.copyfile(here / f, staging / here.relative_to(source) / f)
+
+
+def _shown(source: Path, staging: Path, path: Path) -> Path:
+    """Where a file unpacked or copied into ``staging`` is in ``source``, for messages."""
+    rel = path.relative_to(staging)
+    return source / rel if source.is_dir() else Path(f"{source}:{rel.as_posix()}")
 
 
 def remove_model(name: str) -> None:
@@ -313,7 +353,6 @@ def safe_extract(archive: str | PathLike, dest: str | PathLike, *, max_bytes: in
                         out.write(chunk)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as err:
         raise InputError(archive, f"not a readable zip archive ({err})") from None
-
 
 
 def _bundle_root(folder: Path) -> Path:

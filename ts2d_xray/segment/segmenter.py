@@ -40,7 +40,8 @@ from ts2d_xray.orientation import Orientation
 from ts2d_xray.kinds import CHANNELS, INPUT_MODEL_KIND
 from ts2d_xray.records import field_types, record_from_dict
 from ts2d_xray.segment.inputs import MAX_CT_VOXELS, MAX_PIXELS, InputInfo, inspect_input
-from ts2d_xray.segment.manifest import ModelManifest, verify_bundle
+from ts2d_xray.segment.integrity import verify_weights
+from ts2d_xray.segment.manifest import ModelManifest
 from ts2d_xray.segment.models import bundled_models, installed_summary, list_models, open_model
 from ts2d_xray.segment.result import Result
 
@@ -76,8 +77,8 @@ class SegmentOptions:
         batch_size: Windows per forward pass (default 1 on CPU, 4 on CUDA).
         trust_checkpoint: Load checkpoints that ``weights_only=True`` refuses (can run
             code from the file).
-        verify: Check the SHA-256 of the weights before loading (default: for a path,
-            not for an installed model, which was checked when installed).
+        verify: Check the weights before loading them (default: always; see
+            :func:`ts2d_xray.segment.integrity.verify_weights`); False skips it.
         display: Display convention of a bundle without a manifest (see
             :func:`ts2d_xray.segment.manifest.infer_manifest`).
         invert: Override the radiograph reader's MONOCHROME1 inversion.
@@ -158,9 +159,8 @@ class Segmenter:
             manifest = self.bundle.manifest
             selected = tuple(dict.fromkeys(self.options.groups or manifest.group_names))
             specs = [manifest.group(g) for g in selected]
-            verify = self.options.verify if self.options.verify is not None else not self.bundle.installed
-            if verify:
-                verify_bundle(self.bundle.root, manifest)
+            if self.options.verify is not False:
+                verify_weights(self.bundle.root, manifest, remember=self.bundle.installed)
             from ts2d_xray.segment.groups import load_group
 
             if self.device.type == "cuda":
