@@ -179,10 +179,13 @@ def _select(masks: Masks, names: Sequence[str]) -> Masks:
 def _write(image: Image2D, masks: Masks | None, shown: Masks | None, outputs: ProjectOutputs) -> list[Path]:
     """Write the projection, the masks and the preview; on any failure remove those already written."""
     from ts2d_xray.io import write_image2d, write_masks, write_preview
-    from ts2d_xray.io.files import remove_tree
+    from ts2d_xray.io.files import missing_folders, remove_empty, remove_tree
 
     # Everything is computed before the first file is written, and a failed write
-    # removes what this run wrote: bad input or a full disk leaves no partial result.
+    # removes what this run wrote (folders too): bad input or a full disk leaves no
+    # partial result.
+    targets = [p for p in (outputs.image, outputs.masks, outputs.preview) if p is not None]
+    created = sorted({f for p in targets for f in missing_folders(p)}, key=lambda f: -len(f.parts))
     written: list[Path] = []
     try:
         written.append(write_image2d(image, outputs.image))
@@ -193,5 +196,6 @@ def _write(image: Image2D, masks: Masks | None, shown: Masks | None, outputs: Pr
     except BaseException:
         for path in written:
             remove_tree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        remove_empty(created)
         raise
     return written

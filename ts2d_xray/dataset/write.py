@@ -76,8 +76,7 @@ def write_case(root: str | PathLike, case_id: str, image: Image2D, masks: Masks,
         files.append(write_json(temp / RECORDS_DIR / f"{case_id}.json", record))
         _move_into_place(files, temp, root)
     except OutputError as err:  # name the file where it was going, not its temporary place
-        where = Path(err.path) if err.path else root
-        raise OutputError(root / where.relative_to(temp) if temp in where.parents else where, err.problem) from err
+        raise output_error(err, root, temp) from err
     finally:
         shutil.rmtree(temp, ignore_errors=True)
 

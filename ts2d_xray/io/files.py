@@ -24,7 +24,7 @@ import shutil
 import uuid
 from os import PathLike
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -35,10 +35,12 @@ __all__ = [
     "atomic_paths",
     "brief",
     "json_default",
+    "missing_folders",
     "new_folder",
     "is_output_error",
     "output_error",
     "read_json",
+    "remove_empty",
     "remove_tree",
     "sidecar_path",
     "staged_folder",
@@ -76,16 +78,30 @@ def output_error(err: OSError, path: Path, temp: Path | None = None) -> OutputEr
     """``err`` (raised while writing ``path``) as an :class:`OutputError` naming ``path`` and the cause.
 
     When ``temp`` is the temporary folder being filled for ``path``, a file the error
-    names inside it is named at its final place in ``path``.
+    names inside it is named at its final place in ``path``.  Without ``temp`` a plain
+    OSError is named ``path`` (the temporary file it names is gone) and an OutputError
+    is returned as it is.
     """
     if isinstance(err, OutputError):
-        return err
-    where = path
-    if temp is not None and err.filename is not None:
-        name = Path(os.fsdecode(err.filename))
-        if name == temp or temp in name.parents:
-            where = path / name.relative_to(temp)
-    return OutputError(where, err.strerror or brief(err))
+        named, cause = err.path, err.problem
+    else:
+        named, cause = (err.filename if temp is not None else None), err.strerror or brief(err)
+    where = Path(os.fsdecode(named)) if named is not None else path
+    if temp is not None and (where == temp or temp in where.parents):
+        where = path / where.relative_to(temp)
+    return err if isinstance(err, OutputError) and where == Path(err.path or path) else OutputError(where, cause)
+
+
+def missing_folders(path: Path) -> list[Path]:
+    """The folders above ``path`` that do not exist (deepest first): what writing ``path`` creates."""
+    return [p for p in path.parents if not p.exists()]
+
+
+def remove_empty(folders: Iterable[Path]) -> None:
+    """Remove each folder that is (still) empty, in the order given (deepest first), ignoring the others."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def is_output_error(err: OSError, *places: Path) -> bool:
@@ -123,10 +139,11 @@ def atomic_paths(*paths: str | PathLike) -> Iterator[tuple[Path, ...]]:
             files (the body only writes them) or moving them, naming the final path.
     """
     paths = tuple(Path(p) for p in paths)
-    for p in paths:
-        _make_parent(p)
+    created = sorted({f for p in paths for f in missing_folders(p)}, key=lambda f: -len(f.parts))
     temps = tuple(temp_sibling(p) for p in paths)
     try:
+        for p in paths:
+            _make_parent(p)
         try:
             yield temps
         except OSError as err:
@@ -137,9 +154,12 @@ def atomic_paths(*paths: str | PathLike) -> Iterator[tuple[Path, ...]]:
                 os.replace(temp, p)
             except OSError as err:
                 raise output_error(err, p) from err
-    finally:
+    except BaseException:
         for temp in temps:
-            temp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # missing, or never creatable
+                temp.unlink()
+        remove_empty(created)  # a failed write leaves no new empty folder either
+        raise
 
 
 def write_text(path: str | PathLike, text: str) -> Path:
@@ -224,20 +244,25 @@ def _filling(folder: Path, prefix: str = ".tmp") -> Iterator[Path]:
     writing (:func:`_is_output`: a full disk, or a path in the temporary or final
     folder); any other (reading an input, say) propagates as it is.
     """
-    _make_parent(folder)
+    created = missing_folders(folder)
     temp = temp_sibling(folder, prefix)
     try:
-        temp.mkdir()
-    except OSError as err:
-        raise OutputError(folder, err.strerror or brief(err)) from None
-    try:
-        yield temp
-    except OSError as err:
-        if not is_output_error(err, temp, folder):
-            raise
-        raise output_error(err, folder, temp) from err
-    finally:
+        _make_parent(folder)
+        try:
+            temp.mkdir()
+        except OSError as err:
+            raise OutputError(folder, err.strerror or brief(err)) from None
+        try:
+            yield temp
+        except OSError as err:
+            if not is_output_error(err, temp, folder):
+                raise
+            raise output_error(err, folder, temp) from err
+    except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
+        remove_empty(created)
+        raise
+    shutil.rmtree(temp, ignore_errors=True)
 
 
 @contextlib.contextmanager
