@@ -376,7 +376,7 @@ def test_corrupt_files(tmp_path):
         read_radiograph(truncated)
     fake_nrrd = tmp_path / "fake.nrrd"
     fake_nrrd.write_text("not an image\n")
-    with pytest.raises(InputError, match="unreadable image"):
+    with pytest.raises(InputError, match="fake.nrrd: not a readable image"):
         read_image2d(fake_nrrd)
 
 

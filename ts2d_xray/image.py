@@ -20,9 +20,16 @@ Conventions (used everywhere in ts2d_xray):
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Literal, Mapping
+from itertools import permutations
+from os import PathLike
+from typing import TYPE_CHECKING, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
+
+from ts2d_xray.errors import InputError
+
+if TYPE_CHECKING:
+    import SimpleITK as sitk
 
 __all__ = [
     "DISPLAYS",
@@ -33,6 +40,8 @@ __all__ = [
     "Masks",
     "Plane",
     "Volume",
+    "nearest_axes",
+    "require_finite",
 ]
 
 Display = Literal["radiograph", "ts2d"]
@@ -42,11 +51,42 @@ DISPLAYS: Mapping[str, str] = {"radiograph": "L", "ts2d": "R"}
 _LETTERS = {(0, 1): "L", (0, -1): "R", (1, 1): "P", (1, -1): "A", (2, 1): "H", (2, -1): "F"}
 
 
-def patient_direction(vector) -> str:
+def patient_direction(vector: Sequence[float] | np.ndarray) -> str:
     """DICOM patient-direction letter (L, R, P, A, H, F) of the dominant LPS axis of a vector."""
     v = np.asarray(vector, dtype=float)
     axis = int(np.argmax(np.abs(v)))
     return _LETTERS[(axis, 1 if v[axis] > 0 else -1)]
+
+
+def nearest_axes(matrix: np.ndarray) -> tuple[int, ...]:
+    """The LPS axis each index axis (column of a direction matrix) lies closest to, all different.
+
+    An assignment, not a per-column choice: in a volume rotated 45 degrees about an
+    axis two columns are equally close to two LPS axes, and each must get its own.
+    Chosen as the permutation with the largest sum of ``|cosines|`` (the first such one
+    on a tie, so the answer is deterministic).
+    """
+    m = np.abs(np.asarray(matrix, dtype=float))
+    n = m.shape[1]
+    return max(permutations(range(m.shape[0]), n), key=lambda axes: sum(m[a, k] for k, a in enumerate(axes)))
+
+
+def require_finite(array: np.ndarray, source: str | PathLike | None) -> None:
+    """Refuse an image holding NaN or infinite values (the one policy for every image input).
+
+    Raises:
+        InputError: Naming ``source`` (a file, or None for an array given to the API) and
+            the count of non-finite values.
+    """
+    if array.dtype.kind not in "fc" or array.size == 0:
+        return
+    # min and max propagate NaN and show an infinity without a full-size temporary.
+    if np.isfinite(array.min()) and np.isfinite(array.max()):
+        return
+    bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+    raise InputError(source if source is not None else "array",
+                     f"{bad:,} of {array.size:,} values are NaN or infinite; an image must hold finite values "
+                     "(replace them, e.g. with numpy.nan_to_num, if you know what they stand for)")
 
 
 def letter_vector(letter: str) -> tuple[float, float, float]:
@@ -109,12 +149,12 @@ class Volume:
     grid: Grid
     source: str | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.array.shape != self.grid.shape:
             raise ValueError(f"array shape {self.array.shape} != grid shape {self.grid.shape}")
 
     @classmethod
-    def from_sitk(cls, image, source: str | None = None) -> "Volume":
+    def from_sitk(cls, image: sitk.Image, source: str | None = None) -> "Volume":
         """Wrap a 3D scalar SimpleITK image (the array is a copy)."""
         import SimpleITK as sitk
 
@@ -127,7 +167,7 @@ class Volume:
         )
         return cls(array, grid, source)
 
-    def to_sitk(self):
+    def to_sitk(self) -> sitk.Image:
         """A SimpleITK image with the same pixels and geometry."""
         import SimpleITK as sitk
 
@@ -158,7 +198,7 @@ class LabelMap:
     grid: Grid
     source: str | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.layers.ndim != 4 or self.layers.shape[1:] != self.grid.shape:
             raise ValueError(f"layers must be (L, *{self.grid.shape}), got {self.layers.shape}")
 
@@ -252,7 +292,7 @@ class Image2D:
     channels: tuple[str, ...]
     meta: Mapping[str, object] = field(default_factory=dict)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.array.ndim != 3 or self.array.shape[1:] != self.plane.shape:
             raise ValueError(f"array must be (C, *{self.plane.shape}), got {self.array.shape}")
         if len(self.channels) != self.array.shape[0]:
@@ -273,7 +313,7 @@ class Masks:
     names: tuple[str, ...]
     plane: Plane
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.array.ndim != 3 or self.array.shape[1:] != self.plane.shape:
             raise ValueError(f"array must be (K, *{self.plane.shape}), got {self.array.shape}")
         if len(self.names) != self.array.shape[0]:
@@ -292,7 +332,7 @@ class Masks:
             raise KeyError(f"{name!r}: none of its structures is among the {len(self.names)} masks")
         return np.any(self.array[[self.names.index(m) for m in members]], axis=0)
 
-    def select(self, names) -> "Masks":
+    def select(self, names: Iterable[str]) -> "Masks":
         """Masks of the given structures, in that order; derived structures are unions.
 
         Raises ValueError for a name unknown to the catalog and KeyError for one

@@ -39,7 +39,8 @@ from typing import Literal, Sequence
 import numpy as np
 
 from ts2d_xray import kinds
-from ts2d_xray.image import DISPLAYS, Display, Grid, Image2D, LabelMap, Masks, Plane, Volume
+from ts2d_xray.errors import InputError
+from ts2d_xray.image import DISPLAYS, Display, Grid, Image2D, LabelMap, Masks, Plane, Volume, nearest_axes, require_finite
 from ts2d_xray.orientation import Orientation
 
 __all__ = [
@@ -94,8 +95,8 @@ def _layout(grid: Grid, display: Display) -> _Layout:
     if display not in DISPLAYS:
         raise ValueError(f"display must be one of {list(DISPLAYS)}, got {display!r}")
     m = grid.matrix
-    lps_axis = np.argmax(np.abs(m), axis=0)  # dominant LPS axis of index axis n
-    if sorted(lps_axis.tolist()) != [0, 1, 2]:
+    lps_axis = nearest_axes(m)  # LPS axis of index axis n
+    if any(m[a, n] == 0 for n, a in enumerate(lps_axis)):
         raise ValueError(f"degenerate direction matrix {m.round(3).tolist()}")
     index_of = {int(a): n for n, a in enumerate(lps_axis)}  # LPS axis -> index axis
     # ITK index axis n is numpy axis 2 - n.
@@ -134,7 +135,7 @@ def _axis_aligned(array: np.ndarray, grid: Grid, nearest: bool, fill: float) -> 
     image = Volume(array, grid).to_sitk()
     m = grid.matrix
     aligned = np.zeros((3, 3))
-    for n, a in enumerate(np.argmax(np.abs(m), axis=0)):
+    for n, a in enumerate(nearest_axes(m)):  # an assignment: a 45-degree rotation has ties
         aligned[a, n] = np.sign(m[a, n])
     # Bounding box of the original voxel centres, in the aligned frame.
     size = np.asarray(grid.shape[::-1]) - 1
@@ -210,6 +211,10 @@ def project_ct(
         A 2-channel :class:`Image2D` (float32), rows head to feet.  ``meta`` records
         the mode and the source.
 
+    Raises:
+        InputError: A CT without voxels, with NaN or infinite values, or with a
+            degenerate geometry (direction or spacing).
+
     Example:
         >>> from ts2d_xray.io import read_ct
         >>> image = project_ct(read_ct("ct.nii.gz"), spacing=1.5)  # doctest: +SKIP
@@ -217,6 +222,7 @@ def project_ct(
     """
     if mode not in ("ts2d", "clean"):
         raise ValueError(f"mode must be 'ts2d' or 'clean', got {mode!r}")
+    _check_ct(ct)
     array, grid = ct.array, ct.grid
     if _is_oblique(grid):
         array, grid = _axis_aligned(array, grid, nearest=False, fill=_AIR_HU)
@@ -234,6 +240,18 @@ def project_ct(
     stacked = lay.orientation.array(np.stack([mean.astype(np.float32), peak.astype(np.float32)]))
     image = Image2D(stacked, lay.plane, CHANNELS, {"source": ct.source, "mode": mode, "kind": "projection"})
     return image if spacing is None else resample(image, spacing)
+
+
+def _check_ct(ct: Volume) -> None:
+    """Refuse a CT that cannot be projected: no voxels, NaN or infinite values, a degenerate direction."""
+    source = ct.source or "CT"
+    if ct.array.size == 0:
+        raise InputError(source, f"the CT holds no voxels (shape {ct.array.shape})")
+    require_finite(ct.array, source)
+    if not np.all(np.isfinite(ct.grid.matrix)) or abs(np.linalg.det(ct.grid.matrix)) < 1e-3:
+        raise InputError(source, f"degenerate direction matrix {ct.grid.matrix.round(3).tolist()}")
+    if not all(np.isfinite(s) and s > 0 for s in ct.grid.spacing):
+        raise InputError(source, f"voxel spacing {ct.grid.spacing} mm: every spacing must be finite and > 0")
 
 
 def project_labels(

@@ -7,7 +7,8 @@ Modules, by idea: ``files`` (atomic writes, staged folders, JSON), ``volume`` (C
 3D labels), ``radiograph`` and ``projection`` (the two kinds of 2D image), ``image2d``
 (read either kind, write one), ``masks`` (2D masks: Slicer segmentations, NIfTI, PNG
 folders), ``mask_sources`` (masks from whatever holds them), ``preview`` (overlay PNGs);
-and the steps they share: ``itk`` (SimpleITK headers and planes), ``image_file`` (a 2D
+and the steps they share: ``itk`` (SimpleITK headers, pixels and planes), ``itk_data`` (checks
+that a file's pixel data is all there and intact), ``image_file`` (a 2D
 file's format, the display flip) and ``slice3d`` (the single-slice LPS layout).
 """
 

@@ -1,9 +1,11 @@
-"""SimpleITK files: the one header reader, and the pixels of a 2D file as a :class:`~ts2d_xray.image.Plane`.
+"""SimpleITK files: the one header reader, the one pixel reader, and 2D files as a :class:`~ts2d_xray.image.Plane`.
 
 :func:`sitk_header` reads only a file's header (size, components, dimension), so that
-callers can decide what a file is, and refuse it, before any pixel is read.
-:func:`read_itk_plane` then reads a 2D image, or a 3D one with a singleton axis, as a
-``(C, H, W)`` array on its plane (LPS, mm).
+callers can decide what a file is, and refuse it, before any pixel is read: an empty
+file, an image too large to decode, or one larger than its file can hold
+(:mod:`ts2d_xray.io.itk_data`).  :func:`read_pixels` then reads the pixels and refuses
+a damaged compressed stream or NaN/infinite values.  :func:`read_itk_plane` reads a 2D
+image, or a 3D one with a singleton axis, as a ``(C, H, W)`` array on its plane (LPS, mm).
 
 A 2D NRRD/MHA file has no patient frame.  Its two physical axes are taken as LPS x and
 LPS -z (toward the patient's left and the feet): an identity direction then gives the
@@ -21,39 +23,50 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ts2d_xray.errors import InputError
-from ts2d_xray.image import Plane
+from ts2d_xray.image import Plane, require_finite
 from ts2d_xray.io.files import brief
+from ts2d_xray.io.itk_data import MAX_IMAGE_BYTES, check_decoded, check_declared, stored_data
 
 if TYPE_CHECKING:
     import SimpleITK as sitk
 
-__all__ = ["read_itk_plane", "sitk_header"]
+__all__ = ["MAX_IMAGE_BYTES", "read_itk_plane", "read_pixels", "sitk_header"]
 
 # Columns of the matrix mapping a 2D file's physical axes (x, y) to LPS (see the module docstring).
 _2D_TO_LPS = np.array([[1.0, 0.0], [0.0, 0.0], [0.0, -1.0]])
 _2D_SOURCE = "assumed: 2D file without a patient frame, axes taken as LPS x (left) and -z (feet)"
 
 
-def sitk_header(path: Path, *, plane: bool = False) -> sitk.ImageFileReader:
+def sitk_header(path: Path, *, plane: bool = False, max_bytes: int | None = MAX_IMAGE_BYTES) -> sitk.ImageFileReader:
     """A SimpleITK reader that has read (only) the header of an image.
 
     Args:
         path: The image file.
         plane: Accept only a 2D image or a 3D one with one singleton axis (what
             :func:`read_itk_plane` reads); by default any dimension.
+        max_bytes: Largest image to accept, in bytes once decoded; None: no size
+            checks here, the caller runs :func:`~ts2d_xray.io.itk_data.check_declared`
+            itself (after its own limits).
 
     Raises:
-        InputError: An unreadable file, an empty image (a size of 0), or with ``plane``
-            a 3D volume or an image of another dimension.
+        InputError: An empty (0-byte) or unreadable file, an empty image (a size of 0),
+            an image above ``max_bytes`` or larger than the file can hold (truncated),
+            or with ``plane`` a 3D volume or an image of another dimension.
     """
     import SimpleITK as sitk
 
+    try:
+        empty = path.stat().st_size == 0
+    except OSError as exc:
+        raise InputError(path, f"cannot read the file ({brief(exc)})") from None
+    if empty:
+        raise InputError(path, "file is empty (0 bytes): truncated, or not written completely")
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
         reader.ReadImageInformation()
     except RuntimeError as exc:
-        raise InputError(path, f"unreadable image ({brief(exc)})") from exc
+        raise InputError(path, f"not a readable image ({brief(exc)})") from None
     size = reader.GetSize()
     if 0 in size:
         raise InputError(path, f"empty image (size {size})")
@@ -62,7 +75,27 @@ def sitk_header(path: Path, *, plane: bool = False) -> sitk.ImageFileReader:
             raise InputError(path, f"this is a 3D volume, not a 2D image (size {size} along i, j, k)")
         if len(size) not in (2, 3) or len(size) - size.count(1) != 2:
             raise InputError(path, f"{len(size)}D image of size {size}; expected a 2D image")
+    if max_bytes is not None:
+        check_declared(path, reader, max_bytes)
     return reader
+
+
+def read_pixels(path: Path, reader: sitk.ImageFileReader) -> sitk.Image:
+    """Read the pixels of an image whose header ``reader`` has read (:func:`sitk_header`).
+
+    Raises:
+        InputError: An unreadable file, a truncated or corrupted compressed stream
+            (SimpleITK would fill the missing voxels with zeros), NaN or infinite values.
+    """
+    import SimpleITK as sitk
+
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise InputError(path, f"not a readable image ({brief(exc)})") from None
+    check_decoded(path, stored_data(path), image)
+    require_finite(sitk.GetArrayViewFromImage(image), path)
+    return image
 
 
 def read_itk_plane(path: Path, reader: sitk.ImageFileReader) -> tuple[np.ndarray, Plane, dict[str, str]]:
@@ -79,10 +112,7 @@ def read_itk_plane(path: Path, reader: sitk.ImageFileReader) -> tuple[np.ndarray
     """
     import SimpleITK as sitk
 
-    try:
-        image = reader.Execute()
-    except RuntimeError as exc:
-        raise InputError(path, f"unreadable image ({brief(exc)})") from exc
+    image = read_pixels(path, reader)
     dim, size = image.GetDimension(), image.GetSize()
     array = sitk.GetArrayFromImage(image)  # (k, j, i[, c]) or (j, i[, c])
     array = array[None] if image.GetNumberOfComponentsPerPixel() == 1 else np.moveaxis(array, -1, 0)

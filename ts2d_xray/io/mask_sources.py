@@ -24,6 +24,7 @@ were drawn on.  Arrays are ``(K, H, W)`` in the files' stored order (no flips).
 from __future__ import annotations
 
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
@@ -35,6 +36,7 @@ from ts2d_xray.errors import InputError
 from ts2d_xray.image import Masks, Plane, letter_vector
 from ts2d_xray.io.files import brief, read_json, sidecar_path
 from ts2d_xray.io.itk import read_itk_plane, sitk_header
+from ts2d_xray.io.itk_data import check_stored
 from ts2d_xray.io.masks import read_masks
 from ts2d_xray.kinds import PIL_FORMATS, format_suffix
 
@@ -101,6 +103,7 @@ def read_mask_source(path: str | PathLike) -> MaskSource:
         return _read_per_structure(path, sorted(p for p in path.iterdir() if _is_mask_file(p)))
     kind = format_suffix(path)
     if kind == ".seg.nrrd":
+        check_stored(path)  # slicerio would read a damaged stream without noticing, or fail with a zlib.error
         return MaskSource(read_masks(path), path)
     if is_multilabel_file(path):
         return _read_nifti_masks(path)
@@ -126,9 +129,10 @@ def _read_nifti_masks(path: Path) -> MaskSource:
                       None if meta.get("origin_lps_mm") is None else tuple(meta["origin_lps_mm"]))
     except (ValueError, KeyError, TypeError) as err:
         raise InputError(side, f"not a mask sidecar written by ts2d-xray ({brief(err)})") from None
+    check_stored(path)  # nibabel stops where the data ends, before the checksum
     try:
         data = np.asarray(nib.load(path).dataobj)
-    except (OSError, EOFError, ValueError, nib.filebasedimages.ImageFileError) as err:
+    except (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError) as err:
         raise InputError(path, f"not a readable NIfTI file ({brief(err)})") from None
     if data.ndim == 3:
         data = data[..., None]

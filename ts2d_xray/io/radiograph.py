@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ts2d_xray.errors import InputError
-from ts2d_xray.image import Display, Image2D, Plane, letter_vector
+from ts2d_xray.image import Display, Image2D, Plane, letter_vector, require_finite
 from ts2d_xray.io.files import brief
 from ts2d_xray.io.image_file import image_file_format, in_display
 from ts2d_xray.io.itk import read_itk_plane, sitk_header
@@ -124,6 +124,7 @@ def _read_dicom(path: Path, invert: bool | None, spacing: _Spacing | None) -> tu
         raise InputError(path, f"empty or non-2D DICOM pixel data, shape {raw.shape}")
 
     values = apply_modality_lut(raw, ds)
+    require_finite(np.asarray(values), path)  # float pixel data, or a rescale that overflows
     grey, voi = _voi_to_unit(path, values, ds)
     # MONOCHROME1 means "0 is white"; INVERSE asks for the same flip on a MONOCHROME2
     # image.  A DX stored as MONOCHROME1 must carry INVERSE too: the same single flip.

@@ -20,44 +20,84 @@ import numpy as np
 
 from ts2d_xray import labels as catalog
 from ts2d_xray.errors import InputError
-from ts2d_xray.image import Grid, LabelMap, Volume, patient_direction
+from ts2d_xray.image import Grid, LabelMap, Volume, nearest_axes, require_finite
 from ts2d_xray.io.files import brief, read_json
+from ts2d_xray.io.itk import read_pixels, sitk_header
+from ts2d_xray.io.itk_data import check_limit, decoded_bytes
 from ts2d_xray.kinds import LABEL_SUFFIXES, format_suffix
 
 if TYPE_CHECKING:
     import SimpleITK as sitk
 
-__all__ = ["read_classmap", "read_ct", "read_labels"]
+__all__ = ["SLICE_STEP_TOLERANCE", "read_classmap", "read_ct", "read_labels"]
 
 log = logging.getLogger(__name__)
 
+#: Largest difference between one step of a DICOM series' slice positions and the
+#: typical step, as a fraction of the typical step.  Beyond it the series is refused:
+#: a missing slice makes a step of 2x, positions rounded in the header stay far below.
+SLICE_STEP_TOLERANCE = 0.05
+
 
 def _read_sitk(path: Path) -> sitk.Image:
-    """Read one image file or a DICOM series folder with SimpleITK."""
-    import SimpleITK as sitk
-
+    """Read one image file or a DICOM series folder with SimpleITK, refusing damaged files."""
     if not path.exists():
         raise InputError(path, "no such file or folder")
     if path.is_dir():
-        reader = sitk.ImageSeriesReader()
-        series = reader.GetGDCMSeriesIDs(str(path))
-        if not series:
-            raise InputError(path, "folder holds no DICOM series (and is not a file SimpleITK reads)")
-        files = {sid: reader.GetGDCMSeriesFileNames(str(path), sid) for sid in series}
-        chosen = max(files, key=lambda sid: len(files[sid]))
-        if len(series) > 1:
-            warnings.warn(f"{path}: {len(series)} DICOM series; reading the largest ({len(files[chosen])} files)")
-        reader.SetFileNames(files[chosen])
-        try:
-            return reader.Execute()
-        except RuntimeError as err:
-            raise InputError(path, f"cannot read DICOM series: {brief(err)}") from None
-    if path.stat().st_size == 0:
-        raise InputError(path, "file is empty (0 bytes)")
+        return _read_series(path)
+    return read_pixels(path, sitk_header(path))
+
+
+def _read_series(path: Path) -> sitk.Image:
+    """The largest DICOM series of a folder, refused when its slices are not evenly spaced."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageSeriesReader()
+    series = reader.GetGDCMSeriesIDs(str(path))
+    if not series:
+        raise InputError(path, "folder holds no DICOM series (and is not a file SimpleITK reads)")
+    files = {sid: reader.GetGDCMSeriesFileNames(str(path), sid) for sid in series}
+    chosen = max(files, key=lambda sid: len(files[sid]))
+    if len(series) > 1:
+        warnings.warn(f"{path}: {len(series)} DICOM series; reading the largest ({len(files[chosen])} files)")
+    first = sitk_header(Path(files[chosen][0]))
+    check_limit(path, (*first.GetSize()[:2], len(files[chosen])), decoded_bytes(first) * len(files[chosen]))
+    reader.SetFileNames(files[chosen])
+    reader.MetaDataDictionaryArrayUpdateOn()
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK's raw "non uniform sampling": checked below
     try:
-        return sitk.ReadImage(str(path))
+        image = reader.Execute()
     except RuntimeError as err:
-        raise InputError(path, f"not a readable image: {brief(err)}") from None
+        raise InputError(path, f"cannot read DICOM series: {brief(err)}") from None
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+    _check_slice_steps(path, reader, len(files[chosen]))
+    require_finite(sitk.GetArrayViewFromImage(image), path)
+    return image
+
+
+def _check_slice_steps(path: Path, reader: sitk.ImageSeriesReader, count: int) -> None:
+    """Refuse a series whose slice positions are not evenly spaced: missing or repeated slices.
+
+    SimpleITK stacks the slices at one spacing whatever their positions, so a gap
+    would silently shift every structure beyond it.
+    """
+    try:
+        first = [float(v) for v in reader.GetMetaData(0, "0020|0037").split("\\")]
+        positions = np.array([[float(v) for v in reader.GetMetaData(n, "0020|0032").split("\\")]
+                              for n in range(count)])
+    except (RuntimeError, ValueError):
+        return  # no patient geometry in the files: nothing to check against
+    if len(first) != 6 or positions.shape != (count, 3) or count < 3:
+        return
+    steps = np.diff(positions @ np.cross(first[:3], first[3:]))
+    typical = float(np.median(np.abs(steps)))
+    worst = int(np.argmax(np.abs(np.abs(steps) - typical)))
+    if typical == 0 or abs(abs(steps[worst]) - typical) > SLICE_STEP_TOLERANCE * typical:
+        raise InputError(path, f"DICOM slices are not evenly spaced: {abs(steps[worst]):.3g} mm between slices "
+                               f"{worst + 1} and {worst + 2}, {typical:.3g} mm elsewhere (missing or repeated "
+                               "slices?); a CT must be a complete series")
 
 
 def _as_volume(image: sitk.Image, path: Path, what: str) -> Volume:
@@ -88,8 +128,11 @@ def read_ct(path: str | PathLike) -> Volume:
         The volume with its spacing, origin and direction (LPS).
 
     Raises:
-        InputError: Missing or unreadable path, a 2D or 4D image, a multi-component
-            image, or an empty CT (no voxels, or one value everywhere).
+        InputError: Missing or unreadable path, a truncated or corrupted file, an image
+            too large to decode (:data:`~ts2d_xray.io.itk_data.MAX_IMAGE_BYTES`), NaN or
+            infinite voxels, a DICOM series with missing slices (unevenly spaced), a 2D
+            or 4D image, a multi-component image, or an empty CT (no voxels, or one
+            value everywhere).
     """
     path = Path(path)
     volume = _as_volume(_read_sitk(path), path, "CT")
@@ -193,8 +236,9 @@ def _onto_grid(labelmap: LabelMap, grid: Grid) -> LabelMap:
 
 
 def _axis_code(grid: Grid) -> str:
-    """SimpleITK DICOMOrient code of a grid: LPS letter each index axis points to."""
-    return "".join(patient_direction(grid.matrix[:, n]).replace("H", "S").replace("F", "I") for n in range(3))
+    """SimpleITK DICOMOrient code of a grid: LPS letter each index axis points to (all different)."""
+    m = grid.matrix
+    return "".join("LPS"[a] if m[a, n] > 0 else "RAI"[a] for n, a in enumerate(nearest_axes(m)))
 
 
 def _read_multilabel(path: Path, classmap: str | PathLike | Mapping[int, str] | None) -> LabelMap:

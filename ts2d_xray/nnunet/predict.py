@@ -102,7 +102,8 @@ def _sliding(networks: Sequence[torch.nn.Module], x: torch.Tensor, patch_size: S
     """Logits ``(K, H, W)`` of one ``(C, H, W)`` input: one padded pass, or Gaussian-blended windows."""
     size = x.shape[-2:]
     tile = [p if s > p else s for s, p in zip(size, patch_size)]
-    tile = [math.ceil(t / d) * d for t, d in zip(tile, divisor)]  # the network needs multiples
+    # The network needs multiples, and at least two: a 1-pixel bottleneck breaks instance norm.
+    tile = [max(math.ceil(t / d), 2) * d for t, d in zip(tile, divisor)]
     padded = [max(s, t) for s, t in zip(size, tile)]
     xp, crop = _centre_pad(x, padded)
     starts = [(a, b) for a in window_starts(padded[0], tile[0], step) for b in window_starts(padded[1], tile[1], step)]

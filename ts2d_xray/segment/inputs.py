@@ -28,10 +28,12 @@ from typing import TYPE_CHECKING, Sequence
 from ts2d_xray.errors import InputError
 from ts2d_xray.io.files import brief
 from ts2d_xray.io.itk import sitk_header
+from ts2d_xray.io.itk_data import check_declared
 from ts2d_xray.kinds import DICOM_SUFFIXES, ITK_FORMATS, PIL_FORMATS, InputKind, format_suffix
 
 if TYPE_CHECKING:
     import pydicom
+    import SimpleITK as sitk
 
 __all__ = ["InputInfo", "MAX_CT_VOXELS", "MAX_PIXELS", "expand_inputs", "inspect_input", "output_stems"]
 
@@ -104,11 +106,14 @@ def inspect_input(path: str | PathLike, *, max_pixels: int = MAX_PIXELS, max_vox
 
     Raises:
         InputError: Missing path, unsupported or unreadable file, a single CT slice, a
-            4D image, or an image above ``max_pixels`` / ``max_voxels``.
+            4D image, an image above ``max_pixels`` / ``max_voxels`` or above
+            :data:`~ts2d_xray.io.itk_data.MAX_IMAGE_BYTES` once decoded, or a
+            NIfTI/NRRD/MHA file too short to hold the pixels its header declares.
     """
     path = Path(path)
     if not path.exists():
         raise InputError(path, "no such file or folder")
+    reader = None
     if path.is_dir():
         files = _dicom_series(path)
         if len(files) < MIN_SERIES_FILES:
@@ -118,9 +123,9 @@ def inspect_input(path: str | PathLike, *, max_pixels: int = MAX_PIXELS, max_vox
     else:
         suffix = format_suffix(path)
         if path.stat().st_size == 0:
-            raise InputError(path, "file is empty (0 bytes)")
+            raise InputError(path, "file is empty (0 bytes): truncated, or not written completely")
         if suffix in ITK_FORMATS:
-            info = _itk_info(path)
+            info, reader = _itk_info(path)
         elif suffix in PIL_FORMATS:
             info = InputInfo(path, "radiograph", _pil_size(path, max_pixels))
         elif _is_dicom_file(path):
@@ -134,26 +139,29 @@ def inspect_input(path: str | PathLike, *, max_pixels: int = MAX_PIXELS, max_vox
         size = " x ".join(map(str, info.size))
         raise InputError(path, f"image of {size} = {info.count:,} {unit} exceeds the limit of {limit:,} "
                                f"{unit}; refusing it before reading (raise max_{unit} if this is intended)")
+    if reader is not None:
+        check_declared(path, reader)  # bytes once decoded; a file too short for its header (truncated, a bomb)
     return info
 
 
-def _itk_info(path: Path) -> InputInfo:
-    reader = sitk_header(path)
+def _itk_info(path: Path) -> tuple[InputInfo, sitk.ImageFileReader]:
+    """What the header says, and the reader that read it (whose size checks come after the count limits)."""
+    reader = sitk_header(path, max_bytes=None)
     size, components = tuple(reader.GetSize()), reader.GetNumberOfComponents()
     non_singleton = [s for s in size if s > 1]
     if components == 2:
         if len(non_singleton) > 2:
             raise InputError(path, f"a 2-channel image of size {size} is 3D; a TS2D projection is 2D")
-        return InputInfo(path, "projection", size)
+        return InputInfo(path, "projection", size), reader
     if components != 1:
         raise InputError(path, f"{components} components per pixel; expected 1 (CT or radiograph) or 2 (projection)")
     if len(size) == 3 and len(non_singleton) == 3:
-        return InputInfo(path, "ct", size)
+        return InputInfo(path, "ct", size), reader
     if len(size) > 3:
         raise InputError(path, f"this is a {len(size)}D image {size}; expected a 3D CT or a 2D image")
     if len(non_singleton) < 2 and len(size) == 3:
         raise InputError(path, f"image of size {size} has fewer than 2 non-singleton axes")
-    return InputInfo(path, "radiograph", size)
+    return InputInfo(path, "radiograph", size), reader
 
 
 def _pil_size(path: Path, max_pixels: int) -> tuple[int, int]:

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 
 from ts2d_xray.errors import InputError
-from ts2d_xray.image import DISPLAYS, Image2D, Masks, Plane, Volume
+from ts2d_xray.image import DISPLAYS, Image2D, Masks, Plane, Volume, require_finite
 from ts2d_xray.orientation import Orientation
 from ts2d_xray.kinds import CHANNELS, INPUT_MODEL_KIND
 from ts2d_xray.records import field_types, record_from_dict
@@ -235,6 +235,7 @@ class Segmenter:
             if kind is None:
                 raise InputError(x.meta.get("source"), f"an image with {x.array.shape[0]} channels; expected 1 or 2")
             self._check_kind(kind, x.meta.get("source"))
+            require_finite(x.array, x.meta.get("source"))
             return x, kind, x.meta.get("source")
         if isinstance(x, np.ndarray):
             return self._from_array(x, spacing)
@@ -251,9 +252,14 @@ class Segmenter:
             array = array[None]
         if array.ndim != 3 or array.shape[0] not in (1, 2):
             raise ValueError(f"array input must be (H, W) or (C, H, W) with C = 1 or 2, got shape {array.shape}")
+        if array.size == 0 or array.dtype.kind not in "biuf":
+            raise ValueError(f"array input must hold numbers and pixels, got {array.dtype} of shape {array.shape}")
+        require_finite(array, None)
         kind = "projection" if array.shape[0] == 2 else "radiograph"
         self._check_kind(kind, None)
         spacing = self.manifest.spacing_mm if spacing is None else tuple(np.broadcast_to(np.asarray(spacing, float), 2))
+        if not all(np.isfinite(s) and s > 0 for s in spacing):
+            raise ValueError(f"spacing must be (row_mm, col_mm), both finite and > 0; got {spacing}")
         col = (1.0, 0.0, 0.0) if DISPLAYS[self.manifest.display] == "L" else (-1.0, 0.0, 0.0)
         plane = Plane(tuple(array.shape[1:]), tuple(float(s) for s in spacing), col, (0.0, 0.0, -1.0))
         return Image2D(np.asarray(array, np.float32), plane, CHANNELS[self.kind]), kind, None
