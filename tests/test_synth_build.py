@@ -237,6 +237,42 @@ def test_resume_after_a_killed_build(tmp_path, monkeypatch):
     assert _arrays(out)["a_000.nii.gz"] == _arrays(out)["b_000.nii.gz"]  # same CT, same labels
 
 
+def _files_and_bytes(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_build_killed_with_sigkill_resumes_to_the_same_bytes(tmp_path):
+    """A real SIGKILL mid-build, then a re-run: every file byte-identical to an uninterrupted build."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    source = tmp_path / "subjects"
+    for name in ("a", "b", "c", "d", "e", "f"):
+        _aorta(source, name)
+    argv = ["synth", "build", str(source), "--kind", "coronal", "--seed", "3", "-o"]
+    reference = tmp_path / "uninterrupted" / "Dataset001_Coronal"  # the name is in dataset.json
+    assert main([*argv, str(reference)]) == 0
+
+    out = tmp_path / "killed" / "Dataset001_Coronal"
+    code = f"import sys; from ts2d_xray.cli import main; sys.exit(main({[*argv, str(out)]!r}))"
+    build_process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (out / "cases" / "a_000.json").exists() and build_process.poll() is None:
+        assert time.monotonic() < deadline, "the build wrote no case in 120 s"
+        time.sleep(0.005)
+    build_process.send_signal(signal.SIGKILL)
+    assert build_process.wait(60) == -signal.SIGKILL, "the build finished before it could be killed"
+    killed = _files_and_bytes(out)
+    assert "cases/f_000.json" not in killed  # killed mid-build
+
+    assert main([*argv, str(out)]) == 0
+    assert _files_and_bytes(out) == _files_and_bytes(reference)
+    assert not [p for p in out.rglob("*") if p.name.startswith(".")]
+
+
 def test_resume_rebuilds_a_case_with_a_missing_file(built, tmp_path, monkeypatch, source):
     out = tmp_path / "copy"
     shutil.copytree(built, out)
