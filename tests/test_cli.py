@@ -183,3 +183,39 @@ def test_console_script_is_installed():
     assert exe, "ts2d-xray console script not installed in this environment"
     result = subprocess.run([exe, "project", "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "--labels-out" in result.stdout
+
+
+def test_two_segment_runs_into_one_folder(tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A second run adds its case folder beside the first's, and a repeated input replaces its own, whole."""
+    import model_fixtures as mf
+
+    model = mf.deterministic_bundle(tmp_path / "model")
+    samples = data / "projections" / "ts2d_samples"
+    out = tmp_path / "out"
+    run = ["segment", "-o", str(out), "--model", str(model), "--device", "cpu"]
+    assert main([*run, str(samples / "sample_s0332.nrrd")]) == 0
+    first = read_masks(out / "sample_s0332" / "masks.seg.nrrd")
+    assert main([*run, str(samples / "sample_s0521.nrrd")]) == 0
+    assert main([*run, str(samples / "sample_s0332.nrrd")]) == 0
+    capsys.readouterr()
+    assert sorted(p.name for p in out.iterdir()) == ["sample_s0332", "sample_s0521"]  # no temporary folder
+    for case in out.iterdir():
+        assert sorted(p.name for p in case.iterdir()) == ["masks.seg.nrrd", "overlay.png", "report.json"]
+    again = read_masks(out / "sample_s0332" / "masks.seg.nrrd")
+    assert again.names == first.names and np.array_equal(again.array, first.array)
+
+
+def test_warnings_print_once_as_one_line_and_quiet_hides_them(tmp_path: Path, data: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    crop = data / "ct" / "crops" / "aorta"  # its folder holds ct.nii.gz, which is not a structure
+    argv = ["project", str(crop / "ct.nii.gz"), "-o", str(tmp_path / "p.nrrd"), "--labels", str(crop),
+            "--labels-out", str(tmp_path / "m.seg.nrrd")]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert err == f"ts2d-xray: warning: {crop}: skipping 1 files that are not catalog classes: ct\n"
+    assert main(["--quiet", *argv]) == 0
+    assert capsys.readouterr().err == ""
+    assert main(["--verbose", *argv]) == 0
+    err = capsys.readouterr().err
+    assert "ts2d-xray: warning: " in err and "ts2d-xray: info: wrote " in err
+    assert all(line.startswith("ts2d-xray: ") for line in err.splitlines())
