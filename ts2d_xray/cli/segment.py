@@ -134,16 +134,23 @@ def _segment_all(jobs: list[tuple[Path, str, Segmenter]], out: Path, formats: tu
 
 
 def segment_summary(path: Path, result: Result, seconds: float, out: Path) -> str:
-    """One line per input: size, kind, structures present, body regions, CTR, time, output folder."""
+    """One line per input: size, kind, structures present, body regions, CTR, time, output folder.
+
+    A guessed pixel spacing reads ``mm (assumed)``; a flagged result ends in ``NOT TRUSTED
+    (no CTR): <reasons>`` instead of a CTR (:mod:`ts2d_xray.segment.trust`).
+    """
     report = result.report()
     h, w = result.masks.plane.shape
     row, col = result.masks.plane.spacing
-    line = (f"{path}: {w}x{h} px at {col:.3g}x{row:.3g} mm, {result.input_kind}, model {result.model}, "
+    assumed = " (assumed)" if report["trust"]["spacing_assumed"] else ""
+    line = (f"{path}: {w}x{h} px at {col:.3g}x{row:.3g} mm{assumed}, {result.input_kind}, model {result.model}, "
             f"{len(report['present'])}/{len(result.names)} structures")
     if report["body_regions"]:
         line += ", regions " + "+".join(report["body_regions"])
     if report["cardiothoracic_ratio"]:
         line += f", CTR {report['cardiothoracic_ratio']['ctr']:.2f}"
+    if report["trust"]["flagged"]:
+        line += ", NOT TRUSTED (no CTR): " + "; ".join(report["trust"]["reasons"])
     return line + f" ({seconds:.1f} s) -> {out}"
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from os import PathLike
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
@@ -23,9 +23,10 @@ from ts2d_xray.labels import display_color
 
 if TYPE_CHECKING:
     import PIL.Image
+    import PIL.ImageDraw
     import PIL.ImageFont
 
-__all__ = ["write_preview"]
+__all__ = ["draw_measure_lines", "write_preview"]
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +117,8 @@ def write_preview(
     alpha: float = 0.45,
     channel: int | None = None,
     legend: bool = True,
+    lines: Sequence[Mapping[str, Any]] = (),
+    note: str | None = None,
 ) -> Path:
     """Write an RGB PNG preview: the image in grey with the masks blended in colour.
 
@@ -137,6 +140,10 @@ def write_preview(
         alpha: Opacity of the mask colours, 0-1.
         channel: Channel index to show; default 0 (TS2D's mean channel).
         legend: Add a panel on the right listing the non-empty structures.
+        lines: Measurement lines on the image's grid, drawn in white (see
+            :func:`draw_measure_lines`), e.g. the CTR's of
+            :func:`ts2d_xray.measure.cardiothoracic_ratio`.
+        note: A warning printed across the top in red (e.g. why not to trust the masks).
 
     Returns:
         ``path`` as a Path.
@@ -151,12 +158,58 @@ def write_preview(
     font = ImageFont.load_default(size=font_px)
     marker = _OPPOSITE[patient_direction(image.plane.col_dir)]  # patient direction of the left edge
     ImageDraw.Draw(canvas).text((2, 1), marker, fill=(255, 255, 255), font=font, stroke_width=1, stroke_fill=(0, 0, 0))
+    draw_measure_lines(canvas, image.plane, lines, note, font)
     if legend and shown:
         canvas = _with_legend(canvas, shown, font, font_px)
     with atomic_paths(path) as (temp,):
         canvas.save(temp, format="PNG")
     logger.info("wrote preview %s (%d structures shown)", path, len(shown))
     return path
+
+
+def draw_measure_lines(canvas: PIL.Image.Image, plane: Plane, lines: Sequence[Mapping[str, Any]],
+                       note: str | None = None,
+                       font: PIL.ImageFont.ImageFont | PIL.ImageFont.FreeTypeFont | None = None) -> None:
+    """Draw measurement lines and a warning note onto a preview canvas of ``plane``, in place.
+
+    Each line (``{"row_px", "col_px": [c0, c1], "end_rows_px": [r0, r1]}`` on the
+    plane's pixel grid, as :func:`ts2d_xray.measure.horizontal_line` gives it) is a white
+    horizontal segment from the left edge of column ``c0`` to the right edge of ``c1``
+    at row ``row_px``, with a tick at each end reaching the row where the structure
+    has that extreme column.  ``note`` is written across the top in red, after the
+    orientation marker.  The canvas may be the display-resampled image (any size).
+    """
+    from PIL import ImageDraw, ImageFont
+
+    draw = ImageDraw.Draw(canvas)
+    sy, sx = canvas.height / plane.shape[0], canvas.width / plane.shape[1]
+    width = max(1, round(min(canvas.size) / 300))
+    for line in lines:
+        (c0, c1), (r0, r1), row = line["col_px"], line["end_rows_px"], line["row_px"]
+        x0, x1, y = c0 * sx, (c1 + 1) * sx, (row + 0.5) * sy
+        draw.line([(x0, y), (x1, y)], fill=(255, 255, 255), width=width)
+        for x, r in ((x0, r0), (x1, r1)):
+            ry = (r + 0.5) * sy
+            draw.line([(x, y), (x, ry)], fill=(255, 255, 255), width=width)
+            draw.ellipse([x - 2 * width, ry - 2 * width, x + 2 * width, ry + 2 * width], fill=(255, 255, 255))
+    if note:
+        font = font or ImageFont.load_default(size=max(MIN_FONT_PX, canvas.height // 40))
+        x, y = 4 + int(draw.textlength("W ", font=font)), 1  # right of the orientation marker
+        for text in _wrapped(draw, note, font, canvas.width - x - 2):
+            draw.text((x, y), text, fill=(255, 64, 64), font=font, stroke_width=1, stroke_fill=(0, 0, 0))
+            y += int(draw.textbbox((0, 0), text, font=font)[3]) + 2
+
+
+def _wrapped(draw: PIL.ImageDraw.ImageDraw, text: str,
+             font: PIL.ImageFont.ImageFont | PIL.ImageFont.FreeTypeFont, width: float) -> list[str]:
+    """``text`` broken at spaces into lines no wider than ``width`` pixels (a longer word stands alone)."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and draw.textlength(f"{lines[-1]} {word}", font=font) <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines
 
 
 def _check_preview(path: Path, plane: Plane, masks: Masks | None, alpha: float) -> None:

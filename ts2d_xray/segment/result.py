@@ -8,7 +8,8 @@ format          file                    contents
 ``seg.nrrd``    ``masks.seg.nrrd``      3D Slicer segmentation, one segment per structure
 ``nifti``       ``masks.nii.gz``        uint8 ``(x = W, y = H, z = 1, t = K)`` + ``masks.json``
 ``png``         ``masks/``              one 0/255 PNG per structure + ``structures.json``
-``overlay``     ``overlay.png``         the image with the present structures and a legend
+``overlay``     ``overlay.png``         the image with the present structures and a legend,
+                                        the CTR's two lines, or a red note when flagged
 ``json``        ``report.json``         :meth:`Result.report`
 ==============  ======================  ==================================================
 
@@ -17,6 +18,9 @@ the geometry, so they overlay the input in 3D Slicer; the PNGs match the input's
 array row for row).  Only the overlay is flipped into the radiograph display convention
 (patient's right on the image left), for reading.  Files appear all at once: they are
 written into a hidden folder first and moved into place when all are complete.
+
+A result the rules of :mod:`ts2d_xray.segment.trust` flag (:attr:`Result.trust`) keeps
+its masks, but its report gives the reasons and no CTR, and its overlay says why in red.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from ts2d_xray.io.preview import write_preview
 from ts2d_xray.labels import is_known, preview_subset
 from ts2d_xray.measure import body_regions, cardiothoracic_ratio, present_structures, structure_stats
 from ts2d_xray.orientation import Orientation
+from ts2d_xray.segment.trust import Trust, assess
 
 __all__ = ["DEFAULT_FORMATS", "FORMATS", "Result"]
 
@@ -95,32 +100,63 @@ class Result:
         """Structures whose mask covers at least :data:`~ts2d_xray.measure.MIN_PRESENT_AREA_MM2`."""
         return present_structures(self.masks)
 
-    def report(self) -> dict[str, Any]:
-        """A JSON-ready summary: image geometry, per-structure measurements, body regions, CTR.
+    @property
+    def trust(self) -> Trust:
+        """Whether to trust this result and what it assumed (:mod:`ts2d_xray.segment.trust`)."""
+        return assess(self.masks, self.image.meta, self.input_kind, self.scores)
 
+    def report(self) -> dict[str, Any]:
+        """A JSON-ready summary: image geometry, trust, per-structure measurements, body regions, CTR.
+
+        ``image`` also says where its spacing and orientation come from (``spacing_source``,
+        ``spacing_assumed``: when true every mm figure of the report rests on a guessed
+        spacing) and the DICOM header's examination facts (``header``); ``trust`` is
+        :meth:`Trust.as_dict` (``flagged`` with its ``reasons``, and the ``assumptions``);
         ``structures`` holds every structure (see :func:`ts2d_xray.measure.structure_stats`,
         plus ``confidence`` and ``max_probability``); ``present`` lists those present;
         ``body_regions`` maps each covered region (head, neck, thorax, abdomen, pelvis,
-        legs) to the structures that show it; ``cardiothoracic_ratio`` is given for
-        radiographs with heart and lungs, else None.
+        legs) to the structures that show it; ``cardiothoracic_ratio``
+        (:func:`ts2d_xray.measure.cardiothoracic_ratio`, plus ``mm_assumed``) is given for
+        radiographs with the heart and both lung fields that are not flagged, else None.
         """
-        plane = self.masks.plane
+        trust = self.trust
         stats = structure_stats(self.masks, self.scores)
         present = [n for n, s in stats.items() if s["present"]]
+        ctr = None
+        if self.input_kind == "radiograph" and not trust.flagged:
+            ctr = cardiothoracic_ratio(self.masks)
+            if ctr is not None:
+                ctr["mm_assumed"] = trust.spacing_assumed
         return {
             "source": self.source,
             "model": self.model,
             "input_kind": self.input_kind,
-            "image": {"shape_hw": list(plane.shape), "spacing_mm": [round(s, 6) for s in plane.spacing],
-                      "spacing_order": "(row, column)", "orientation": list(plane.orientation),
-                      "display": plane.display, "origin_lps_mm": None if plane.origin is None else list(plane.origin),
-                      "channels": list(self.image.channels)},
+            "image": self._image_report(trust),
+            "trust": trust.as_dict(),
             "present": present,
             "body_regions": body_regions(self.masks, present),
-            "cardiothoracic_ratio": cardiothoracic_ratio(self.masks) if self.input_kind == "radiograph" else None,
+            "cardiothoracic_ratio": ctr,
             "structures": stats,
             "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
         }
+
+    def _image_report(self, trust: Trust) -> dict[str, Any]:
+        """The report's ``image``: geometry, where spacing and orientation come from, the header's facts."""
+        plane = self.masks.plane
+        return {"shape_hw": list(plane.shape), "spacing_mm": [round(s, 6) for s in plane.spacing],
+                "spacing_order": "(row, column)", "spacing_source": self.image.meta.get("spacing_source"),
+                "spacing_assumed": trust.spacing_assumed, "orientation": list(plane.orientation),
+                "orientation_source": self.image.meta.get("orientation_source"), "display": plane.display,
+                "origin_lps_mm": None if plane.origin is None else list(plane.origin),
+                "channels": list(self.image.channels), "header": dict(trust.header)}
+
+    def _marks(self, shown: Masks) -> dict[str, Any]:
+        """The overlay's marks on the masks as shown: the CTR's lines, or why not to trust the masks."""
+        trust = self.trust
+        if trust.flagged:
+            return {"lines": (), "note": "NOT TRUSTED: " + "; ".join(trust.reasons)}
+        ctr = cardiothoracic_ratio(shown) if self.input_kind == "radiograph" else None
+        return {"lines": tuple(ctr["lines"].values()) if ctr else (), "note": None}
 
     def save(self, out_dir: str | PathLike, formats: Sequence[str] = DEFAULT_FORMATS) -> list[Path]:
         """Write the chosen formats into ``out_dir`` (see the module docstring); returns the paths.
@@ -143,7 +179,7 @@ class Result:
                         names.append(sidecar_path(target).name)
                 elif f == "overlay":
                     image, masks = _for_reading(self.image, self.masks)
-                    write_preview(image, target, masks.select(_shown(masks, self.present)))
+                    write_preview(image, target, masks.select(_shown(masks, self.present)), **self._marks(masks))
                 else:
                     write_json(target, self.report())
                 names.append(target.name)
