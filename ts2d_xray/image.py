@@ -41,6 +41,7 @@ __all__ = [
     "Plane",
     "Volume",
     "nearest_axes",
+    "non_finite",
     "require_finite",
 ]
 
@@ -83,10 +84,14 @@ def require_finite(array: np.ndarray, source: str | PathLike | None) -> None:
     # min and max propagate NaN and show an infinity without a full-size temporary.
     if np.isfinite(array.min()) and np.isfinite(array.max()):
         return
-    bad = int(array.size - np.count_nonzero(np.isfinite(array)))
-    raise InputError(source if source is not None else "array",
-                     f"{bad:,} of {array.size:,} values are NaN or infinite; an image must hold finite values "
-                     "(replace them, e.g. with numpy.nan_to_num, if you know what they stand for)")
+    raise non_finite(source, int(array.size - np.count_nonzero(np.isfinite(array))), array.size)
+
+
+def non_finite(source: str | PathLike | None, bad: int, total: int) -> InputError:
+    """The error for an image with ``bad`` NaN or infinite values of ``total`` (``source`` None: an array)."""
+    return InputError(source if source is not None else "array",
+                      f"{bad:,} of {total:,} values are NaN or infinite; an image must hold finite values "
+                      "(replace them, e.g. with numpy.nan_to_num, if you know what they stand for)")
 
 
 def letter_vector(letter: str) -> tuple[float, float, float]:

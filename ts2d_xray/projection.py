@@ -244,7 +244,7 @@ def project_ct(
 
 def _check_ct(ct: Volume) -> None:
     """Refuse a CT that cannot be projected: no voxels, NaN or infinite values, a degenerate direction."""
-    source = ct.source or "CT"
+    source = ct.source  # None: an array given to the API
     if ct.array.size == 0:
         raise InputError(source, f"the CT holds no voxels (shape {ct.array.shape})")
     require_finite(ct.array, source)

@@ -14,9 +14,8 @@ voxels come out as zeros, a normal-looking image.  The checks here refuse such f
   be compared (scaled or byte-swapped data, data followed by more bytes) or differ, the
   compressed stream is decompressed once more, in bounded memory, and decides.
 
-Only one decompression by SimpleITK is needed for a sound, ordinarily written file.
-Uncompressed pixel data carries no checksum: a flipped bit there is undetectable and
-simply a different pixel value.
+A sound, ordinarily written file is decompressed once, by SimpleITK.  Uncompressed
+pixel data carries no checksum: a flipped bit there is simply a different value.
 """
 
 from __future__ import annotations
@@ -27,11 +26,12 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable
 
 import numpy as np
 
 from ts2d_xray.errors import InputError
+from ts2d_xray.image import non_finite
 
 if TYPE_CHECKING:
     import SimpleITK as sitk
@@ -45,8 +45,7 @@ MAX_IMAGE_BYTES = 2**33
 # Deflate's largest compression ratio is 1032:1 (runs of one byte); with room for headers.
 _DEFLATE_RATIO = 1032
 _SLACK_BYTES = 1 << 16
-_CHUNK = 1 << 20
-_GZIP_MAGIC = b"\x1f\x8b"
+_CHUNK, _GZIP_MAGIC = 1 << 20, b"\x1f\x8b"
 _NIFTI_BYTES = {2: 1, 4: 2, 8: 4, 16: 4, 32: 8, 64: 8, 128: 3, 256: 1, 512: 2, 768: 4, 1024: 8, 1280: 8,
                 1536: 16, 1792: 16, 2048: 32, 2304: 4}
 
@@ -62,6 +61,8 @@ class StoredData:
             header inside the compressed stream).
         nbytes: Declared size of the pixel data as stored, in bytes.
         compression: ``"raw"``, ``"gzip"``, ``"zlib"`` or ``"bzip2"``.
+        floats: The numpy dtype of stored floating-point values whose NaN and
+            infinities SimpleITK hides (NIfTI: it reads them as 0), else None.
     """
 
     file: Path
@@ -69,6 +70,7 @@ class StoredData:
     skip: int
     nbytes: int
     compression: str
+    floats: str | None = None
 
 
 def stored_data(path: Path) -> StoredData | None:
@@ -119,8 +121,9 @@ def _nifti(path: Path, head: bytes) -> StoredData | None:
         raise InputError(path, f"invalid NIfTI header (dim {list(dims)}, vox_offset {offset})")
     count = int(np.prod([int(d) for d in dims[1:dims[0] + 1]], dtype=object))
     offset = max(int(offset), size)  # as the NIfTI library reads a single file
+    floats = {16: order + "f4", 64: order + "f8"}.get(datatype)
     return StoredData(path, 0 if gz else offset, offset if gz else 0, count * _NIFTI_BYTES[datatype],
-                      "gzip" if gz else "raw")
+                      "gzip" if gz else "raw", floats)
 
 
 def _gunzip_head(path: Path, head: bytes) -> bytes:
@@ -151,23 +154,18 @@ def _nrrd(path: Path, head: bytes) -> StoredData | None:
         return None  # SimpleITK judges a header these checks do not understand
     nbytes = int(np.prod([int(s) for s in sizes], dtype=object)) * itemsize
     detached = fields.get("data file") or fields.get("datafile")
-    if detached:
-        if " " in detached or "%" in detached or detached.upper().startswith("LIST"):
-            return None
-        file = path.parent / detached
-        return StoredData(file, 0 if encoding != "raw" else skip, skip if encoding != "raw" else 0, nbytes, encoding)
-    start = end + 2
-    return StoredData(path, start + (skip if encoding == "raw" else 0), 0 if encoding == "raw" else skip,
-                      nbytes, encoding)
+    if detached and (" " in detached or "%" in detached or detached.upper().startswith("LIST")):
+        return None
+    file, start = (path.parent / detached, 0) if detached else (path, end + 2)
+    raw = encoding == "raw"  # a byte skip counts in the file when raw, in the decoded data otherwise
+    return StoredData(file, start + (skip if raw else 0), 0 if raw else skip, nbytes, encoding)
 
 
 def _nrrd_itemsize(name: str) -> int | None:
-    name = name.lower().replace("unsigned ", "u").replace("signed ", "").replace("_t", "")
-    sizes = {"char": 1, "uchar": 1, "int8": 1, "uint8": 1, "short": 2, "ushort": 2, "short int": 2,
-             "ushort int": 2, "int16": 2, "uint16": 2, "int": 4, "uint": 4, "int32": 4, "uint32": 4,
-             "long long": 8, "ulong long": 8, "long long int": 8, "ulong long int": 8, "longlong": 8,
-             "ulonglong": 8, "int64": 8, "uint64": 8, "float": 4, "double": 8, "block": None}
-    return sizes.get(name.strip())
+    """Bytes per value of a NRRD ``type`` (any of its spellings), None for an unknown one."""
+    name = name.lower().replace("unsigned", "").replace("signed", "").replace("_t", "").strip()
+    return {"char": 1, "int8": 1, "short": 2, "int16": 2, "int": 4, "int32": 4, "long long": 8, "longlong": 8,
+            "int64": 8, "float": 4, "double": 8}.get(name.replace(" int", "").lstrip("u"))
 
 
 def _meta(path: Path, head: bytes) -> StoredData | None:
@@ -194,9 +192,8 @@ def _meta(path: Path, head: bytes) -> StoredData | None:
     return StoredData(path.parent / target, 0, 0, nbytes, compression)
 
 
-_META_BYTES = {"MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 2, "MET_INT": 4, "MET_UINT": 4,
-               "MET_LONG": 4, "MET_ULONG": 4, "MET_LONG_LONG": 8, "MET_ULONG_LONG": 8, "MET_FLOAT": 4,
-               "MET_DOUBLE": 8}
+_META_BYTES = {f"MET_{u}{t}": n for u in ("", "U") for t, n in
+               (("CHAR", 1), ("SHORT", 2), ("INT", 4), ("LONG", 4), ("LONG_LONG", 8))} | {"MET_FLOAT": 4, "MET_DOUBLE": 8}
 
 
 def check_limit(path: Path, size: tuple[int, ...], nbytes: int, max_bytes: int = MAX_IMAGE_BYTES) -> None:
@@ -234,46 +231,46 @@ def check_declared(path: Path, reader: sitk.ImageFileReader, max_bytes: int = MA
     """
     check_limit(path, reader.GetSize(), decoded_bytes(reader), max_bytes)
     stored = stored_data(path)
-    if stored is None:
-        return None
-    if not stored.file.is_file():
-        raise InputError(stored.file, f"pixel data file of {path.name} not found")
-    held = stored.file.stat().st_size - stored.start
-    if stored.compression == "raw":
-        if held < stored.nbytes:
-            raise InputError(path, f"truncated file: the header declares {stored.nbytes:,} bytes of pixel data, "
-                                   f"the file holds {max(held, 0):,}")
-    elif stored.compression != "bzip2" and (stored.skip + stored.nbytes) > _DEFLATE_RATIO * held + _SLACK_BYTES:
-        raise InputError(path, f"truncated or corrupt file: the header declares {stored.nbytes:,} bytes of pixel "
-                               f"data, more than {held:,} compressed bytes can hold")
-    elif stored.compression == "gzip" and _gzip_size(stored) != (stored.skip + stored.nbytes) % 2**32:
-        # The trailer does not give the declared size: truncated, unless the stream is
-        # made of several members; decide in bounded memory before allocating the image.
-        _scan_stream(path, stored)
+    if stored is not None:
+        _check_length(path, stored)
+        if stored.compression == "gzip" and _gzip_size(stored) != (stored.skip + stored.nbytes) % 2**32:
+            # The trailer does not give the declared size: truncated, unless the stream is
+            # made of several members; decide in bounded memory before allocating the image.
+            _scan_stream(path, stored)
     return stored
 
 
 def check_stored(path: Path) -> None:
-    """Refuse a NIfTI/NRRD/MetaImage file whose pixel data is short or damaged, reading it once to check.
+    """Refuse a NIfTI/NRRD/MetaImage file whose pixel data is short, damaged, NaN or infinite, reading it to check.
 
     For readers other than SimpleITK (nibabel, slicerio), which stop reading where the
     declared data ends and so never see a damaged checksum.  A full decompression: use
     :func:`check_declared` and :func:`check_decoded` around a SimpleITK read instead.
 
     Raises:
-        InputError: Naming the file: a header the checks cannot parse, pixel data the
-            file is too short to hold, a truncated or corrupted compressed stream.
+        InputError: Naming the file.
     """
     stored = stored_data(path)
     if stored is None:
         return
-    if not stored.file.is_file():
-        raise InputError(stored.file, f"pixel data file of {path.name} not found")
+    _check_length(path, stored)
     if stored.compression != "raw":
         _scan_stream(path, stored)
-    elif stored.file.stat().st_size - stored.start < stored.nbytes:
+    elif stored.floats:
+        _check_raw_floats(path, stored)
+
+
+def _check_length(path: Path, stored: StoredData) -> None:
+    """Refuse pixel data longer than its file holds (raw) or than its compressed bytes can hold."""
+    if not stored.file.is_file():
+        raise InputError(stored.file, f"pixel data file of {path.name} not found")
+    held = stored.file.stat().st_size - stored.start
+    if stored.compression == "raw" and held < stored.nbytes:
         raise InputError(path, f"truncated file: the header declares {stored.nbytes:,} bytes of pixel data, "
-                               f"the file holds {max(stored.file.stat().st_size - stored.start, 0):,}")
+                               f"the file holds {max(held, 0):,}")
+    if stored.compression in ("gzip", "zlib") and stored.skip + stored.nbytes > _DEFLATE_RATIO * held + _SLACK_BYTES:
+        raise InputError(path, f"truncated or corrupt file: the header declares {stored.nbytes:,} bytes of pixel "
+                               f"data, more than {held:,} compressed bytes can hold")
 
 
 def _gzip_size(stored: StoredData) -> int:
@@ -292,10 +289,14 @@ def check_decoded(path: Path, stored: StoredData | None, image: sitk.Image) -> N
     Raises:
         InputError: A truncated or corrupted compressed stream, naming the file.
     """
-    if stored is None or stored.compression == "raw":
+    if stored is None:
+        return
+    if stored.compression == "raw":
+        if stored.floats:
+            _check_raw_floats(path, stored)
         return
     if stored.compression in ("gzip", "zlib") and _trailer_matches(stored, image):
-        return
+        return  # the buffer holds the stored bytes: the caller's finite check sees every value
     _scan_stream(path, stored)
 
 
@@ -319,46 +320,78 @@ def _trailer_matches(stored: StoredData, image: sitk.Image) -> bool:
         zlib.crc32(data, zlib.crc32(prefix)) == crc
 
 
+def _check_raw_floats(path: Path, stored: StoredData) -> None:
+    """Refuse uncompressed stored floats holding NaN or infinities (read in place, from the page cache)."""
+    values = np.memmap(stored.file, dtype=stored.floats, mode="r", offset=stored.start,
+                       shape=(stored.nbytes // np.dtype(stored.floats).itemsize,))
+    if values.size and not (np.isfinite(values.min()) and np.isfinite(values.max())):
+        raise non_finite(path, int(values.size - np.count_nonzero(np.isfinite(values))), values.size)
+
+
+class _FloatCounter:
+    """Counts NaN and infinite values of stored floats in a decoded stream fed chunk by chunk."""
+
+    def __init__(self, stored: StoredData) -> None:
+        self.lo, self.hi = stored.skip, stored.skip + stored.nbytes
+        self.dtype = np.dtype(stored.floats) if stored.floats else None
+        self.position, self.rest, self.bad = 0, b"", 0
+
+    def feed(self, out: bytes) -> None:
+        start, end = max(self.lo - self.position, 0), min(self.hi - self.position, len(out))
+        self.position += len(out)
+        if self.dtype is None or end <= start:
+            return
+        data = self.rest + out[start:end]
+        whole = len(data) // self.dtype.itemsize * self.dtype.itemsize
+        self.bad += int(np.count_nonzero(~np.isfinite(np.frombuffer(data[:whole], self.dtype))))
+        self.rest = data[whole:]
+
+
 def _scan_stream(path: Path, stored: StoredData) -> None:
-    """Decompress the whole stream in bounded memory: refuse it if damaged or shorter than declared."""
+    """Decompress the whole stream in bounded memory: refuse it if damaged or shorter than declared.
+
+    Stored floats are checked on the way (NaN and infinities, which SimpleITK hides in NIfTI).
+    """
+    counter = _FloatCounter(stored)
     try:
         with open(stored.file, "rb") as f:
             f.seek(stored.start)
-            decoded, complete = _inflate(f, stored.compression)
+            complete = _inflate(f, stored.compression, counter.feed)
     except (zlib.error, OSError, EOFError, ValueError) as exc:
         raise InputError(path, f"corrupt compressed pixel data ({exc})") from None
-    declared = stored.skip + stored.nbytes
+    decoded, declared = counter.position, stored.skip + stored.nbytes
     if not complete:
         raise InputError(path, f"truncated file: the compressed pixel data ends early ({decoded:,} bytes decoded "
                                f"of {declared:,} declared)")
     if decoded < declared:
         raise InputError(path, f"truncated file: {decoded:,} bytes of data decoded, {declared:,} declared by the header")
+    if counter.bad:
+        raise non_finite(path, counter.bad, stored.nbytes // counter.dtype.itemsize)
 
 
-def _inflate(f: BinaryIO, compression: str) -> tuple[int, bool]:
-    """(decoded bytes, whether the last member ended) of the compressed members read from ``f``."""
+def _inflate(f: BinaryIO, compression: str, sink: Callable[[bytes], None]) -> bool:
+    """Feed the decoded bytes of the compressed members read from ``f`` to ``sink``; whether the last member ended."""
     new = bz2.BZ2Decompressor if compression == "bzip2" else (lambda: zlib.decompressobj(47))  # 47: gzip or zlib
-    decoder, decoded, pending = new(), 0, b""
+    decoder, pending = new(), b""
     while True:
         chunk, pending = pending or f.read(_CHUNK), b""
         if not chunk:
-            return decoded, bool(decoder.eof)
+            return bool(decoder.eof)
         if decoder.eof:  # another gzip member follows (bgzip, concatenated files), or trailing bytes
             if not chunk.startswith(_GZIP_MAGIC):
-                return decoded, True
+                return True
             decoder = new()
-        decoded += _drain(decoder, chunk)
+        _drain(decoder, chunk, sink)
         if decoder.eof:
             pending = decoder.unused_data
 
 
-def _drain(decoder: Any, chunk: bytes) -> int:
-    """Feed one chunk, holding at most one chunk's worth of output at a time; the bytes decoded."""
-    total = len(decoder.decompress(chunk, _CHUNK))
+def _drain(decoder: Any, chunk: bytes, sink: Callable[[bytes], None]) -> None:
+    """Feed one chunk, holding at most one chunk's worth of output at a time."""
+    sink(decoder.decompress(chunk, _CHUNK))
     if isinstance(decoder, bz2.BZ2Decompressor):
         while not decoder.eof and not decoder.needs_input:
-            total += len(decoder.decompress(b"", _CHUNK))
-        return total
+            sink(decoder.decompress(b"", _CHUNK))
+        return
     while decoder.unconsumed_tail and not decoder.eof:
-        total += len(decoder.decompress(decoder.unconsumed_tail, _CHUNK))
-    return total
+        sink(decoder.decompress(decoder.unconsumed_tail, _CHUNK))
