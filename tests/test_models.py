@@ -166,7 +166,8 @@ def test_fork_zip_is_read_as_it_is(tmp_path):
         assert m.group_names == ("organs",) and m.structures == ("liver", "spleen", "heart")
         assert mf.FORK_TRAINER in m.groups[0].path
         group = load_group(b.root, m.groups[0], device=torch.device("cpu"))
-        assert group.networks[0].decoder.seg_layers[-1].out_channels == 3  # background cut
+        assert group.networks[0].decoder.seg_layers[-1].out_channels == 4  # background kept: the fork's rule needs it
+        assert group.exact is not None and group.channel_names == ("mean", "max")
     tmp_root = b.root
     assert not tmp_root.exists()  # the unpacked archive is removed on close
     installed = install_model(archive, name="ts2d-organs", display="radiograph")

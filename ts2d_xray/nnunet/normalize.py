@@ -39,16 +39,22 @@ def plans_normalization(plans: Mapping[str, Any]) -> tuple[tuple[str, dict[str, 
     return tuple((str(s), dict(properties.get(str(c), {}))) for c, s in enumerate(schemes))
 
 
-def normalize(array: np.ndarray, normalization: Normalization) -> np.ndarray:
+def normalize(array: np.ndarray, normalization: Normalization, *, use_mask: Sequence[bool] | None = None,
+              nonzero: np.ndarray | None = None) -> np.ndarray:
     """Normalise a ``(C, H, W)`` image channel by channel with nnU-Net's classes.
 
     Args:
-        array: The image at the network's pixel size.
+        array: The image at the network's pixel size; or any ``(C, ...)`` array
+            (nnU-Net's ``(C, 1, H, W)`` in :mod:`ts2d_xray.nnunet.exact`).
         normalization: Per channel ``(scheme name, foreground intensity properties)``
             (:func:`plans_normalization`).
+        use_mask: Per channel, the plans' ``use_mask_for_norm`` (default: off).
+        nonzero: nnU-Net's crop mask, shaped like one channel: >= 0 inside the
+            non-zero region, -1 outside; where ``use_mask`` is on, the statistics come
+            from inside and ZScore leaves the outside at 0.
 
     Returns:
-        ``(C, H, W)`` float32.
+        ``(C, ...)`` float32.
 
     Raises:
         ValueError: A channel count other than the plans', a scheme not in
@@ -61,8 +67,10 @@ def normalize(array: np.ndarray, normalization: Normalization) -> np.ndarray:
     """
     from nnunetv2.preprocessing.normalization import default_normalization_schemes as schemes
 
-    if array.ndim != 3 or array.shape[0] != len(normalization):
+    if array.ndim < 3 or array.shape[0] != len(normalization):
         raise ValueError(f"image must be (C, H, W) with C = {len(normalization)}, got {array.shape}")
+    if use_mask is not None and any(use_mask) and nonzero is None:
+        raise ValueError("use_mask_for_norm needs the non-zero mask")
     out = np.empty(array.shape, np.float32)
     for c, (name, properties) in enumerate(normalization):
         if name not in NORMALIZATIONS:
@@ -71,6 +79,7 @@ def normalize(array: np.ndarray, normalization: Normalization) -> np.ndarray:
         if missing:
             raise ValueError(f"CTNormalization of channel {c} needs foreground intensity properties "
                              f"{sorted(missing)} in plans.json")
-        scheme = getattr(schemes, name)(use_mask_for_norm=False, intensityproperties=dict(properties))
-        out[c] = scheme.run(np.array(array[c], dtype=np.float32), None)
+        masked = bool(use_mask[c]) if use_mask is not None else False
+        scheme = getattr(schemes, name)(use_mask_for_norm=masked, intensityproperties=dict(properties))
+        out[c] = scheme.run(np.array(array[c], dtype=np.float32), nonzero)
     return out

@@ -6,6 +6,13 @@ it on a prepared image (sliding windows, folds averaged,
 :func:`ts2d_xray.nnunet.predict.sliding_window_logits`).  On a CPU the networks run in
 float32 with their instance norms computed as group norms
 (:func:`~ts2d_xray.nnunet.network.speed_up_for_cpu`).
+
+A group in TS2D's published layout (:func:`ts2d_xray.nnunet.exact.is_published`) is
+loaded with all K + 1 outputs and run by :func:`predict_exact`, nnU-Net's own steps
+(:mod:`ts2d_xray.nnunet.exact`), so that it gives TS2D's masks; TS2D's ``model.json``
+(two folders above the nnU-Net folder, ``<model>_<group>/r<NNN>/model.json``) may set
+the window step (``nnu.predict.stepsize``) and switch mirroring off
+(``nnu.predict.augment``), as it does for TS2D.
 """
 
 from __future__ import annotations
@@ -14,18 +21,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
 
 from ts2d_xray.errors import InputError
 from ts2d_xray.io.files import read_json
 from ts2d_xray.nnunet.checkpoint import load_network
+from ts2d_xray.nnunet.exact import (ExactPlan, exact_plan, is_published, multilabel_masks, native_logits,
+                                    predict_logits, preprocess)
 from ts2d_xray.nnunet.layout import CONFIGURATION, DATASET_FILE, PLANS_FILE
 from ts2d_xray.nnunet.network import input_divisor, speed_up_for_cpu
 from ts2d_xray.nnunet.normalize import plans_normalization
 from ts2d_xray.nnunet.predict import DEFAULT_STEP, sliding_window_logits
 from ts2d_xray.segment.manifest import GroupSpec
 
-__all__ = ["GroupNetwork", "describe", "load_group", "predict_group"]
+__all__ = ["GroupNetwork", "add_scores", "channel_order", "describe", "load_group", "predict_exact", "predict_group"]
+
+#: TS2D's model description, beside the data set folder of a published zip.
+TS2D_MODEL_FILE = "model.json"
 
 
 @dataclass(eq=False)
@@ -44,6 +57,13 @@ class GroupNetwork:
         channel_source: For each network input, the image channel it reads.
         mirror_axes: Axes the checkpoint allows for mirroring at inference (nnU-Net's
             ``inference_allowed_mirroring_axes``, in (H, W) axes), or ().
+        exact: For a model in TS2D's published layout, its plan for nnU-Net's own
+            steps (:mod:`ts2d_xray.nnunet.exact`); the networks then have K + 1 outputs.
+        channel_names: ``dataset.json["channel_names"]`` in channel order (TS2D's
+            projection mode of each channel).
+        step: Window step from TS2D's ``model.json``, or None (the caller's).
+        mirror: Whether TS2D mirrors (``nnu.predict.augment``, default on) along
+            ``mirror_axes``.
     """
 
     name: str
@@ -55,6 +75,10 @@ class GroupNetwork:
     normalization: tuple[tuple[str, Mapping[str, float]], ...]
     channel_source: tuple[int, ...]
     mirror_axes: tuple[int, ...] = ()
+    exact: ExactPlan | None = None
+    channel_names: tuple[str, ...] = ()
+    step: float | None = None
+    mirror: bool = True
 
 
 def _group_plan(plans: Mapping[str, Any], dataset: Mapping[str, Any], path: Path) -> dict[str, Any]:
@@ -94,16 +118,60 @@ def load_group(root: Path, spec: GroupSpec, *, device: torch.device, trust: bool
     plans_path = folder / PLANS_FILE
     plans, dataset = read_json(plans_path), read_json(folder / DATASET_FILE)
     fields = _group_plan(plans, dataset, plans_path)
+    published = is_published(plans, dataset)
+    if published:
+        fields.update(_ts2d_fields(folder, root, plans, dataset, plans_path))
     networks, mirror = [], ()
     for rel in spec.checkpoints():
         network, checkpoint = load_network(root / rel, plans, len(fields["channel_source"]), len(spec.structures),
-                                           device="cpu", trust=trust, plans_path=plans_path)
+                                           device="cpu", trust=trust, plans_path=plans_path,
+                                           keep_background=published)
         if device.type == "cpu":
             network.float()  # half-precision weights would run slowly (or not at all) on CPUs
             speed_up_for_cpu(network)
         networks.append(network.to(device).eval())
         mirror = tuple(int(a) for a in (checkpoint.get("inference_allowed_mirroring_axes") or ()))
     return GroupNetwork(name=spec.name, structures=spec.structures, networks=networks, mirror_axes=mirror, **fields)
+
+
+def _ts2d_fields(folder: Path, root: Path, plans: Mapping[str, Any], dataset: Mapping[str, Any],
+                 plans_path: Path) -> dict[str, Any]:
+    """The :class:`GroupNetwork` fields of a published TS2D group: its plan, channel names, ``model.json`` settings."""
+    names = dataset.get("channel_names", {})
+    fields: dict[str, Any] = {"exact": exact_plan(plans, plans_path),
+                              "channel_names": tuple(str(names[k]) for k in sorted(names, key=int))}
+    model_json = folder.parent.parent / TS2D_MODEL_FILE
+    if folder.parent != root and model_json.is_file():
+        param = read_json(model_json, what="TS2D model description").get("param", {})
+        if param.get("nnu.predict.stepsize") is not None:
+            fields["step"] = float(param["nnu.predict.stepsize"])
+        fields["mirror"] = bool(param.get("nnu.predict.augment", True))
+    return fields
+
+
+def predict_exact(group: GroupNetwork, image: np.ndarray, spacing: Sequence[float], *, step: float = DEFAULT_STEP,
+                  thresholds: Sequence[float] | None = None,
+                  accumulate: torch.dtype = torch.half) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A published TS2D group on a ``(C, H, W)`` image at ``spacing`` (row, column) mm, as TS2D runs it.
+
+    The channels must already be in the group's ``channel_names`` order; ``accumulate``
+    is the dtype the windows are blended in (nnU-Net's float16 by default).
+
+    Returns:
+        ``(masks, probabilities, logits)`` on the image's own grid: ``(K, H, W)`` bool
+        and float32 (0 outside nnU-Net's crop box), and ``(K + 1, h, w)`` logits on the
+        crop box (nnU-Net's float16, background first).
+    """
+    plan = group.exact
+    if plan is None:
+        raise ValueError(f"group {group.name!r} is not a published TS2D model")
+    pre = preprocess(image, spacing, plan)
+    mirror_axes = group.mirror_axes if group.mirror else ()
+    logits = predict_logits(group.networks, pre, plan, step=group.step or step, mirror_axes=mirror_axes,
+                            accumulate=accumulate)
+    native = native_logits(logits, pre, plan)
+    masks, probs = multilabel_masks(native, pre, plan, thresholds)
+    return masks, probs, native
 
 
 def predict_group(group: GroupNetwork, image: torch.Tensor, *, step: float = DEFAULT_STEP, batch_size: int = 1,
@@ -117,6 +185,26 @@ def predict_group(group: GroupNetwork, image: torch.Tensor, *, step: float = DEF
                                  batch_size=batch_size, tta=tta, mirror_axes=group.mirror_axes)
 
 
+def channel_order(group: GroupNetwork, channels: Sequence[str]) -> list[int]:
+    """For each input of a published TS2D group, the index of the image channel its name projects (TS2D's order).
+
+    TS2D projects a CT once per ``dataset.json`` channel name, the name being the
+    projection mode; ours computes ``mean`` (alias ``avg``) and ``max`` (alias ``mip``).
+
+    Raises:
+        InputError: A channel name that is no projection ts2d-xray computes.
+    """
+    aliases = {"avg": "mean", "mip": "max"}
+    order = []
+    for name in group.channel_names:
+        mode = aliases.get(name.strip().lower(), name.strip().lower())
+        if mode not in channels:
+            raise InputError(None, f"group {group.name!r} reads a {name!r} projection; ts2d-xray projects "
+                                   f"{' and '.join(channels)} only")
+        order.append(list(channels).index(mode))
+    return order
+
+
 def describe(groups: Sequence[GroupNetwork]) -> str:
     """One line per group: outputs, spacing, patch and parameter count."""
     lines = []
@@ -126,3 +214,20 @@ def describe(groups: Sequence[GroupNetwork]) -> str:
                      f"patch {g.patch_size[0]}x{g.patch_size[1]}, {params / 1e6:.1f} M parameters x "
                      f"{len(g.networks)} fold(s)")
     return "\n".join(lines)
+
+
+def add_scores(scores: dict[str, dict], structures: Sequence[str], probs: torch.Tensor,
+                inside: torch.Tensor) -> None:
+    """Per structure: mean probability inside its mask (``confidence``, None if empty) and the peak.
+
+    A structure predicted by several groups keeps the more confident group's scores.
+    """
+    n_inside = inside.sum(dim=(1, 2))
+    confidence = (probs * inside).sum(dim=(1, 2)) / n_inside.clamp(min=1)
+    peak = probs.amax(dim=(1, 2))
+    for k, name in enumerate(structures):
+        conf = float(confidence[k]) if int(n_inside[k]) else None
+        old = scores.get(name)
+        if old is None or (conf or 0) > (old["confidence"] or 0):
+            scores[name] = {"confidence": None if conf is None else round(conf, 4),
+                            "max_probability": round(float(peak[k]), 4)}

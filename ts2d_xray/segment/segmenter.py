@@ -16,6 +16,11 @@ model, no temporary files) and runs them on each input:
 4. **Back**: sigmoid probabilities are resampled (bilinear) to the oriented input grid,
    thresholded, and un-flipped: masks land on the input's own pixel grid.
 
+A model in TS2D's published layout runs as TS2D runs it instead
+(:func:`ts2d_xray.segment.groups.predict_exact`): a CT is projected on its own grid,
+one channel per ``dataset.json`` channel name, and steps 3-4 are nnU-Net's
+(:mod:`ts2d_xray.nnunet.exact`), masks on the (oriented) input grid.
+
 Example:
     >>> from ts2d_xray import Segmenter
     >>> with Segmenter(model="my-model", device="cpu") as seg:   # doctest: +SKIP
@@ -173,6 +178,8 @@ class Segmenter:
             self.bundle.close()
             raise
         self.structures = tuple(dict.fromkeys(s for g in self.groups for s in g.structures))
+        #: True when a group is a published TS2D model: CTs are then projected on their own grid, as TS2D does.
+        self.exact = any(g.exact is not None for g in self.groups)
         threshold = self.options.threshold
         self.thresholds = {s: threshold if threshold is not None else manifest.thresholds.get(s, manifest.threshold)
                            for s in self.structures}
@@ -245,7 +252,7 @@ class Segmenter:
         from ts2d_xray.projection import project_ct, resample
 
         image = project_ct(ct, mode=self.manifest.projection_mode, spacing=None, display="radiograph")
-        return resample(image, self.manifest.spacing_mm)
+        return image if self.exact else resample(image, self.manifest.spacing_mm)
 
     def _from_array(self, array: np.ndarray, spacing: float | Sequence[float] | None) -> tuple[Image2D, str, None]:
         if array.ndim == 2:
@@ -277,23 +284,29 @@ class Segmenter:
             orient = Orientation.for_display(image.plane, self.manifest.display)
         except ValueError as err:
             raise InputError(source, str(err)) from None
-        masks, scores = self._predict(orient.apply(image), source, progress)
+        masks, scores = self._predict(orient.apply(image), source, progress, kind == "ct")
         masks = Masks(orient.inverse(masks), self.structures, image.plane)
         total = time.perf_counter() - started
         return Result(masks, image, kind, self.manifest.name, source, scores,
                       {"read": read, "predict": total - read, "total": total})
 
-    def _predict(self, image: Image2D, source: str | None,
-                 progress: Callable[[], None] | None) -> tuple[np.ndarray, dict]:
-        """Masks ``(K, H, W)`` on the (oriented) image's grid, and per-structure scores."""
+    def _predict(self, image: Image2D, source: str | None, progress: Callable[[], None] | None,
+                 projected: bool = False) -> tuple[np.ndarray, dict]:
+        """Masks ``(K, H, W)`` on the (oriented) image's grid, and per-structure scores.
+
+        ``projected``: the image is a CT's projection (TS2D's groups then read its
+        channels by name).
+        """
         import torch
 
         with torch.inference_mode():
-            return self._predict_groups(image, source, progress)
+            return self._predict_groups(image, source, progress, projected)
 
-    def _predict_groups(self, image: Image2D, source: str | None,
-                        progress: Callable[[], None] | None) -> tuple[np.ndarray, dict]:
+    def _predict_groups(self, image: Image2D, source: str | None, progress: Callable[[], None] | None,
+                        projected: bool) -> tuple[np.ndarray, dict]:
         import torch
+
+        from ts2d_xray.segment.groups import add_scores
 
         h, w = image.plane.shape
         if len(self.structures) * h * w > MAX_MASK_BYTES:
@@ -305,15 +318,35 @@ class Segmenter:
         resampled: dict[tuple[float, float], Image2D] = {}
         written: set[int] = set()
         for group in self.groups:
+            if group.exact is not None:
+                self._exact_group(group, image, projected, masks, scores, written)
+                if progress is not None:
+                    progress()
+                continue
             if group.spacing not in resampled:
                 resampled[group.spacing] = self._resample(image, group.spacing, source)
             probs = self._probabilities(group, resampled[group.spacing])
             thresholds = torch.tensor([self.thresholds[s] for s in group.structures], device=self.device)[:, None, None]
             self._add_masks(masks, probs, thresholds, [self.structures.index(n) for n in group.structures], written)
-            _add_scores(scores, group.structures, probs, thresholds)
+            add_scores(scores, group.structures, probs, probs >= thresholds)
             if progress is not None:
                 progress()
         return masks, scores
+
+    def _exact_group(self, group: GroupNetwork, image: Image2D, projected: bool, masks: np.ndarray, scores: dict,
+                     written: set[int]) -> None:
+        """A published TS2D group on the image's own grid (its masks united into ``masks``, its scores added)."""
+        import torch
+
+        from ts2d_xray.segment.groups import add_scores, channel_order, predict_exact
+
+        order = channel_order(group, image.channels) if projected else list(range(image.array.shape[0]))
+        group_masks, probs, _ = predict_exact(group, image.array[order], image.plane.spacing, step=self.options.step,
+                                              thresholds=[self.thresholds[s] for s in group.structures])
+        rows = [self.structures.index(n) for n in group.structures]
+        masks[rows] |= group_masks
+        written.update(rows)
+        add_scores(scores, group.structures, torch.from_numpy(probs), torch.from_numpy(group_masks))
 
     def _resample(self, image: Image2D, spacing: tuple[float, float], source: str | None) -> Image2D:
         """The image at a group's pixel size (InputError when that would exceed ``max_pixels``)."""
@@ -364,20 +397,3 @@ class Segmenter:
                 masks[rows] |= (up >= thresholds[k0:k0 + per_chunk]).cpu().numpy()
             written.update(rows)
 
-
-def _add_scores(scores: dict[str, dict], structures: Sequence[str], probs: torch.Tensor,
-                thresholds: torch.Tensor) -> None:
-    """Per structure: mean probability inside its mask (``confidence``, None if empty) and the peak.
-
-    A structure predicted by several groups keeps the more confident group's scores.
-    """
-    inside = probs >= thresholds
-    n_inside = inside.sum(dim=(1, 2))
-    confidence = (probs * inside).sum(dim=(1, 2)) / n_inside.clamp(min=1)
-    peak = probs.amax(dim=(1, 2))
-    for k, name in enumerate(structures):
-        conf = float(confidence[k]) if int(n_inside[k]) else None
-        old = scores.get(name)
-        if old is None or (conf or 0) > (old["confidence"] or 0):
-            scores[name] = {"confidence": None if conf is None else round(conf, 4),
-                            "max_probability": round(float(peak[k]), 4)}
