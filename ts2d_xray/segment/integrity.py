@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 #: Per installed model: relative path -> [size, mtime_ns, SHA-256] of checkpoints whose
 #: checksum matched; a file of the same size and time is not hashed again.
 VERIFIED_FILE = ".verified.json"
+#: How a zip file (torch's checkpoint format since 1.6) begins; a legacy checkpoint is a bare pickle.
+_ZIP_MAGIC = b"PK\x03\x04"
 
 
 def verify_weights(root: Path, manifest: ModelManifest, *, remember: bool = False) -> None:
@@ -77,14 +79,16 @@ def check_crc(path: Path) -> None:
     Raises:
         InputError: A corrupted or truncated checkpoint.
     """
-    if not zipfile.is_zipfile(path):
-        log.warning("%s: not a zip checkpoint and no SHA-256 in the manifest: it cannot be checked", path)
-        return
     try:
+        with open(path, "rb") as f:
+            legacy = f.read(4) != _ZIP_MAGIC
+        if legacy:
+            log.warning("%s: not a zip checkpoint and no SHA-256 in the manifest: it cannot be checked", path)
+            return
         with zipfile.ZipFile(path) as zf:
             bad = zf.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
-        raise InputError(path, f"corrupted or truncated checkpoint ({brief(err)})") from None
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:  # a truncated zip, say
+        raise InputError(path, f"corrupted or unreadable checkpoint ({brief(err)})") from None
     if bad is not None:
         raise InputError(path, f"corrupted checkpoint: the CRC-32 of {bad!r} does not match its data")
 
