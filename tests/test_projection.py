@@ -176,3 +176,16 @@ def test_written_projection_reads_back_identically(tmp_path, data, display):
     ours, theirs = nrrd.read_header(str(path)), nrrd.read_header(str(data / "projections" / "ts2d_samples" / "sample_s0332.nrrd"))
     assert ours["dimension"] == theirs["dimension"] == 4 and ours["sizes"][[0, 2]].tolist() == [2, 1]
     assert ours["kinds"] == theirs["kinds"] and ours["space"] == theirs["space"]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_rotations_project(seed: int) -> None:
+    """Any rotation projects (issue 13: 45 degrees about z once picked one LPS axis for two index axes)."""
+    from scipy.spatial.transform import Rotation
+
+    array = np.random.default_rng(seed).normal(0, 100, (12, 14, 16)).astype(np.int16)
+    turn = Rotation.from_euler("z", 45, degrees=True) if seed == 0 else Rotation.random(random_state=seed)
+    volume = Volume(array, Grid(array.shape, (1.0, 1.2, 2.0), (0.0, 0.0, 0.0), tuple(turn.as_matrix().ravel())))
+    image = project_ct(volume, spacing=None)
+    assert image.array.shape[0] == 2 and np.isfinite(image.array).all()
+    assert image.plane.display == "radiograph"

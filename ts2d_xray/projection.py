@@ -72,6 +72,8 @@ _AIR_HU = HU_RANGE[0]
 _BODY_VOXEL_MM = 1.5
 # Direction cosines further than this from an axis make a volume oblique.
 _OBLIQUE_TOL = 1e-3
+# Largest plausible voxel size (mm): beyond it a header is corrupt, and resampling would overflow.
+_MAX_VOXEL_MM = 1e4
 
 
 @dataclass(frozen=True)
@@ -250,8 +252,8 @@ def _check_ct(ct: Volume) -> None:
     require_finite(ct.array, source)
     if not np.all(np.isfinite(ct.grid.matrix)) or abs(np.linalg.det(ct.grid.matrix)) < 1e-3:
         raise InputError(source, f"degenerate direction matrix {ct.grid.matrix.round(3).tolist()}")
-    if not all(np.isfinite(s) and s > 0 for s in ct.grid.spacing):
-        raise InputError(source, f"voxel spacing {ct.grid.spacing} mm: every spacing must be finite and > 0")
+    if not all(np.isfinite(s) and 0 < s <= _MAX_VOXEL_MM for s in ct.grid.spacing):
+        raise InputError(source, f"voxel spacing {ct.grid.spacing} mm: each must be > 0 and at most {_MAX_VOXEL_MM:g} mm")
 
 
 def project_labels(
@@ -347,7 +349,10 @@ def resample(item: Image2D | Masks, spacing: float | tuple[float, float]) -> Ima
         raise ValueError(f"spacing must be > 0 mm, got {spacing}")
     plane = item.plane
     extent = np.asarray(plane.extent)
-    shape = np.maximum(1, np.round(extent / target)).astype(int)
+    shape = np.maximum(1, np.round(extent / target))
+    if not np.all(np.isfinite(shape)) or np.prod(shape) > 2**31:
+        raise ValueError(f"resampling {plane.shape} px of {plane.spacing} mm to {spacing} mm would give {shape} px")
+    shape = shape.astype(int)
     if tuple(shape) == plane.shape:
         return item
     new_spacing = extent / shape

@@ -6,15 +6,19 @@ Formats come from the file name (:mod:`ts2d_xray.kinds`: ``ITK_FORMATS``,
 
 from __future__ import annotations
 
+import struct
 from os import PathLike
 from pathlib import Path
 
 from ts2d_xray.errors import InputError
+from ts2d_xray.io.files import brief
 from ts2d_xray.image import DISPLAYS, Display, Image2D
 from ts2d_xray.kinds import DICOM_SUFFIXES, ITK_FORMATS, PIL_FORMATS, format_suffix
 from ts2d_xray.orientation import to_display
 
-__all__ = ["image_file_format", "in_display"]
+__all__ = ["check_png", "image_file_format", "in_display"]
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def image_file_format(path: str | PathLike) -> tuple[Path, str]:
@@ -39,6 +43,24 @@ def image_file_format(path: str | PathLike) -> tuple[Path, str]:
             return path, "dicom"
     supported = sorted({*PIL_FORMATS, *ITK_FORMATS, *DICOM_SUFFIXES})
     raise InputError(path, f"unsupported file type {path.suffix!r}; expected one of {supported}")
+
+
+def check_png(path: Path) -> None:
+    """Refuse a PNG file whose chunk checksums (CRC-32) do not match; other files pass.
+
+    Pillow decodes a damaged PNG without checking them, so a flipped bit in the pixel
+    stream would give other pixels silently.  Checking costs one read of the file.
+    """
+    from PIL import Image
+
+    with open(path, "rb") as f:
+        if f.read(len(_PNG_SIGNATURE)) != _PNG_SIGNATURE:
+            return
+    try:
+        with Image.open(path) as im:
+            im.verify()
+    except (SyntaxError, OSError, ValueError, EOFError, struct.error) as exc:
+        raise InputError(path, f"corrupt PNG file ({brief(exc)})") from None
 
 
 def in_display(path: Path, image: Image2D, display: Display | None) -> Image2D:

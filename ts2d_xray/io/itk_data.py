@@ -119,7 +119,7 @@ def _nifti(path: Path, head: bytes) -> StoredData | None:
         raise InputError(path, f"unknown NIfTI datatype code {datatype}")
     if not 1 <= dims[0] <= 7 or min(dims[1:dims[0] + 1]) < 0 or not np.isfinite(offset):
         raise InputError(path, f"invalid NIfTI header (dim {list(dims)}, vox_offset {offset})")
-    count = int(np.prod([int(d) for d in dims[1:dims[0] + 1]], dtype=object))
+    count = int(np.prod([max(int(d), 1) for d in dims[1:dims[0] + 1]], dtype=object))  # the NIfTI library reads 0 as 1
     offset = max(int(offset), size)  # as the NIfTI library reads a single file
     floats = {16: order + "f4", 64: order + "f8"}.get(datatype)
     return StoredData(path, 0 if gz else offset, offset if gz else 0, count * _NIFTI_BYTES[datatype],

@@ -35,6 +35,7 @@ import numpy as np
 from ts2d_xray.errors import InputError
 from ts2d_xray.image import Masks, Plane, letter_vector
 from ts2d_xray.io.files import brief, read_json, sidecar_path
+from ts2d_xray.io.image_file import check_png
 from ts2d_xray.io.itk import read_itk_plane, sitk_header
 from ts2d_xray.io.itk_data import check_stored
 from ts2d_xray.io.masks import read_masks
@@ -132,7 +133,8 @@ def _read_nifti_masks(path: Path) -> MaskSource:
     check_stored(path)  # nibabel stops where the data ends, before the checksum
     try:
         data = np.asarray(nib.load(path).dataobj)
-    except (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError) as err:
+    except (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError,
+            nib.spatialimages.HeaderDataError) as err:
         raise InputError(path, f"not a readable NIfTI file ({brief(err)})") from None
     if data.ndim == 3:
         data = data[..., None]
@@ -208,6 +210,7 @@ def _read_pil(path: Path) -> np.ndarray:
 
     if not path.is_file():
         raise InputError(path, "no such mask file")
+    check_png(path)
     try:
         with Image.open(path) as im:
             return np.asarray(im if im.mode in ("1", "L", "I", "I;16", "F") else im.convert("L")) > 0

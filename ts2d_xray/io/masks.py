@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import zlib
 from os import PathLike
 from pathlib import Path
 
@@ -133,7 +134,7 @@ def _read_segmentation(path: Path, skip_voxels: bool = False) -> tuple[dict, lis
         raise FileNotFoundError(f"{path}: no such segmentation file")
     try:
         seg = slicerio.read_segmentation(str(path), skip_voxels=skip_voxels)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, KeyError, zlib.error) as e:  # pynrrd: an unknown type is a KeyError
         raise InputError(path, f"not a readable 3D Slicer segmentation ({e})") from e
     names = [s.get("name") or s["id"] for s in seg["segments"]]
     repeated = sorted({n for n in names if names.count(n) > 1})

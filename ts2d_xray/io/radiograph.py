@@ -27,7 +27,7 @@ import numpy as np
 from ts2d_xray.errors import InputError
 from ts2d_xray.image import Display, Image2D, Plane, letter_vector, require_finite
 from ts2d_xray.io.files import brief
-from ts2d_xray.io.image_file import image_file_format, in_display
+from ts2d_xray.io.image_file import check_png, image_file_format, in_display
 from ts2d_xray.io.itk import read_itk_plane, sitk_header
 from ts2d_xray.kinds import CHANNELS
 
@@ -266,6 +266,7 @@ def _check_spacing(spacing: Any) -> _Spacing:
 def _read_pil(path: Path, spacing: _Spacing | None) -> tuple[np.ndarray, Plane, dict[str, Any]]:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    check_png(path)
     try:
         with Image.open(path) as im:
             im = ImageOps.exif_transpose(im)  # as a viewer shows a rotated camera JPEG

@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 #: typical step, as a fraction of the typical step.  Beyond it the series is refused:
 #: a missing slice makes a step of 2x, positions rounded in the header stay far below.
 SLICE_STEP_TOLERANCE = 0.05
+# Largest label value: label layers are stored as uint16.
+_MAX_LABEL = 2**16 - 1
 
 
 def _read_sitk(path: Path) -> sitk.Image:
@@ -257,8 +259,9 @@ def _read_multilabel(path: Path, classmap: str | PathLike | Mapping[int, str] | 
     if array.dtype.kind == "f":
         if not np.array_equal(array, np.round(array)):
             raise InputError(path, "label map holds non-integer values")
-    if array.min() < 0:
-        raise InputError(path, f"label map holds negative values (min {array.min()})")
+    if array.min() < 0 or array.max() > _MAX_LABEL:
+        raise InputError(path, f"label map holds values from {array.min()} to {array.max()}; label values are "
+                               f"0 to {_MAX_LABEL}")
     present = np.flatnonzero(np.bincount(array.ravel().astype(np.int64)))
     present = present[present > 0]
     unknown = sorted(set(present.tolist()) - set(cmap))
