@@ -103,3 +103,29 @@ def test_result_mask_accepts_derived_names(name):
     masks = masks_of(lung_upper_lobe_left=(10, 40, 50, 70), lung_lower_lobe_left=(40, 50, 50, 70))
     result = Result(masks, Image2D(np.zeros((1, *PLANE.shape), np.float32), PLANE, ("xray",)), "radiograph", "m")
     assert result.mask(name).sum() == 20 * 40
+
+
+def test_ctr_measures_largest_components_and_prefers_lung_fields():
+    chest = dict(heart=(30, 50, 30, 60), lung_upper_lobe_right=(10, 40, 10, 30), lung_upper_lobe_left=(10, 40, 50, 70))
+    # A stray island of lung far out (column 75) does not stretch the thorax line.
+    islands = masks_of(**chest, lung_lower_lobe_left=(90, 92, 75, 77))
+    assert cardiothoracic_ratio(islands)["lines"]["thorax"]["col_px"] == [10, 69]
+    # Radiographic lung fields, when the masks have them, are measured instead of the lobes.
+    fields = masks_of(**chest, lung_field_right=(10, 40, 15, 30), lung_field_left=(10, 40, 50, 65))
+    ctr = cardiothoracic_ratio(fields)
+    assert ctr["lines"]["thorax"]["col_px"] == [15, 64] and ctr["ctr"] == 0.6
+
+
+def test_overlay_draws_the_ctr_lines(tmp_path):
+    from PIL import Image
+
+    from ts2d_xray.io.preview import draw_measure_lines
+
+    plane = Plane((100, 100), (1.0, 1.0))
+    canvas = Image.new("RGB", (200, 200))  # a display at twice the grid
+    line = {"row_px": 50, "col_px": [20, 69], "end_rows_px": [40, 60]}
+    draw_measure_lines(canvas, plane, [line])
+    rgb = np.asarray(canvas)
+    assert rgb[101, 60:130].min() == 255  # the line at row 50.5 * 2, columns 40..140
+    assert rgb[101, :30].max() == 0 and rgb[101, 150:].max() == 0
+    assert rgb[82, 40].min() == 255 and rgb[120, 140].min() == 255  # the ticks reach the end rows
