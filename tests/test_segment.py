@@ -214,6 +214,8 @@ def test_published_layout_runs_as_ts2d(data, tmp_path):
     assert np.array_equal(masks, expect) and masks.any()
     ours = Orientation.for_display(result.masks.plane, "ts2d").array(result.masks.array)
     assert np.array_equal(ours, masks)
+    with Segmenter(archive, device="cpu", exact=False) as fast:  # ts2d-xray's padding: same grid, not TS2D's masks
+        assert fast(ct).masks.plane == result.masks.plane
 
 
 def test_sliding_windows_are_exact_for_a_pointwise_model(coronal):

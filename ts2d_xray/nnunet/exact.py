@@ -155,13 +155,21 @@ def preprocess(image: np.ndarray, spacing: Sequence[float], plan: ExactPlan) -> 
     return Preprocessed(np.asarray(data, np.float32), spacing3, shape_before, [list(map(int, b)) for b in bbox])
 
 
-def _windows(shape: Sequence[int], plan: ExactPlan, step: float) -> list[tuple]:
-    """nnU-Net's window slicers over a padded ``(1, H, W)`` image for a 2D patch."""
+def _windows(shape: Sequence[int], tile: Sequence[int], step: float) -> list[tuple]:
+    """nnU-Net's window slicers over a padded ``(1, H, W)`` image for a 2D tile."""
     from nnunetv2.inference.sliding_window_prediction import compute_steps_for_sliding_window
 
-    steps = compute_steps_for_sliding_window(tuple(shape[1:]), plan.patch_size, step)
-    return [(slice(None), d, slice(a, a + plan.patch_size[0]), slice(b, b + plan.patch_size[1]))
+    steps = compute_steps_for_sliding_window(tuple(shape[1:]), tuple(tile), step)
+    return [(slice(None), d, slice(a, a + tile[0]), slice(b, b + tile[1]))
             for d in range(shape[0]) for a in steps[0] for b in steps[1]]
+
+
+def _tile(shape: Sequence[int], plan: ExactPlan, divisor: Sequence[int] | None) -> tuple[int, int]:
+    """The window: nnU-Net's patch; with ``divisor``, an image smaller than the patch runs at its own
+    size rounded up to multiples of ``divisor`` (ts2d-xray's padding, not TS2D's)."""
+    if divisor is None:
+        return plan.patch_size
+    return tuple(min(p, -(-int(s) // int(d)) * int(d)) for s, p, d in zip(shape[-2:], plan.patch_size, divisor))
 
 
 def _mirrored(network: torch.nn.Module, x: torch.Tensor, mirror_axes: Sequence[int]) -> torch.Tensor:
@@ -174,15 +182,15 @@ def _mirrored(network: torch.nn.Module, x: torch.Tensor, mirror_axes: Sequence[i
     return prediction / (len(combos) + 1) if combos else prediction
 
 
-def _one_network(network: torch.nn.Module, data: torch.Tensor, plan: ExactPlan, step: float,
+def _one_network(network: torch.nn.Module, data: torch.Tensor, tile: Sequence[int], step: float,
                  mirror_axes: Sequence[int], accumulate: torch.dtype) -> torch.Tensor:
     """Logits ``(K, 1, H, W)`` of one network over a padded image, Gaussian-blended in ``accumulate``."""
     from nnunetv2.inference.sliding_window_prediction import compute_gaussian
 
     device = data.device
-    gaussian = compute_gaussian(tuple(plan.patch_size), sigma_scale=1. / 8, value_scaling_factor=10, device=device)
+    gaussian = compute_gaussian(tuple(tile), sigma_scale=1. / 8, value_scaling_factor=10, device=device)
     logits = counts = None
-    for sl in _windows(data.shape[1:], plan, step):
+    for sl in _windows(data.shape[1:], tile, step):
         prediction = _mirrored(network, data[sl][None], mirror_axes)[0].float()
         if logits is None:
             logits = torch.zeros((prediction.shape[0], *data.shape[1:]), dtype=accumulate, device=device)
@@ -199,7 +207,7 @@ def _one_network(network: torch.nn.Module, data: torch.Tensor, plan: ExactPlan, 
 @torch.inference_mode()
 def predict_logits(networks: Sequence[torch.nn.Module], pre: Preprocessed, plan: ExactPlan, *,
                    step: float = 0.5, mirror_axes: Sequence[int] = (),
-                   accumulate: torch.dtype = torch.half) -> torch.Tensor:
+                   accumulate: torch.dtype = torch.half, divisor: Sequence[int] | None = None) -> torch.Tensor:
     """nnU-Net's logits ``(K + 1, 1, h', w')`` (float16, on the CPU) of the folds for a preprocessed image.
 
     Args:
@@ -211,16 +219,22 @@ def predict_logits(networks: Sequence[torch.nn.Module], pre: Preprocessed, plan:
             mirroring is on), in the network's spatial axes.
         accumulate: The dtype windows are blended in: nnU-Net's float16 by default;
             float32 to compare logits below float16's resolution.
+        divisor: None (TS2D): pad to at least the full patch.  The network's stride
+            product ``(H, W)``: an image smaller than the patch is padded only to the
+            next multiples of it, ts2d-xray's faster way (about 4x less work for a CT at
+            1.5 mm under a 512 x 512 patch); the instance norms then see another area
+            and the masks are no longer TS2D's.
     """
     from acvl_utils.cropping_and_padding.padding import pad_nd_image
 
     device = next(networks[0].parameters()).device
     data = torch.from_numpy(pre.data).to(device)
-    data, revert = pad_nd_image(data, plan.patch_size, "constant", {"value": 0}, True, None)
+    tile = _tile(data.shape, plan, divisor)
+    data, revert = pad_nd_image(data, tile, "constant", {"value": 0}, True, None)
     total = None
     for network in networks:
         with torch.autocast("cuda", enabled=True) if device.type == "cuda" else contextlib.nullcontext():
-            logits = _one_network(network, data, plan, step, mirror_axes, accumulate)[(slice(None), *revert[1:])].to("cpu")
+            logits = _one_network(network, data, tile, step, mirror_axes, accumulate)[(slice(None), *revert[1:])].to("cpu")
         total = logits if total is None else total.add_(logits)
     if len(networks) > 1:
         total /= len(networks)

@@ -151,11 +151,14 @@ def _ts2d_fields(folder: Path, root: Path, plans: Mapping[str, Any], dataset: Ma
 
 def predict_exact(group: GroupNetwork, image: np.ndarray, spacing: Sequence[float], *, step: float = DEFAULT_STEP,
                   thresholds: Sequence[float] | None = None,
-                  accumulate: torch.dtype = torch.half) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  accumulate: torch.dtype = torch.half, exact: bool = True
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A published TS2D group on a ``(C, H, W)`` image at ``spacing`` (row, column) mm, as TS2D runs it.
 
     The channels must already be in the group's ``channel_names`` order; ``accumulate``
-    is the dtype the windows are blended in (nnU-Net's float16 by default).
+    is the dtype the windows are blended in (nnU-Net's float16 by default).  With
+    ``exact=False`` an image smaller than the patch is padded only to multiples of the
+    network's stride (faster; the masks are no longer TS2D's).
 
     Returns:
         ``(masks, probabilities, logits)`` on the image's own grid: ``(K, H, W)`` bool
@@ -168,7 +171,7 @@ def predict_exact(group: GroupNetwork, image: np.ndarray, spacing: Sequence[floa
     pre = preprocess(image, spacing, plan)
     mirror_axes = group.mirror_axes if group.mirror else ()
     logits = predict_logits(group.networks, pre, plan, step=group.step or step, mirror_axes=mirror_axes,
-                            accumulate=accumulate)
+                            accumulate=accumulate, divisor=None if exact else group.divisor)
     native = native_logits(logits, pre, plan)
     masks, probs = multilabel_masks(native, pre, plan, thresholds)
     return masks, probs, native

@@ -16,10 +16,8 @@ model, no temporary files) and runs them on each input:
 4. **Back**: sigmoid probabilities are resampled (bilinear) to the oriented input grid,
    thresholded, and un-flipped: masks land on the input's own pixel grid.
 
-A model in TS2D's published layout runs as TS2D runs it instead
-(:func:`ts2d_xray.segment.groups.predict_exact`): a CT is projected on its own grid,
-one channel per ``dataset.json`` channel name, and steps 3-4 are nnU-Net's
-(:mod:`ts2d_xray.nnunet.exact`), masks on the (oriented) input grid.
+A published TS2D/TSXR model runs as TS2D runs it (:func:`ts2d_xray.segment.groups.predict_exact`):
+a CT projected on its own grid, one channel per channel name, steps 3-4 nnU-Net's.
 
 Example:
     >>> from ts2d_xray import Segmenter
@@ -89,6 +87,8 @@ class SegmentOptions:
         invert: Override the radiograph reader's MONOCHROME1 inversion.
         max_pixels: Largest 2D input (and working image), in pixels.
         max_voxels: Largest CT, in voxels.
+        exact: Run published TS2D/TSXR models exactly as TS2D does (default); False pads
+            only to the network's stride, not the full patch: faster, not TS2D's masks.
     """
 
     device: str = "auto"
@@ -103,6 +103,7 @@ class SegmentOptions:
     invert: bool | None = None
     max_pixels: int = MAX_PIXELS
     max_voxels: int = MAX_CT_VOXELS
+    exact: bool = True
 
     def __post_init__(self) -> None:
         if self.threshold is not None and not 0 < self.threshold < 1:
@@ -292,11 +293,7 @@ class Segmenter:
 
     def _predict(self, image: Image2D, source: str | None, progress: Callable[[], None] | None,
                  projected: bool = False) -> tuple[np.ndarray, dict]:
-        """Masks ``(K, H, W)`` on the (oriented) image's grid, and per-structure scores.
-
-        ``projected``: the image is a CT's projection (TS2D's groups then read its
-        channels by name).
-        """
+        """Masks ``(K, H, W)`` on the (oriented) image's grid, and scores; ``projected``: a CT's projection."""
         import torch
 
         with torch.inference_mode():
@@ -342,7 +339,8 @@ class Segmenter:
 
         order = channel_order(group, image.channels) if projected else list(range(image.array.shape[0]))
         group_masks, probs, _ = predict_exact(group, image.array[order], image.plane.spacing, step=self.options.step,
-                                              thresholds=[self.thresholds[s] for s in group.structures])
+                                              thresholds=[self.thresholds[s] for s in group.structures],
+                                              exact=self.options.exact)
         rows = [self.structures.index(n) for n in group.structures]
         masks[rows] |= group_masks
         written.update(rows)
