@@ -6,7 +6,7 @@ files and fields (``format_version`` 1, described in full in ``docs/dataset_form
 
     ROOT/
       dataset.json                  nnU-Net fields + ours ("multilabel", "structures", ...)
-      imagesTr/<case>_0000.nii.gz   channel 0: float32 (x = W, y = H, z = 1, t = 1)
+      imagesTr/<case>_0000.nii.gz   channel 0: float32 (x = W, y = H, z = 1, t = 1); z spacing 999 mm
       imagesTr/<case>_0001.nii.gz   channel 1 (coronal only)
       imagesTr/<case>_000C.json     sidecar: channel name and geometry
       labelsTr/<case>.nii.gz        uint8 (x = W, y = H, z = 1, t = K): volume t = k is the
@@ -21,6 +21,9 @@ Conventions:
 * Images and masks follow the radiograph display convention (head up, the patient's
   right on the image left; see :mod:`ts2d_xray.image`); geometry is LPS, in mm, in the
   NIfTI affine and in each sidecar (``shape_hw``, ``spacing_mm`` as (row, column), ...).
+  The singleton z axis has nnU-Net's 2D spacing of 999 mm
+  (:data:`~ts2d_xray.io.slice3d.NNUNET_NORMAL_SPACING_MM`); data sets written before
+  that convention have 1 mm, and read the same (the geometry comes from the sidecars).
 * In memory an image is ``(C, H, W)`` float32 (coronal: mean and max projection in HU;
   xray: [0, 1], 1 = white) and masks are ``(K, H, W)`` bool; the files hold the
   transpose ``(x = W, y = H, z = 1, t)``.
@@ -42,7 +45,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ts2d_xray.io.files import sidecar_path  # the JSON that write_image2d/write_masks put beside a file
+from ts2d_xray.io.files import sidecar_path  # the JSON that write_nifti puts beside a file
 from ts2d_xray.kinds import CHANNELS, KINDS, NNUNET_CHANNEL_NAMES
 
 __all__ = [

@@ -7,8 +7,12 @@ combination holds it.  nnU-Net then trains one sigmoid output per structure (a r
 in ``regions_class_order`` order, which is the same model as :mod:`ts2d_xray.train`'s.
 
 Codes are numbered 1, 2, ... in order of first appearance over the cases in case-id
-order (deterministic for a data set); they must fit in uint16.  Images are written as
-nnU-Net's 2D NIfTI (``x = W, y = H, z = 1``) with the label files' geometry.
+order (deterministic for a data set); they must fit in uint16.  Images and label maps are
+written as nnU-Net's 2D NIfTI (``x = W, y = H, z = 1``) on the case's plane, the singleton
+z axis with nnU-Net's 2D spacing of 999 mm
+(:data:`~ts2d_xray.io.slice3d.NNUNET_NORMAL_SPACING_MM`), whatever the source data set
+used (data sets written before this convention have 1 mm there): nnU-Net's planner then
+plans a 2D patch over rows and columns.
 
 What does not carry over: a structure a case's source did not label
 (``unlabelled_structures`` in its record) becomes "absent" for nnU-Net, which has no way
@@ -30,8 +34,9 @@ import numpy as np
 from ts2d_xray.dataset.format import FILE_ENDING, IMAGES_DIR, LABELS_DIR, image_name, label_name
 from ts2d_xray.dataset.read import Dataset, iter_cases, load_dataset
 from ts2d_xray.errors import InputError
-from ts2d_xray.image import Masks
+from ts2d_xray.image import Masks, Plane
 from ts2d_xray.io.files import new_folder, write_json
+from ts2d_xray.io.slice3d import NNUNET_NORMAL_SPACING_MM, nifti_image
 
 __all__ = ["MAX_CODES", "export_regions"]
 
@@ -49,8 +54,6 @@ def export_regions(dataset: str | PathLike | Dataset, out: str | PathLike) -> Pa
     Returns:
         ``out``, written completely or not at all.
     """
-    import nibabel as nib
-
     ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
     out = Path(out)
     if out.exists():
@@ -65,13 +68,16 @@ def export_regions(dataset: str | PathLike | Dataset, out: str | PathLike) -> Pa
             image, masks = ds.read(case)
             label_map = _code_map(masks, codes, ds.root)
             holds |= masks.array.any(axis=(1, 2))
-            affine = nib.load(ds.root / LABELS_DIR / label_name(case)).affine
-            nib.save(nib.Nifti1Image(label_map.T[:, :, None], affine), staging / LABELS_DIR / label_name(case))
+            _save(label_map, masks.plane, staging / LABELS_DIR / label_name(case))
             for c in range(image.array.shape[0]):
-                nib.save(nib.Nifti1Image(image.array[c].T[:, :, None].astype(np.float32), affine),
-                         staging / IMAGES_DIR / image_name(case, c))
+                _save(image.array[c].astype(np.float32), image.plane, staging / IMAGES_DIR / image_name(case, c))
         write_json(staging / "dataset.json", _region_dataset_json(ds, out.name, codes, holds, unlabelled))
     return out
+
+
+def _save(array: np.ndarray, plane: Plane, path: Path) -> None:
+    """An ``(H, W)`` array as nnU-Net's 2D NIfTI ``(x = W, y = H, z = 1)``, singleton spacing 999 mm."""
+    nifti_image(array.T[:, :, None], plane, NNUNET_NORMAL_SPACING_MM).to_filename(path)
 
 
 def _code_map(masks: Masks, codes: dict[bytes, int], source: Path) -> np.ndarray:

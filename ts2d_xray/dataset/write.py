@@ -4,7 +4,9 @@ The record (``cases/<case>.json``) is the completion marker: :func:`write_case` 
 a case's files in a fixed order (images, label, then the record), so a record means
 every file of the case is in place, even if the writer is killed.  :func:`finalize`
 then makes ``cases.jsonl`` and ``dataset.json`` agree with the complete cases.  File
-names and fields are those of :mod:`ts2d_xray.dataset.format`.  A file that cannot be
+names and fields are those of :mod:`ts2d_xray.dataset.format`.  Images and labels are
+NIfTI in nnU-Net's 2D convention: the singleton z axis has a spacing of
+:data:`~ts2d_xray.io.slice3d.NNUNET_NORMAL_SPACING_MM` (999 mm).  A file that cannot be
 written (disk full, read-only folder) raises :class:`~ts2d_xray.errors.OutputError`
 naming it, and leaves no partial file behind.
 """
@@ -19,10 +21,13 @@ from os import PathLike
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
+
 from ts2d_xray.dataset.format import (
     CASES_FILE,
     DATASET_JSON,
     IMAGES_DIR,
+    LABEL_LAYOUT,
     LABELS_DIR,
     PARTIAL_DIR,
     RECORDS_DIR,
@@ -36,9 +41,9 @@ from ts2d_xray.dataset.format import (
 from ts2d_xray.errors import OutputError
 from ts2d_xray.image import Image2D, Masks
 from ts2d_xray.io.files import output_error, read_json, sidecar_path, temp_sibling, write_json, write_text
-from ts2d_xray.io.image2d import write_image2d
-from ts2d_xray.io.masks import write_masks
+from ts2d_xray.io.slice3d import NNUNET_NORMAL_SPACING_MM, write_nifti
 from ts2d_xray.kinds import CHANNELS
+from ts2d_xray.labels import display_color
 
 __all__ = ["discard_partial", "finalize", "write_case"]
 
@@ -68,10 +73,9 @@ def write_case(root: str | PathLike, case_id: str, image: Image2D, masks: Masks,
     try:
         files = []  # in the order they move into place
         for c, name in enumerate(image.channels):
-            one = Image2D(image.array[c : c + 1], image.plane, (name,), image.meta)
-            written = write_image2d(one, temp / IMAGES_DIR / image_name(case_id, c))
+            written = _write_channel(image, c, temp / IMAGES_DIR / image_name(case_id, c))
             files += [written, sidecar_path(written)]
-        label = write_masks(masks, temp / LABELS_DIR / label_name(case_id))
+        label = _write_label(masks, temp / LABELS_DIR / label_name(case_id))
         files += [sidecar_path(label), label]
         files.append(write_json(temp / RECORDS_DIR / f"{case_id}.json", record))
         _move_into_place(files, temp, root)
@@ -79,6 +83,23 @@ def write_case(root: str | PathLike, case_id: str, image: Image2D, masks: Masks,
         raise output_error(err, root, temp) from err
     finally:
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def _write_channel(image: Image2D, c: int, path: Path) -> Path:
+    """Channel ``c`` of ``image`` as float32 NIfTI ``(x = W, y = H, z = 1, t = 1)``, with its sidecar."""
+    data = image.array[c : c + 1].astype(np.float32).transpose(2, 1, 0)[:, :, None, :]
+    write_nifti(data, image.plane, path, {"layout": "x = columns, y = rows, z = 1 (plane normal), t = channel",
+                                          "channels": [image.channels[c]]}, normal_mm=NNUNET_NORMAL_SPACING_MM)
+    return path
+
+
+def _write_label(masks: Masks, path: Path) -> Path:
+    """``masks`` as uint8 NIfTI ``(x = W, y = H, z = 1, t = K)``, 1 = inside, with its sidecar."""
+    structures = [{"index": k, "name": name, "color": display_color(name)} for k, name in enumerate(masks.names)]
+    data = masks.array.transpose(2, 1, 0)[:, :, None, :].astype(np.uint8)
+    write_nifti(data, masks.plane, path, {"layout": LABEL_LAYOUT, "structures": structures},
+                normal_mm=NNUNET_NORMAL_SPACING_MM)
+    return path
 
 
 def _move_into_place(files: Sequence[Path], temp: Path, root: Path) -> None:

@@ -11,71 +11,99 @@ carry :data:`ORIGIN_UNKNOWN_FIELD` so that readers give back ``None``.
 The mask writers (:mod:`ts2d_xray.io.masks`) and the image writer
 (:mod:`ts2d_xray.io.image2d`) share this layout: :func:`ijk_to_lps` and the NIfTI
 writer :func:`write_nifti` with its JSON sidecar.
+
+Files meant for nnU-Net (data sets, ``export-regions``) give the singleton axis
+:data:`NNUNET_NORMAL_SPACING_MM` (999 mm) instead, nnU-Net's convention for 2D data: its
+planner then keeps that axis out of the plane (``original_median_spacing_after_transp``
+``[999, row, column]``) and plans a 2D patch over rows and columns.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
 from ts2d_xray.image import Plane
 from ts2d_xray.io.files import atomic_paths, sidecar_path
 
-__all__ = ["NORMAL_SPACING_MM", "ORIGIN_UNKNOWN_FIELD", "ijk_to_lps", "write_nifti"]
+if TYPE_CHECKING:
+    import nibabel as nib
+
+__all__ = ["NNUNET_NORMAL_SPACING_MM", "NORMAL_SPACING_MM", "ORIGIN_UNKNOWN_FIELD", "ijk_to_lps", "nifti_image",
+           "write_nifti"]
 
 #: Thickness in mm given to the singleton slice axis (a 2D image has none; Slicer needs > 0).
 NORMAL_SPACING_MM = 1.0
+#: Spacing in mm of the singleton axis in nnU-Net's files: nnU-Net's documented 2D convention
+#: (a spacing far above the in-plane ones), as TS2D's published plans show.
+NNUNET_NORMAL_SPACING_MM = 999.0
 #: Custom NRRD field set to "1" when the plane's origin is unknown and (0, 0, 0) was written.
 ORIGIN_UNKNOWN_FIELD = "TS2D_OriginUnknown"
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
-def ijk_to_lps(plane: Plane) -> np.ndarray:
-    """4x4 matrix from index (i = column, j = row, k = normal) to LPS mm."""
+def ijk_to_lps(plane: Plane, normal_mm: float = NORMAL_SPACING_MM) -> np.ndarray:
+    """4x4 matrix from index (i = column, j = row, k = normal) to LPS mm; ``normal_mm``: the k spacing."""
     col, row = np.asarray(plane.col_dir, float), np.asarray(plane.row_dir, float)
     normal = np.cross(col, row)
     m = np.eye(4)
     m[:3, 0] = col * plane.spacing[1]
     m[:3, 1] = row * plane.spacing[0]
-    m[:3, 2] = normal / np.linalg.norm(normal) * NORMAL_SPACING_MM + 0.0  # + 0.0: no "-0" in headers
+    m[:3, 2] = normal / np.linalg.norm(normal) * normal_mm + 0.0  # + 0.0: no "-0" in headers
     m[:3, 3] = (0.0, 0.0, 0.0) if plane.origin is None else plane.origin
     return m
 
 
-def write_nifti(data: np.ndarray, plane: Plane, path: Path, meta: Mapping[str, Any]) -> None:
-    """Save ``(x=columns, y=rows, z=1, t)`` data as NIfTI, plus ``meta`` and the geometry as a JSON sidecar.
+def nifti_image(data: np.ndarray, plane: Plane, normal_mm: float = NORMAL_SPACING_MM) -> nib.Nifti1Image:
+    """A nibabel NIfTI image of ``(x=columns, y=rows, z=1, ...)`` data on ``plane`` (qform = sform, mm)."""
+    import nibabel as nib
 
-    Both files move into place together (:func:`~ts2d_xray.io.files.atomic_paths`), the
-    sidecar last.  nibabel writes the NIfTI; without it, SimpleITK.
+    affine = _LPS_TO_RAS @ ijk_to_lps(plane, normal_mm)  # NIfTI stores RAS
+    image = nib.Nifti1Image(data, affine)
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=1)
+    image.header.set_xyzt_units("mm")
+    return image
+
+
+def write_nifti(data: np.ndarray, plane: Plane, path: Path, meta: Mapping[str, Any], *,
+                normal_mm: float = NORMAL_SPACING_MM) -> None:
+    """Save ``(x=columns, y=rows, z=1[, t])`` data as NIfTI, plus ``meta`` and the geometry as a JSON sidecar.
+
+    ``normal_mm`` is the spacing of the singleton z axis: :data:`NORMAL_SPACING_MM` for
+    files users open, :data:`NNUNET_NORMAL_SPACING_MM` for nnU-Net's.  Both files move
+    into place together (:func:`~ts2d_xray.io.files.atomic_paths`), the sidecar last.
+    nibabel writes the NIfTI; without it, SimpleITK.
     """
     meta = {**meta, "shape_hw": list(plane.shape), "spacing_mm": list(plane.spacing),
             "spacing_order": "(row, column), as DICOM PixelSpacing", "orientation": list(plane.orientation),
             "col_dir_lps": list(plane.col_dir), "row_dir_lps": list(plane.row_dir),
             "origin_lps_mm": None if plane.origin is None else list(plane.origin)}
-    m = ijk_to_lps(plane)
     try:
         import nibabel as nib
     except ImportError:
         nib = None
     with atomic_paths(path, sidecar_path(path)) as (temp, temp_json):
         if nib is not None:
-            affine = _LPS_TO_RAS @ m  # NIfTI stores RAS
-            image = nib.Nifti1Image(data, affine)
-            image.set_qform(affine, code=1)
-            image.set_sform(affine, code=1)
-            image.header.set_xyzt_units("mm")
-            nib.save(image, str(temp))
+            nib.save(nifti_image(data, plane, normal_mm), str(temp))
         else:
-            import SimpleITK as sitk
-
-            image = sitk.GetImageFromArray(data.transpose(3, 2, 1, 0), isVector=False)  # 4D (t, z, y, x)
-            image.SetSpacing((plane.spacing[1], plane.spacing[0], NORMAL_SPACING_MM, 1.0))
-            image.SetOrigin((*m[:3, 3], 0.0))
-            direction = np.eye(4)
-            direction[:3, :3] = m[:3, :3] / np.linalg.norm(m[:3, :3], axis=0)
-            image.SetDirection(direction.ravel())
-            sitk.WriteImage(image, str(temp), useCompression=True)
+            _write_nifti_sitk(data, plane, temp, normal_mm)
         temp_json.write_text(json.dumps(meta, indent=2))
+
+
+def _write_nifti_sitk(data: np.ndarray, plane: Plane, path: Path, normal_mm: float) -> None:
+    """:func:`write_nifti`'s data file without nibabel: 3D ``(x, y, z)`` or 4D ``(x, y, z, t)`` data."""
+    import SimpleITK as sitk
+
+    m = ijk_to_lps(plane, normal_mm)
+    image = sitk.GetImageFromArray(data.transpose(*range(data.ndim)[::-1]), isVector=False)  # (t,) z, y, x
+    extra = data.ndim - 3
+    image.SetSpacing((plane.spacing[1], plane.spacing[0], normal_mm) + (1.0,) * extra)
+    image.SetOrigin((*m[:3, 3],) + (0.0,) * extra)
+    direction = np.eye(data.ndim)
+    direction[:3, :3] = m[:3, :3] / np.linalg.norm(m[:3, :3], axis=0)
+    image.SetDirection(direction.ravel())
+    sitk.WriteImage(image, str(path), useCompression=True)

@@ -35,6 +35,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ts2d_xray.errors import InputError
+from ts2d_xray.io.slice3d import NNUNET_NORMAL_SPACING_MM
 from ts2d_xray.nnunet.layout import CONFIGURATION
 from ts2d_xray.nnunet.network import network_from_architecture
 from ts2d_xray.train.config import PLANNING_FIELDS, TrainConfig
@@ -43,8 +44,9 @@ __all__ = ["check_plans", "data_fields", "dataset_fingerprint", "network_topolog
 
 log = logging.getLogger(__name__)
 
-#: Thickness of the singleton z axis of our 2D NIfTI files, in mm (see docs/dataset_format.md).
-SLICE_THICKNESS_MM = 1.0
+#: Spacing of the singleton z axis in the fingerprint and plans, in mm: nnU-Net's 2D convention, as the
+#: data set files have it (see docs/dataset_format.md) and TS2D's published plans show.
+SLICE_THICKNESS_MM = NNUNET_NORMAL_SPACING_MM
 #: Foreground pixels sampled per channel for the intensity statistics (nnU-Net: 10e7 in all).
 _FOREGROUND_SAMPLES = 10_000_000
 _NETWORK_CLASS = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
