@@ -142,3 +142,24 @@ def test_bundled_plans_use_the_2d_convention():
     for path in found:
         spacing = json.loads(path.read_text())["original_median_spacing_after_transp"]
         assert spacing[0] == NNUNET_NORMAL_SPACING_MM and max(spacing[1:]) < 10, path
+
+
+def test_data_sets_written_with_1_mm_still_read_and_export_with_999(tmp_path):
+    from ts2d_xray.dataset import load_dataset
+
+    root = _tiny_dataset(tmp_path / "Dataset914_Old", n=2)
+    before = {c: load_dataset(root).read(c) for c in load_dataset(root).case_ids}
+    for path in root.glob("*Tr/*.nii.gz"):  # as data sets were written before the convention
+        old = nib.load(path)
+        affine = old.affine.copy()
+        affine[:3, 2] /= NNUNET_NORMAL_SPACING_MM
+        nib.Nifti1Image(np.asarray(old.dataobj), affine).to_filename(path)
+        assert nib.load(path).header.get_zooms()[2] == 1.0
+    ds = load_dataset(root)
+    for case, (image, masks) in before.items():
+        again_image, again_masks = ds.read(case)
+        np.testing.assert_array_equal(again_image.array, image.array)
+        np.testing.assert_array_equal(again_masks.array, masks.array)
+    out = export_regions(ds, tmp_path / "Dataset915_Old")
+    for path in out.glob("*Tr/*.nii.gz"):
+        assert nib.load(path).header.get_zooms()[2] == NNUNET_NORMAL_SPACING_MM, path
