@@ -14,6 +14,12 @@ Vocabulary
 *derived structure*
     A union of classes (``lung_left`` = its two lobes, ``ribs``, ``spine``, ...), so that
     masks can be compared with coarser real-world labels.
+*terminology*
+    The DICOM segment codes of a class or derived structure (:func:`terminology`):
+    SNOMED CT category, type and type modifier (laterality), and an anatomic region where
+    the type needs one.  Classes carry TotalSegmentator's codes and colours (its
+    ``totalsegmentator_snomed_mapping.csv``, Apache-2.0; ``scripts/make_label_catalog.py``
+    wrote them into the catalog), so every v2 class has a colour of its own.
 
 Examples
 --------
@@ -24,6 +30,9 @@ Examples
 'cardiac'
 >>> labels.expand("lung_left")
 ('lung_upper_lobe_left', 'lung_lower_lobe_left')
+>>> t = labels.terminology("kidney_left")
+>>> t.type.meaning, t.type_modifier.meaning, t.type.value
+('Kidney', 'Left', '64033007')
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from types import MappingProxyType
 from typing import Literal, Mapping
 
 __all__ = [
+    "Code",
     "FALLBACK_COLORS",
     "display_color",
     "GROUPS",
@@ -53,6 +63,8 @@ __all__ = [
     "is_known",
     "preview_subset",
     "structure",
+    "Terminology",
+    "terminology",
     "v1_to_v2",
 ]
 
@@ -85,6 +97,43 @@ class Structure:
     v2_id: int | None
     group: str | None
     color: tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Code:
+    """One coded concept of a DICOM code sequence.
+
+    Attributes:
+        scheme: Coding scheme designator, e.g. ``"SCT"`` (SNOMED CT).
+        value: Code value, e.g. ``"64033007"``.
+        meaning: Code meaning, e.g. ``"Kidney"``.
+    """
+
+    scheme: str
+    value: str
+    meaning: str
+
+
+@dataclass(frozen=True)
+class Terminology:
+    """The DICOM segment terminology of a class or derived structure.
+
+    Attributes:
+        category: Segmented property category (``Anatomical Structure``, ...).
+        type: Segmented property type (``Kidney``, ...).
+        type_modifier: Laterality (``Left``/``Right``) or another modifier, or None.
+        region: Anatomic region, where the type alone does not say where (a vertebra
+            of the ``Lumbar spine``), or None.
+        region_modifier: Modifier of the region, or None.
+        source: Where the codes come from (``"TotalSegmentator"``, or how they were composed).
+    """
+
+    category: Code
+    type: Code
+    type_modifier: Code | None
+    region: Code | None
+    region_modifier: Code | None
+    source: str
 
 
 @lru_cache(maxsize=1)
@@ -179,6 +228,25 @@ def display_color(name: str) -> tuple[int, int, int]:
     if is_known(name):
         return tuple(int(c) for c in color(name))
     return FALLBACK_COLORS[zlib.crc32(name.encode()) % len(FALLBACK_COLORS)]
+
+
+@lru_cache(maxsize=None)
+def terminology(name: str) -> Terminology:
+    """The DICOM segment codes (SNOMED CT) of a catalog class or derived structure.
+
+    Classes carry TotalSegmentator's codes; a derived structure carries TotalSegmentator's
+    codes for the same union where it has them (``kidneys``: ``Kidney``), else codes
+    composed of them (``lung_left``: ``Lung``, ``Left``).  ``Terminology.source`` says which.
+    """
+    entry = _catalog()["terminology"].get(name)
+    if entry is None:
+        raise _unknown(name)
+
+    def code(key: str) -> Code | None:
+        return None if entry[key] is None else Code(*entry[key])
+
+    return Terminology(category=code("category"), type=code("type"), type_modifier=code("type_modifier"),
+                       region=code("region"), region_modifier=code("region_modifier"), source=entry["source"])
 
 
 def group_of(name: str) -> str:
