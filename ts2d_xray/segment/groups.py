@@ -35,7 +35,10 @@ from ts2d_xray.nnunet.normalize import plans_normalization
 from ts2d_xray.nnunet.predict import DEFAULT_STEP, sliding_window_logits
 from ts2d_xray.segment.manifest import GroupSpec
 
-__all__ = ["GroupNetwork", "add_scores", "channel_order", "describe", "load_group", "predict_exact", "predict_group"]
+#: Probability maps are brought back to the input grid this many bytes at a time.
+_CHUNK_BYTES = 256 * 2**20
+
+__all__ = ["GroupNetwork", "add_masks", "add_scores", "channel_order", "describe", "load_group", "predict_exact", "predict_group"]
 
 #: TS2D's model description, beside the data set folder of a published zip.
 TS2D_MODEL_FILE = "model.json"
@@ -234,3 +237,30 @@ def add_scores(scores: dict[str, dict], structures: Sequence[str], probs: torch.
         if old is None or (conf or 0) > (old["confidence"] or 0):
             scores[name] = {"confidence": None if conf is None else round(conf, 4),
                             "max_probability": round(float(peak[k]), 4)}
+
+
+def add_masks(masks: np.ndarray, probs: torch.Tensor, thresholds: torch.Tensor, index: Sequence[int],
+              written: set[int]) -> None:
+    """Threshold a group's probabilities on the output grid into ``masks[index]`` (a union with earlier groups).
+
+    Probabilities go up (bilinear, antialiased when downsampling) a chunk of
+    structures at a time, to bound the memory.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    h, w = masks.shape[1:]
+    downsampling = probs.shape[-2] > h or probs.shape[-1] > w
+    per_chunk = max(1, _CHUNK_BYTES // (4 * h * w))
+    for k0 in range(0, len(index), per_chunk):
+        up = probs[k0:k0 + per_chunk]
+        if up.shape[-2:] != (h, w):  # a CT's projection is already on the model's grid
+            up = F.interpolate(up[None], size=(h, w), mode="bilinear", align_corners=False,
+                               antialias=downsampling)[0]
+        rows = list(index[k0:k0 + per_chunk])
+        if probs.device.type == "cpu" and rows == list(range(rows[0], rows[0] + len(rows))) and \
+                written.isdisjoint(rows):  # straight into the output, no copy
+            torch.ge(up, thresholds[k0:k0 + per_chunk], out=torch.from_numpy(masks[rows[0]:rows[-1] + 1]))
+        else:  # a GPU result, or a structure also predicted by another group (the union)
+            masks[rows] |= (up >= thresholds[k0:k0 + per_chunk]).cpu().numpy()
+        written.update(rows)

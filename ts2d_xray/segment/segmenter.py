@@ -59,8 +59,6 @@ log = logging.getLogger(__name__)
 
 #: Largest output mask stack (K structures x H x W bytes) a segmentation may allocate.
 MAX_MASK_BYTES = 8 * 2**30
-# Probability maps are brought back to the input grid this many bytes at a time.
-_CHUNK_BYTES = 256 * 2**20
 _KIND_WORDS = {"coronal": "coronal CT projections (2 channels: mean, max; or a 3D CT, projected)",
                "xray": "radiographs (1 channel)"}
 _INPUT_WORDS = {"ct": "a 3D CT", "projection": "a 2-channel coronal projection", "radiograph": "a 1-channel radiograph"}
@@ -303,7 +301,7 @@ class Segmenter:
                         projected: bool) -> tuple[np.ndarray, dict]:
         import torch
 
-        from ts2d_xray.segment.groups import add_scores
+        from ts2d_xray.segment.groups import add_masks, add_scores
 
         h, w = image.plane.shape
         if len(self.structures) * h * w > MAX_MASK_BYTES:
@@ -316,7 +314,7 @@ class Segmenter:
         written: set[int] = set()
         for group in self.groups:
             if group.exact is not None:
-                self._exact_group(group, image, projected, masks, scores, written)
+                self._exact_group(group, image, projected, source, masks, scores, written)
                 if progress is not None:
                     progress()
                 continue
@@ -324,19 +322,20 @@ class Segmenter:
                 resampled[group.spacing] = self._resample(image, group.spacing, source)
             probs = self._probabilities(group, resampled[group.spacing])
             thresholds = torch.tensor([self.thresholds[s] for s in group.structures], device=self.device)[:, None, None]
-            self._add_masks(masks, probs, thresholds, [self.structures.index(n) for n in group.structures], written)
+            add_masks(masks, probs, thresholds, [self.structures.index(n) for n in group.structures], written)
             add_scores(scores, group.structures, probs, probs >= thresholds)
             if progress is not None:
                 progress()
         return masks, scores
 
-    def _exact_group(self, group: GroupNetwork, image: Image2D, projected: bool, masks: np.ndarray, scores: dict,
-                     written: set[int]) -> None:
+    def _exact_group(self, group: GroupNetwork, image: Image2D, projected: bool, source: str | None,
+                     masks: np.ndarray, scores: dict, written: set[int]) -> None:
         """A published TS2D group on the image's own grid (its masks united into ``masks``, its scores added)."""
         import torch
 
         from ts2d_xray.segment.groups import add_scores, channel_order, predict_exact
 
+        self._check_size(image, group.exact.spacing, source)
         order = channel_order(group, image.channels) if projected else list(range(image.array.shape[0]))
         group_masks, probs, _ = predict_exact(group, image.array[order], image.plane.spacing, step=self.options.step,
                                               thresholds=[self.thresholds[s] for s in group.structures],
@@ -350,12 +349,16 @@ class Segmenter:
         """The image at a group's pixel size (InputError when that would exceed ``max_pixels``)."""
         from ts2d_xray.projection import resample
 
+        self._check_size(image, spacing, source)
+        return resample(image, spacing)
+
+    def _check_size(self, image: Image2D, spacing: Sequence[float], source: str | None) -> None:
+        """InputError when the image at a group's pixel size would exceed ``max_pixels``."""
         shape = np.maximum(1, np.round(np.asarray(image.plane.extent) / spacing))
         if np.prod(shape) > self.options.max_pixels:
             raise InputError(source, f"at the model's {spacing[0]:g} mm pixels the image would be "
                                      f"{int(shape[1])}x{int(shape[0])} px, above max_pixels="
                                      f"{self.options.max_pixels:,}; check the pixel spacing")
-        return resample(image, spacing)
 
     def _probabilities(self, group: GroupNetwork, work: Image2D) -> torch.Tensor:
         """Sigmoid probabilities ``(K, h, w)`` of a group on the image at its pixel size."""
@@ -369,29 +372,4 @@ class Segmenter:
         x = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
         return torch.sigmoid(predict_group(group, x, step=self.options.step, batch_size=batch, tta=self.options.tta))
 
-    def _add_masks(self, masks: np.ndarray, probs: torch.Tensor, thresholds: torch.Tensor, index: Sequence[int],
-                   written: set[int]) -> None:
-        """Threshold a group's probabilities on the output grid into ``masks[index]`` (a union with earlier groups).
-
-        Probabilities go up (bilinear, antialiased when downsampling) a chunk of
-        structures at a time, to bound the memory.
-        """
-        import torch
-        import torch.nn.functional as F
-
-        h, w = masks.shape[1:]
-        downsampling = probs.shape[-2] > h or probs.shape[-1] > w
-        per_chunk = max(1, _CHUNK_BYTES // (4 * h * w))
-        for k0 in range(0, len(index), per_chunk):
-            up = probs[k0:k0 + per_chunk]
-            if up.shape[-2:] != (h, w):  # a CT's projection is already on the model's grid
-                up = F.interpolate(up[None], size=(h, w), mode="bilinear", align_corners=False,
-                                   antialias=downsampling)[0]
-            rows = list(index[k0:k0 + per_chunk])
-            if self.device.type == "cpu" and rows == list(range(rows[0], rows[0] + len(rows))) and \
-                    written.isdisjoint(rows):  # straight into the output, no copy
-                torch.ge(up, thresholds[k0:k0 + per_chunk], out=torch.from_numpy(masks[rows[0]:rows[-1] + 1]))
-            else:  # a GPU result, or a structure also predicted by another group (the union)
-                masks[rows] |= (up >= thresholds[k0:k0 + per_chunk]).cpu().numpy()
-            written.update(rows)
 
