@@ -80,6 +80,84 @@ def test_hd95_in_mm_with_anisotropic_spacing():
     assert hd95(block, lower, spacing) == pytest.approx(4.0)
 
 
+def _block_and_stray_pixel() -> tuple[np.ndarray, np.ndarray]:
+    """A 3 x 3 block (ground truth) and the same block plus one pixel 8 columns to its right (prediction)."""
+    gt = np.zeros((8, 14), bool)
+    gt[2:5, 2:5] = True
+    pred = gt.copy()
+    pred[3, 12] = True
+    return pred, gt
+
+
+def test_hd95_variants_pooled_and_max_directed_differ_by_hand():
+    pred, gt = _block_and_stray_pixel()
+    d_pg, d_gp = surface_distances(pred, gt, (1.0, 1.0))
+    assert sorted(d_pg) == pytest.approx([0] * 8 + [8]) and sorted(d_gp) == pytest.approx([0] * 8)
+    # Pooled: 16 zeros and one 8; 95th percentile at rank 0.95 * 16 = 15.2 -> 0.2 * 8.
+    assert hd95(pred, gt, 1.0) == pytest.approx(1.6)
+    assert hd95(pred, gt, 1.0, variant="pooled") == pytest.approx(1.6)
+    # Max-directed (MONAI, DeepMind): pred -> gt: 8 zeros and one 8, rank 0.95 * 8 = 7.6 -> 0.6 * 8;
+    # gt -> pred: 0.  The larger one.
+    assert hd95(pred, gt, 1.0, variant="max-directed") == pytest.approx(4.8)
+    assert hd95(gt, pred, 1.0, variant="max-directed") == pytest.approx(4.8)  # symmetric
+    assert hd95(pred, gt, (2.0, 0.5), variant="max-directed") == pytest.approx(4.8 * 0.5)  # columns of 0.5 mm
+    for variant in ("pooled", "max-directed"):  # the 100th percentile is the Hausdorff distance either way
+        assert hd95(pred, gt, 1.0, percentile=100, variant=variant) == pytest.approx(8.0)
+    empty = np.zeros_like(gt)
+    assert hd95(empty, empty, 1.0, variant="max-directed") == 0.0
+    assert math.isnan(hd95(gt, empty, 1.0, variant="max-directed"))
+    with pytest.raises(ValueError, match="hd95 variant must be one of pooled, max-directed; got 'mean'"):
+        hd95(pred, gt, 1.0, variant="mean")
+
+
+def test_evaluate_reports_the_hd95_variant(tmp_path):
+    pred_mask, gt_mask = _block_and_stray_pixel()
+    plane = Plane(gt_mask.shape, (1.0, 1.0))
+    pred, gt = Masks(pred_mask[None], ("liver",), plane), Masks(gt_mask[None], ("liver",), plane)
+    pooled = evaluate(pred, gt)
+    assert pooled.hd95_variant == "pooled" and pooled.score("liver").hd95_mm == pytest.approx(1.6)
+    assert pooled.summary()["hd95_variant"] == "pooled" and "HD95 (" not in pooled.table()
+    report = evaluate(pred, gt, hd95_variant="max-directed", min_area_mm2=0)
+    assert report.score("liver").hd95_mm == pytest.approx(4.8)
+    summary = report.summary()
+    assert summary["hd95_variant"] == "max-directed" and summary["mean_hd95_mm"] == pytest.approx(4.8)
+    assert summary["conventions"]["hd95_mm"].startswith("maximum of the two directed 95th percentiles")
+    assert "HD95 (max-directed) 4.80 mm" in report.table()
+    with pytest.raises(ValueError, match="hd95 variant must be one of"):
+        evaluate(pred, gt, hd95_variant="max")
+
+
+def test_cli_hd95_option_and_files_written_before_the_table(tmp_path, capsys, monkeypatch):
+    import ts2d_xray.cli.evaluate as cli_evaluate
+
+    pred_mask, gt_mask = _block_and_stray_pixel()
+    plane = _plane(gt_mask.shape)
+    write_masks(Masks(pred_mask[None], ("liver",), plane), tmp_path / "pred.seg.nrrd")
+    write_masks(Masks(gt_mask[None], ("liver",), plane), tmp_path / "gt.nii.gz")
+    args = ["evaluate", str(tmp_path / "pred.seg.nrrd"), str(tmp_path / "gt.nii.gz"), "--min-area", "0"]
+    assert main([*args, "--hd95", "max-directed", "-o", str(tmp_path / "max")]) == 0
+    assert "HD95 (max-directed) 7.20 mm" in capsys.readouterr().out  # 4.8 pixels of 1.5 mm
+    rows = list(csv.DictReader(open(tmp_path / "max" / "metrics.csv")))
+    assert float(rows[0]["hd95_mm"]) == pytest.approx(7.2)
+    assert json.loads((tmp_path / "max" / "summary.json").read_text())["hd95_variant"] == "max-directed"
+    assert main([*args, "-o", str(tmp_path / "pooled")]) == 0  # the default
+    assert float(next(csv.DictReader(open(tmp_path / "pooled" / "metrics.csv")))["hd95_mm"]) == pytest.approx(2.4)
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--hd95", "mean"])
+    assert exit_info.value.code == 2 and "invalid choice: 'mean'" in capsys.readouterr().err
+
+    def broken_pipe(*_args: object, **_kwargs: object) -> None:
+        raise BrokenPipeError("stdout closed")
+
+    monkeypatch.setattr(cli_evaluate, "print", broken_pipe, raising=False)
+    try:
+        main([*args, "-o", str(tmp_path / "first")])
+    except BrokenPipeError:
+        pass
+    assert sorted(p.name for p in (tmp_path / "first").iterdir()) == ["dice_boxplot.png", "metrics.csv",
+                                                                     "summary.json"]
+
+
 def test_boundary_includes_the_image_edge():
     full = np.ones((3, 4), bool)
     edge = boundary(full)

@@ -10,7 +10,11 @@ from ts2d_xray.cli.argtypes import SubParsers, name_list
 from ts2d_xray.cli.outputs import check_folder, check_outputs
 from ts2d_xray.measure import MIN_PRESENT_AREA_MM2
 
-__all__ = ["add_parser", "run"]
+__all__ = ["HD95_CHOICES", "add_parser", "run"]
+
+#: ``--hd95`` values, the default first (those of ``ts2d_xray.evaluate.HD95_VARIANTS``; spelled out here so
+#: that ``--help`` does not import the evaluation code).
+HD95_CHOICES = ("pooled", "max-directed")
 
 
 def add_parser(sub: SubParsers) -> None:
@@ -39,10 +43,14 @@ def add_parser(sub: SubParsers) -> None:
     e.add_argument("--min-area", type=float, default=MIN_PRESENT_AREA_MM2, metavar="MM2",
                    help=f"a structure is present when its mask covers at least MM2 mm^2 "
                         f"(default {MIN_PRESENT_AREA_MM2:g})")
+    e.add_argument("--hd95", choices=HD95_CHOICES, default=HD95_CHOICES[0],
+                   help="HD95 variant: 'pooled' (default): 95th percentile of both directed boundary distances "
+                        "pooled; 'max-directed': the larger of the two directed 95th percentiles, as MONAI and "
+                        "DeepMind's surface-distance compute it")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``evaluate``: print the table (and notes); with ``-o``, write the report files."""
+    """Run ``evaluate``: with ``-o``, write the report files; then print the table (and notes)."""
     from ts2d_xray.evaluate import evaluate
 
     if args.classmap is not None and not args.vs_3d:
@@ -54,11 +62,12 @@ def run(args: argparse.Namespace) -> int:
         check_folder(args.output)
     started = time.perf_counter()
     report = evaluate(args.pred, args.gt, args.map, structures=args.structures, vs_3d=args.vs_3d,
-                      classmap=args.classmap, min_area_mm2=args.min_area)
+                      classmap=args.classmap, min_area_mm2=args.min_area, hd95_variant=args.hd95)
+    # The files first: a closed pipe or an interrupt while printing must not lose them.
+    written = report.save(args.output) if args.output is not None else None
     print(report.table())
     for note in report.notes:
         print(f"note: {note}")
-    if args.output is not None:
-        written = report.save(args.output)
+    if written is not None:
         print(f"({time.perf_counter() - started:.1f} s) -> " + ", ".join(str(p) for p in written))
     return 0

@@ -59,7 +59,7 @@ from ts2d_xray import labels as catalog
 from ts2d_xray.errors import InputError
 from ts2d_xray.evaluate.align import align_masks
 from ts2d_xray.evaluate.mapping import check_mapping, read_mapping
-from ts2d_xray.evaluate.metrics import StructureScore, score_masks
+from ts2d_xray.evaluate.metrics import HD95Variant, StructureScore, check_hd95_variant, score_masks
 from ts2d_xray.evaluate.report import EvaluationReport
 from ts2d_xray.image import LabelMap, Masks
 from ts2d_xray.io.mask_sources import MASK_FILE_SUFFIXES, MaskSource, is_multilabel_file, read_mask_source, result_masks
@@ -274,7 +274,7 @@ def _formable(masks: Masks, name: str) -> bool:
 
 def evaluate_cases(pred: Prediction, gt: GroundTruth, *, mapping: Mapping[str, str] | None,
                    structures: Sequence[str] | None, vs_3d: bool, classmap: ClassMap,
-                   min_area_mm2: float) -> tuple[list[StructureScore], list[str]]:
+                   min_area_mm2: float, hd95_variant: HD95Variant = "pooled") -> tuple[list[StructureScore], list[str]]:
     """Scores and notes of every case (see :func:`evaluate`; arguments checked there)."""
     cases, notes = pair_cases(pred, gt)
     scores, used_keys, evaluated = [], set(), set()
@@ -305,7 +305,8 @@ def evaluate_cases(pred: Prediction, gt: GroundTruth, *, mapping: Mapping[str, s
             notes.append(f"{case.name}: not predicted in {p.path}: {_names(missing_pred)}")
         names = [n for n in names if n not in missing_gt and n not in missing_pred]
         evaluated.update(names)
-        scores += score_masks(p_masks, g_masks, names, case=case.name, min_area_mm2=min_area_mm2)
+        scores += score_masks(p_masks, g_masks, names, case=case.name, min_area_mm2=min_area_mm2,
+                              hd95_variant=hd95_variant)
     unused = [k for k in mapping or {} if k not in used_keys]
     if unused:
         raise InputError(gt, f"the mapping names masks that are not there: {_names(unused)}")
@@ -320,7 +321,7 @@ def evaluate_cases(pred: Prediction, gt: GroundTruth, *, mapping: Mapping[str, s
 
 def evaluate(pred: Prediction, gt: GroundTruth, mapping: str | PathLike | Mapping[str, str] | None = None, *,
              structures: Sequence[str] | None = None, vs_3d: bool = False, classmap: ClassMap = None,
-             min_area_mm2: float = MIN_PRESENT_AREA_MM2) -> EvaluationReport:
+             min_area_mm2: float = MIN_PRESENT_AREA_MM2, hd95_variant: HD95Variant = "pooled") -> EvaluationReport:
     """Compare predicted masks with a ground truth, per structure.
 
     What ``pred`` and ``gt`` may be, how they are paired and brought onto one grid, and
@@ -336,6 +337,9 @@ def evaluate(pred: Prediction, gt: GroundTruth, mapping: str | PathLike | Mappin
         vs_3d: Compare with a 3D segmentation of the CT the prediction was made from.
         classmap: ``"v1"``, ``"v2"`` or a file, for a multilabel 3D map (``vs_3d``).
         min_area_mm2: Presence threshold (mm^2).
+        hd95_variant: ``"pooled"`` (default): the 95th percentile of both directed
+            surface distances pooled; ``"max-directed"``: the larger of the two directed
+            95th percentiles, as MONAI and DeepMind's surface-distance compute HD95.
 
     Returns:
         :class:`~ts2d_xray.evaluate.EvaluationReport`.
@@ -354,9 +358,10 @@ def evaluate(pred: Prediction, gt: GroundTruth, mapping: str | PathLike | Mappin
             catalog.expand(name)  # ValueError with suggestions for an unknown name
     if not min_area_mm2 >= 0:
         raise ValueError(f"min_area_mm2 must be >= 0, got {min_area_mm2}")
+    check_hd95_variant(hd95_variant)
     scores, notes = evaluate_cases(pred, gt, mapping=mapping, structures=structures, vs_3d=vs_3d,
-                                   classmap=classmap, min_area_mm2=min_area_mm2)
-    return EvaluationReport(tuple(scores), _describe(pred), _describe(gt), min_area_mm2, tuple(notes))
+                                   classmap=classmap, min_area_mm2=min_area_mm2, hd95_variant=hd95_variant)
+    return EvaluationReport(tuple(scores), _describe(pred), _describe(gt), min_area_mm2, tuple(notes), hd95_variant)
 
 
 def _describe(item: Prediction | GroundTruth) -> str:

@@ -1,4 +1,4 @@
-"""Compare predicted 2D masks with a ground truth: Dice, HD95 in mm and presence.
+"""Compare predicted 2D masks with a ground truth: Dice, HD95 in mm (pooled or max-directed) and presence.
 
 Metric conventions (per structure, on the ground truth's pixel grid; ``P`` = predicted
 mask, ``G`` = ground-truth mask, both ``(H, W)`` bool; ``spacing`` = ``(row, column)``
@@ -6,14 +6,28 @@ pixel size in mm as in :class:`~ts2d_xray.image.Plane`):
 
 * **Dice** = ``2 |P & G| / (|P| + |G|)``, in [0, 1].  Both empty: 1.0 (nothing to find,
   nothing found); one empty: 0.0.
-* **HD95** (mm): the 95th percentile (numpy's linear interpolation) of the symmetric
-  surface distances: the distance from every boundary pixel of ``P`` to the nearest
-  boundary pixel of ``G``, and from every boundary pixel of ``G`` to the nearest one of
-  ``P``, pooled.  A boundary pixel is a mask pixel with a 4-neighbour outside the mask
-  or on the image edge.  Distances are between pixel centres, in mm with the
-  anisotropic spacing (exact Euclidean distance transform,
-  ``scipy.ndimage.distance_transform_edt(sampling=spacing)``).  Both empty: 0.0; one
-  empty: NaN (undefined; left out of HD95 means, and counted by ``hd95_missing``).
+* **HD95** (mm), in one of two variants (:data:`HD95_VARIANTS`), both from the directed
+  surface distances: from every boundary pixel of ``P`` to the nearest boundary pixel of
+  ``G`` (``d(P, G)``), and from every boundary pixel of ``G`` to the nearest one of ``P``
+  (``d(G, P)``).  A boundary pixel is a mask pixel with a 4-neighbour outside the mask or
+  on the image edge.  Distances are between pixel centres, in mm with the anisotropic
+  spacing (exact Euclidean distance transform,
+  ``scipy.ndimage.distance_transform_edt(sampling=spacing)``); percentiles are numpy's
+  (linear interpolation).
+
+  - ``"pooled"`` (the default, this project's from the start): the 95th percentile of
+    ``d(P, G)`` and ``d(G, P)`` pooled into one set.
+  - ``"max-directed"``: the larger of the two directed 95th percentiles,
+    ``max(P95(d(P, G)), P95(d(G, P)))``, the "robust Hausdorff" of MONAI
+    (``compute_hausdorff_distance(..., percentile=95)``, with the same boundary and
+    distance definitions) and of DeepMind's ``surface-distance``
+    (``compute_robust_hausdorff(..., 95)``, which weights boundary elements by their
+    length, so its numbers can differ slightly).  Use it to compare with papers that use
+    those libraries; it is larger than ``"pooled"`` where one direction has the far misses
+    (a prediction that misses a lobe, or adds one).
+
+  Both empty: 0.0; one empty: NaN (undefined; left out of HD95 means, and counted by
+  ``hd95_missing``).
 * **Presence**: a structure is present when its mask covers at least ``min_area_mm2``
   (default :data:`~ts2d_xray.measure.MIN_PRESENT_AREA_MM2`, the threshold of
   :attr:`ts2d_xray.Result.present`) and at least one pixel.  Presence is correct when
@@ -35,13 +49,15 @@ Example:
     0.667
     >>> round(hd95(a, b, spacing=(2.0, 0.5)), 6)  # distances 0, 0 and 2.0 mm, pooled
     1.8
+    >>> round(hd95(a, b, spacing=(2.0, 0.5), variant="max-directed"), 6)  # max(P95([0]), P95([0, 2.0]))
+    1.9
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Literal, Sequence, get_args
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -51,17 +67,31 @@ from ts2d_xray.measure import MIN_PRESENT_AREA_MM2
 
 __all__ = [
     "HD95_PERCENTILE",
+    "HD95_VARIANTS",
+    "HD95Variant",
     "StructureScore",
     "area_mm2",
     "boundary",
+    "check_hd95_variant",
     "dice",
     "hd95",
     "score_masks",
     "surface_distances",
 ]
 
-#: Percentile of the pooled symmetric surface distances reported as HD95.
+#: Percentile of the surface distances reported as HD95.
 HD95_PERCENTILE = 95.0
+#: How HD95 combines the two directed surface distances (see the module docstring).
+HD95Variant = Literal["pooled", "max-directed"]
+#: The HD95 variants, the default first.
+HD95_VARIANTS: tuple[str, ...] = get_args(HD95Variant)
+
+
+def check_hd95_variant(variant: str) -> str:
+    """``variant`` if it is one of :data:`HD95_VARIANTS`, else ValueError."""
+    if variant not in HD95_VARIANTS:
+        raise ValueError(f"hd95 variant must be one of {', '.join(HD95_VARIANTS)}; got {variant!r}")
+    return variant
 
 
 def _pair(a: ArrayLike, b: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
@@ -113,16 +143,21 @@ def surface_distances(a: ArrayLike, b: ArrayLike, spacing: float | Sequence[floa
     return to_b[ea], to_a[eb]
 
 
-def hd95(a: ArrayLike, b: ArrayLike, spacing: float | Sequence[float], percentile: float = HD95_PERCENTILE) -> float:
-    """95th-percentile symmetric surface distance (mm) of two ``(H, W)`` masks.
+def hd95(a: ArrayLike, b: ArrayLike, spacing: float | Sequence[float], percentile: float = HD95_PERCENTILE, *,
+         variant: HD95Variant = "pooled") -> float:
+    """95th-percentile Hausdorff distance (mm) of two ``(H, W)`` masks.
 
     Both empty: 0.0; one empty: NaN.  See the module docstring for the definition.
 
     Args:
         a, b: ``(H, W)`` masks.
         spacing: ``(row, column)`` pixel size in mm (a single number for square pixels).
-        percentile: 95 by default; 100 gives the Hausdorff distance.
+        percentile: 95 by default; 100 gives the Hausdorff distance (in both variants).
+        variant: ``"pooled"``: the percentile of both directed distances pooled;
+            ``"max-directed"``: the larger of the two directed percentiles (MONAI,
+            DeepMind's surface-distance).
     """
+    check_hd95_variant(variant)
     a, b = _pair(a, b)
     has_a, has_b = bool(a.any()), bool(b.any())
     if not (has_a or has_b):
@@ -130,6 +165,8 @@ def hd95(a: ArrayLike, b: ArrayLike, spacing: float | Sequence[float], percentil
     if not (has_a and has_b):
         return math.nan
     d_ab, d_ba = surface_distances(a, b, spacing)
+    if variant == "max-directed":
+        return float(max(np.percentile(d_ab, percentile), np.percentile(d_ba, percentile)))
     return float(np.percentile(np.concatenate([d_ab, d_ba]), percentile))
 
 
@@ -154,7 +191,8 @@ class StructureScore:
         case: Case name (file or folder stem).
         structure: Catalog or derived structure name.
         dice: Dice coefficient (1.0 when both masks are empty).
-        hd95_mm: HD95 in mm (0.0 when both are empty, NaN when one is).
+        hd95_mm: HD95 in mm, in the variant of the evaluation (0.0 when both are empty,
+            NaN when one is).
         pred_area_mm2, gt_area_mm2: Mask areas in mm^2 on the ground truth's grid.
         pred_present, gt_present: Presence (area >= the report's ``min_area_mm2``).
     """
@@ -175,7 +213,8 @@ class StructureScore:
 
 
 def score_masks(pred: Masks, gt: Masks, structures: Sequence[str] | None = None, *, case: str = "case",
-                min_area_mm2: float = MIN_PRESENT_AREA_MM2) -> list[StructureScore]:
+                min_area_mm2: float = MIN_PRESENT_AREA_MM2, hd95_variant: HD95Variant = "pooled"
+                ) -> list[StructureScore]:
     """Score :class:`~ts2d_xray.image.Masks` already on one grid (``gt.plane``).
 
     Args:
@@ -183,7 +222,9 @@ def score_masks(pred: Masks, gt: Masks, structures: Sequence[str] | None = None,
         structures: Names to score (default: ``gt.names``); derived names are unions.
         case: Case name stored in each score.
         min_area_mm2: Presence threshold.
+        hd95_variant: ``"pooled"`` or ``"max-directed"`` (see :func:`hd95`).
     """
+    check_hd95_variant(hd95_variant)
     if pred.plane.shape != gt.plane.shape:
         raise ValueError(f"pred and gt must be on one grid, got {pred.plane.shape} and {gt.plane.shape}")
     spacing = gt.plane.spacing
@@ -191,6 +232,6 @@ def score_masks(pred: Masks, gt: Masks, structures: Sequence[str] | None = None,
     for name in gt.names if structures is None else structures:
         p, g = pred.mask(name), gt.mask(name)
         pa, ga = area_mm2(p, spacing), area_mm2(g, spacing)
-        out.append(StructureScore(case, name, dice(p, g), hd95(p, g, spacing), pa, ga,
+        out.append(StructureScore(case, name, dice(p, g), hd95(p, g, spacing, variant=hd95_variant), pa, ga,
                                   bool(pa > 0 and pa >= min_area_mm2), bool(ga > 0 and ga >= min_area_mm2)))
     return out

@@ -11,7 +11,10 @@
                        truth has it (a box per structure, every case a dot)
 =====================  ==========================================================
 
-NaN (an undefined HD95) is written ``nan`` in the CSV and ``null`` in the JSON.
+NaN (an undefined HD95) is written ``nan`` in the CSV and ``null`` in the JSON.  The HD95
+variant (``"pooled"`` or ``"max-directed"``, :mod:`ts2d_xray.evaluate.metrics`) is named in
+``summary.json`` (``hd95_variant`` and its convention) and, when it is not the default, in
+the table's last line.
 """
 
 from __future__ import annotations
@@ -25,21 +28,29 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ts2d_xray.evaluate.metrics import StructureScore
+from ts2d_xray.evaluate.metrics import HD95Variant, StructureScore
 from ts2d_xray.io.files import staged_folder, write_json
 from ts2d_xray.measure import MIN_PRESENT_AREA_MM2
 
-__all__ = ["CONVENTIONS", "CSV_COLUMNS", "FILES", "EvaluationReport"]
+__all__ = ["CONVENTIONS", "CSV_COLUMNS", "FILES", "HD95_CONVENTIONS", "EvaluationReport"]
 
 #: The files :meth:`EvaluationReport.save` writes.
 FILES = ("metrics.csv", "summary.json", "dice_boxplot.png")
 CSV_COLUMNS = ("case", "structure", "dice", "hd95_mm", "pred_present", "gt_present", "presence_correct",
                "pred_area_mm2", "gt_area_mm2")
+_HD95_BASIS = ("surface distances in mm between pixel centres of the boundaries (mask pixels with a 4-neighbour "
+               "outside or on the image edge), anisotropic spacing respected; 0.0 when both masks are empty, null "
+               "(NaN) when only one is")
+#: What ``hd95_mm`` means, per HD95 variant.
+HD95_CONVENTIONS = {
+    "pooled": "95th percentile (linear interpolation) of the pooled symmetric " + _HD95_BASIS,
+    "max-directed": "maximum of the two directed 95th percentiles (linear interpolation; prediction to ground "
+                    "truth and ground truth to prediction), as MONAI and DeepMind's surface-distance, of the "
+                    + _HD95_BASIS,
+}
 CONVENTIONS = {
     "dice": "2|P & G| / (|P| + |G|); 1.0 when both masks are empty, 0.0 when only one is",
-    "hd95_mm": "95th percentile (linear interpolation) of the pooled symmetric surface distances in mm between "
-               "pixel centres of the boundaries (mask pixels with a 4-neighbour outside or on the image edge), "
-               "anisotropic spacing respected; 0.0 when both masks are empty, null (NaN) when only one is",
+    "hd95_mm": HD95_CONVENTIONS["pooled"],
     "present": "mask area >= min_area_mm2 (and at least one pixel)",
     "means": "Dice and HD95 averaged over the cases where the ground truth has the structure present, then over "
              "structures; HD95 means leave out NaN (counted as hd95_missing); presence accuracy over every "
@@ -58,6 +69,7 @@ class EvaluationReport:
         pred, gt: What was compared (paths or descriptions).
         min_area_mm2: Presence threshold used.
         notes: What was skipped and why (structures not predicted, unmatched cases, ...).
+        hd95_variant: How the scores' HD95 was computed: ``"pooled"`` or ``"max-directed"``.
     """
 
     scores: tuple[StructureScore, ...]
@@ -65,6 +77,7 @@ class EvaluationReport:
     gt: str
     min_area_mm2: float = MIN_PRESENT_AREA_MM2
     notes: tuple[str, ...] = field(default_factory=tuple)
+    hd95_variant: HD95Variant = "pooled"
 
     @property
     def cases(self) -> tuple[str, ...]:
@@ -99,9 +112,11 @@ class EvaluationReport:
             case_per = {s.structure: {"gt_present": int(s.gt_present), "dice_mean": s.dice,
                                       "hd95_mm_mean": s.hd95_mm} for s in rows}
             per_case[case] = _clean(_means(case_per, rows))
+        conventions = {**CONVENTIONS, "hd95_mm": HD95_CONVENTIONS[self.hd95_variant]}
         return {"pred": self.pred, "gt": self.gt, "cases": list(self.cases), "min_area_mm2": self.min_area_mm2,
+                "hd95_variant": self.hd95_variant,
                 **_clean(_means(per, self.scores)), "per_structure": {name: _clean(d) for name, d in per.items()},
-                "per_case": per_case, "conventions": CONVENTIONS, "notes": list(self.notes)}
+                "per_case": per_case, "conventions": conventions, "notes": list(self.notes)}
 
     def table(self) -> str:
         """A plain-text table: per structure Dice, HD95 (mm) and presence, then the means.
@@ -195,8 +210,9 @@ def _table(report: EvaluationReport) -> str:
                          f"{100 * v['presence_accuracy']:>7.1f}%")
     means = _means(per, report.scores)
     correct = sum(s.presence_correct for s in report.scores)
+    variant = "" if report.hd95_variant == "pooled" else f" ({report.hd95_variant})"
     lines.append(f"mean over {means['structures_in_mean']} structures present in GT ({len(report.cases)} case"
-                 f"{'s' if len(report.cases) != 1 else ''}): Dice {_fmt(means['mean_dice'], 3)}, HD95 "
+                 f"{'s' if len(report.cases) != 1 else ''}): Dice {_fmt(means['mean_dice'], 3)}, HD95{variant} "
                  f"{_fmt(means['mean_hd95_mm'], 2)} mm; presence correct {correct}/{len(report.scores)} "
                  f"({100 * means['presence_accuracy']:.1f}%)")
     return "\n".join(lines)
