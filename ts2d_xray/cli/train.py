@@ -24,7 +24,9 @@ def add_parsers(sub: SubParsers) -> None:
     _add_train_parser(sub)
     _add_adapt_parser(sub)
     x = sub.add_parser("export-regions", help="write a data set in upstream nnU-Net's region format "
-                                              "(one integer code per combination of structures) for nnUNetv2_train")
+                                              "(one integer code per combination of structures; 2D files with "
+                                              "nnU-Net's 999 mm singleton axis) for nnUNetv2_plan_and_preprocess "
+                                              "and nnUNetv2_train")
     x.add_argument("dataset", type=Path, metavar="DATASET", help="data set of `ts2d-xray synth build`")
     x.add_argument("-o", "--output", type=Path, required=True, metavar="OUT",
                    help="new folder, e.g. $nnUNet_raw/Dataset501_Organs")
