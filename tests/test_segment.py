@@ -104,9 +104,12 @@ def test_every_input_kind_end_to_end(data, coronal, xray, tmp_path, relpath, kin
     name, truth = expected(result)
     assert truth.any() and iou(result.mask(name), truth) >= min_iou
     assert result.scores[name]["confidence"] > 0.7
-    written = result.save(tmp_path / "out", list(FORMATS))
-    assert {p.name for p in written} == {"masks.seg.nrrd", "masks.nii.gz", "masks.json", "masks", "overlay.png",
-                                         "report.json"}
+    dicom = relpath.endswith(".dcm")
+    assert result.is_dicom_radiograph == dicom and ("dicom-seg" in result.default_formats) == dicom
+    written = result.save(tmp_path / "out", [f for f in FORMATS if dicom or f != "dicom-seg"])
+    assert {p.name for p in written} == {"masks.seg.nrrd", "segmentations", "masks", "overlay.png", "report.json",
+                                         *(["masks.dcm"] if dicom else [])}
+    assert len(list((tmp_path / "out" / "segmentations").glob("*.nii.gz"))) == len(result.names)
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert name in report["present"] and report["structures"][name]["area_mm2"] > 0
     assert report["input_kind"] == kind and report["image"]["shape_hw"] == list(result.masks.plane.shape)

@@ -37,7 +37,9 @@ def add_parser(sub: SubParsers) -> None:
     s.add_argument("--device", default="auto", metavar="auto|cpu|cuda",
                    help="auto: CUDA when available, else CPU (default); or cpu, cuda, cuda:N")
     s.add_argument("--format", type=name_list, default=None, metavar="F,...",
-                   help="outputs among seg.nrrd, nifti, png, overlay, json (default seg.nrrd,overlay,json)")
+                   help="outputs among seg.nrrd, dicom-seg, nifti, png, overlay, json (default seg.nrrd,overlay,json, "
+                        "plus dicom-seg for DICOM radiographs; dicom-seg: DICOM radiographs only; nifti: one "
+                        ".nii.gz per structure in segmentations/)")
     s.add_argument("--groups", type=name_list, default=None, metavar="G,...",
                    help="run only these group models of the bundle (default: all)")
     s.add_argument("--tta", action="store_true", help="test-time augmentation (slower; off by default)")
@@ -77,9 +79,9 @@ def run_segment(args: argparse.Namespace) -> int:
     from ts2d_xray.kinds import INPUT_MODEL_KIND
     from ts2d_xray.segment import SegmentOptions, Segmenter, default_model
     from ts2d_xray.segment.inputs import expand_inputs, inspect_input, output_stems
-    from ts2d_xray.segment.result import DEFAULT_FORMATS, check_formats
+    from ts2d_xray.segment.result import check_formats
 
-    formats = check_formats(args.format or DEFAULT_FORMATS)
+    formats = check_formats(args.format) if args.format else None  # None: each result's default_formats
     if args.threshold is not None and not 0 < args.threshold < 1:
         raise ValueError(f"--threshold must be in (0, 1), got {args.threshold}")
     paths = expand_inputs(args.inputs)
@@ -106,7 +108,7 @@ def run_segment(args: argparse.Namespace) -> int:
     return 0
 
 
-def _segment_all(jobs: list[tuple[Path, str, Segmenter]], out: Path, formats: tuple[str, ...]) -> int:
+def _segment_all(jobs: list[tuple[Path, str, Segmenter]], out: Path, formats: tuple[str, ...] | None) -> int:
     """Segment each ``(path, output stem, segmenter)`` and save the result; returns how many failed.
 
     With several inputs a bad one is reported and skipped; a single bad input raises.

@@ -5,9 +5,11 @@
 * a ``.seg.nrrd`` file (:func:`~ts2d_xray.io.read_masks`);
 * a ``.nii`` / ``.nii.gz`` file with the JSON sidecar :func:`~ts2d_xray.io.write_masks`
   writes (``structures``, ``shape_hw``, ``spacing_mm``, ``col_dir_lps``, ...);
-* a PNG folder written by :func:`~ts2d_xray.io.write_masks` (``structures.json``);
-* a result folder written by :meth:`ts2d_xray.Result.save` (``masks.seg.nrrd``, else
-  ``masks.nii.gz``, else ``masks/``);
+* a folder of one PNG or NIfTI file per structure with ``structures.json``, as
+  :func:`~ts2d_xray.io.masks.write_mask_folder` writes it;
+* a result folder written by :meth:`ts2d_xray.Result.save` (:data:`RESULT_MASK_NAMES`:
+  ``masks.seg.nrrd``, else ``segmentations/``, else ``masks.nii.gz`` of older results,
+  else ``masks/``);
 * a user's masks: a folder of one mask file per structure, or a single such file
   (``.png``, ``.jpg``, ``.nrrd``, ``.nii``, ``.nii.gz``, ``.mha``), each named after the
   file (``lung_field_left.png`` -> ``lung_field_left``).  A pixel is inside where the
@@ -44,7 +46,7 @@ from ts2d_xray.kinds import PIL_FORMATS, format_suffix
 __all__ = ["MASK_FILE_SUFFIXES", "RESULT_MASK_NAMES", "MaskSource", "is_multilabel_file", "read_mask_source"]
 
 #: Files in a result folder that hold its masks, in the order they are looked for.
-RESULT_MASK_NAMES: tuple[str, ...] = ("masks.seg.nrrd", "masks.nii.gz", "masks")
+RESULT_MASK_NAMES: tuple[str, ...] = ("masks.seg.nrrd", "segmentations", "masks.nii.gz", "masks")
 #: Suffixes of one-structure mask files in a user's folder.
 MASK_FILE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".nrrd", ".nii", ".nii.gz", ".mha")
 #: Placeholder pixel size (mm) of masks read from files without geometry.
@@ -100,7 +102,7 @@ def read_mask_source(path: str | PathLike) -> MaskSource:
         if inner is not None:
             return read_mask_source(inner)
         if (path / "structures.json").is_file():
-            return _read_png_folder(path)
+            return _read_listed_folder(path)
         return _read_per_structure(path, sorted(p for p in path.iterdir() if _is_mask_file(p)))
     kind = format_suffix(path)
     if kind == ".seg.nrrd":
@@ -145,34 +147,55 @@ def _read_nifti_masks(path: Path) -> MaskSource:
     return MaskSource(Masks(data[:, :, 0, :].transpose(2, 1, 0) != 0, names, plane), path)
 
 
-def _read_png_folder(folder: Path) -> MaskSource:
-    """A PNG folder from :func:`write_masks`: geometry from ``structures.json`` (no position: origin None)."""
+def _read_listed_folder(folder: Path) -> MaskSource:
+    """A folder of :func:`~ts2d_xray.io.masks.write_mask_folder` (PNG or NIfTI): geometry from ``structures.json``.
+
+    The plane is the JSON's (its LPS directions and origin where given; older PNG folders
+    give orientation letters and no origin); NIfTI files must lie on it.
+    """
     meta_path = folder / "structures.json"
     meta = read_json(meta_path, what="structures.json")
     try:
         files = {s["name"]: s.get("file", f"{s['name']}.png") for s in meta["structures"]}
-        shape = tuple(int(v) for v in meta["shape_hw"])
-        spacing = tuple(float(v) for v in meta["spacing_mm"])
-        col, row = (letter_vector(c) for c in meta["orientation"])
+        plane = _listed_plane(meta)
     except (ValueError, KeyError, TypeError) as err:
         raise InputError(meta_path, f"not a structures.json written by ts2d-xray ({brief(err)})") from None
     arrays = []
     for name, file in files.items():
-        mask = _read_pil(folder / file)
-        if mask.shape != shape:
-            raise InputError(folder / file, f"{mask.shape[1]}x{mask.shape[0]} px, but structures.json says "
-                                            f"{shape[1]}x{shape[0]}")
+        path = folder / file
+        if format_suffix(path) in PIL_FORMATS:
+            mask = _read_pil(path)
+        else:
+            mask, file_plane, _ = _read_itk(path)
+            if not _same_grid(file_plane, plane):
+                raise InputError(path, f"its grid ({_describe(file_plane)}) differs from structures.json's "
+                                       f"({_describe(plane)})")
+        if mask.shape != plane.shape:
+            raise InputError(path, f"{mask.shape[1]}x{mask.shape[0]} px, but structures.json says "
+                                   f"{plane.shape[1]}x{plane.shape[0]}")
         arrays.append(mask)
-    plane = Plane(shape, spacing, col, row)
-    array = np.stack(arrays) if arrays else np.zeros((0, *shape), bool)
+    array = np.stack(arrays) if arrays else np.zeros((0, *plane.shape), bool)
     return MaskSource(Masks(array, tuple(files), plane), folder, files=files)
+
+
+def _listed_plane(meta: Mapping) -> Plane:
+    """The plane of a ``structures.json``: LPS directions and origin, else orientation letters."""
+    shape = tuple(int(v) for v in meta["shape_hw"])
+    spacing = tuple(float(v) for v in meta["spacing_mm"])
+    if "col_dir_lps" in meta:
+        origin = meta.get("origin_lps_mm")
+        return Plane(shape, spacing, tuple(meta["col_dir_lps"]), tuple(meta["row_dir_lps"]),
+                     None if origin is None else tuple(origin))
+    col, row = (letter_vector(c) for c in meta["orientation"])
+    return Plane(shape, spacing, col, row)
 
 
 def _read_per_structure(source: Path, files: list[Path]) -> MaskSource:
     """One structure per file; the geometry comes from the first file that has one."""
     if not files:
-        raise InputError(source, "holds no masks: expected a result folder (masks.seg.nrrd, masks.nii.gz or "
-                                 f"masks/), a PNG folder with structures.json, or mask files ({', '.join(MASK_FILE_SUFFIXES)})")
+        raise InputError(source, "holds no masks: expected a result folder (masks.seg.nrrd, segmentations/, "
+                                 "masks.nii.gz or masks/), a folder with structures.json, or mask files "
+                                 f"({', '.join(MASK_FILE_SUFFIXES)})")
     names: dict[str, str] = {}
     arrays: list[np.ndarray] = []
     plane: Plane | None = None

@@ -42,6 +42,9 @@ AIR_HU = -990.0
 SQUARE_PIXEL_TOLERANCE = 0.01
 #: Smallest legend / orientation-marker font, in display pixels.
 MIN_FONT_PX = 10
+#: zlib level of preview PNGs: 1 writes a full-size radiograph's preview about three times
+#: faster than Pillow's default 6, for a file about a third larger.
+PREVIEW_COMPRESSION = 1
 
 
 def _grey(image: Image2D, channel: int | None) -> np.ndarray:
@@ -76,6 +79,13 @@ def _overlay(rgb: np.ndarray, mask: np.ndarray, color: tuple[int, int, int], alp
     """Blend a colour into ``rgb`` (H, W, 3 float) inside ``mask`` and draw its 1-pixel outline."""
     from scipy import ndimage
 
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not rows.size:
+        return
+    # Inside the mask's bounding box only: the same pixels, a fraction of the work.  The
+    # box is tight, so eroding its crop (outside counts as background) finds the same outline.
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    rgb, mask = rgb[box], mask[box]
     c = np.asarray(color, float)
     rgb[mask] = (1 - alpha) * rgb[mask] + alpha * c
     rgb[mask & ~ndimage.binary_erosion(mask)] = c  # opaque outline: overlaps stay readable
@@ -153,7 +163,7 @@ def write_preview(
     path = Path(path)
     _check_preview(path, image.plane, masks, alpha)
     rgb, shown = _blended(image, masks, channel, alpha)
-    canvas = Image.fromarray(np.round(rgb).astype(np.uint8), "RGB")
+    canvas = Image.fromarray(np.round(rgb, out=rgb).astype(np.uint8), "RGB")
     font_px = max(MIN_FONT_PX, canvas.height // 40)
     font = ImageFont.load_default(size=font_px)
     marker = _OPPOSITE[patient_direction(image.plane.col_dir)]  # patient direction of the left edge
@@ -162,7 +172,7 @@ def write_preview(
     if legend and shown:
         canvas = _with_legend(canvas, shown, font, font_px)
     with atomic_paths(path) as (temp,):
-        canvas.save(temp, format="PNG")
+        canvas.save(temp, format="PNG", compress_level=PREVIEW_COMPRESSION)
     logger.info("wrote preview %s (%d structures shown)", path, len(shown))
     return path
 
@@ -233,11 +243,15 @@ def _blended(image: Image2D, masks: Masks | None, channel: int | None, alpha: fl
 
     rows, cols = _display_shape(image.plane)
     grey = Image.fromarray(np.round(_grey(image, channel) * 255).astype(np.uint8))
-    rgb = np.repeat(np.asarray(grey.resize((cols, rows), Image.BILINEAR), float)[..., None], 3, axis=2)
+    if grey.size != (cols, rows):
+        grey = grey.resize((cols, rows), Image.BILINEAR)
+    rgb = np.empty((rows, cols, 3))
+    rgb[...] = np.asarray(grey)[..., None]
     shown = []
     for name, mask in zip(masks.names, masks.array) if masks is not None else ():
         if mask.any():
-            big = np.asarray(Image.fromarray(mask).resize((cols, rows), Image.NEAREST), bool)
+            big = mask if mask.shape == (rows, cols) else np.asarray(
+                Image.fromarray(mask).resize((cols, rows), Image.NEAREST), bool)
             _overlay(rgb, big, display_color(name), alpha)
             shown.append(name)
     return rgb, shown

@@ -9,8 +9,9 @@ of the centre of pixel (0, 0)), or (0, 0, 0) when unknown (radiographs); NRRD fi
 carry :data:`ORIGIN_UNKNOWN_FIELD` so that readers give back ``None``.
 
 The mask writers (:mod:`ts2d_xray.io.masks`) and the image writer
-(:mod:`ts2d_xray.io.image2d`) share this layout: :func:`ijk_to_lps` and the NIfTI
-writer :func:`write_nifti` with its JSON sidecar.
+(:mod:`ts2d_xray.io.image2d`) share this layout: :func:`ijk_to_lps`, the NIfTI
+writer :func:`write_nifti` with its JSON sidecar, and :func:`write_nifti_data` for the
+files of a folder that has one sidecar for all.
 
 Files meant for nnU-Net (data sets, ``export-regions``) give the singleton axis
 :data:`NNUNET_NORMAL_SPACING_MM` (999 mm) instead, nnU-Net's convention for 2D data: its
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     import nibabel as nib
 
 __all__ = ["NNUNET_NORMAL_SPACING_MM", "NORMAL_SPACING_MM", "ORIGIN_UNKNOWN_FIELD", "ijk_to_lps", "nifti_image",
-           "write_nifti"]
+           "write_nifti", "write_nifti_data"]
 
 #: Thickness in mm given to the singleton slice axis (a 2D image has none; Slicer needs > 0).
 NORMAL_SPACING_MM = 1.0
@@ -76,22 +77,29 @@ def write_nifti(data: np.ndarray, plane: Plane, path: Path, meta: Mapping[str, A
     ``normal_mm`` is the spacing of the singleton z axis: :data:`NORMAL_SPACING_MM` for
     files users open, :data:`NNUNET_NORMAL_SPACING_MM` for nnU-Net's.  Both files move
     into place together (:func:`~ts2d_xray.io.files.atomic_paths`), the sidecar last.
-    nibabel writes the NIfTI; without it, SimpleITK.
     """
     meta = {**meta, "shape_hw": list(plane.shape), "spacing_mm": list(plane.spacing),
             "spacing_order": "(row, column), as DICOM PixelSpacing", "orientation": list(plane.orientation),
             "col_dir_lps": list(plane.col_dir), "row_dir_lps": list(plane.row_dir),
             "origin_lps_mm": None if plane.origin is None else list(plane.origin)}
+    with atomic_paths(path, sidecar_path(path)) as (temp, temp_json):
+        write_nifti_data(data, plane, temp, normal_mm=normal_mm)
+        temp_json.write_text(json.dumps(meta, indent=2))
+
+
+def write_nifti_data(data: np.ndarray, plane: Plane, path: Path, *, normal_mm: float = NORMAL_SPACING_MM) -> None:
+    """Save ``(x=columns, y=rows, z=1[, t])`` data on ``plane`` as a NIfTI file at ``path``, no sidecar.
+
+    Not atomic by itself: callers write into a temporary path or folder
+    (:func:`write_nifti`, :func:`~ts2d_xray.io.files.new_folder`).  nibabel writes the
+    file; without it, SimpleITK.
+    """
     try:
         import nibabel as nib
     except ImportError:
-        nib = None
-    with atomic_paths(path, sidecar_path(path)) as (temp, temp_json):
-        if nib is not None:
-            nib.save(nifti_image(data, plane, normal_mm), str(temp))
-        else:
-            _write_nifti_sitk(data, plane, temp, normal_mm)
-        temp_json.write_text(json.dumps(meta, indent=2))
+        _write_nifti_sitk(data, plane, path, normal_mm)
+        return
+    nib.save(nifti_image(data, plane, normal_mm), str(path))
 
 
 def _write_nifti_sitk(data: np.ndarray, plane: Plane, path: Path, normal_mm: float) -> None:

@@ -6,18 +6,24 @@
 format          file                    contents
 ==============  ======================  ==================================================
 ``seg.nrrd``    ``masks.seg.nrrd``      3D Slicer segmentation, one segment per structure
-``nifti``       ``masks.nii.gz``        uint8 ``(x = W, y = H, z = 1, t = K)`` + ``masks.json``
+                                        with its SNOMED CT terminology and colour
+``dicom-seg``   ``masks.dcm``           DICOM SEG of a DICOM radiograph: one segment per
+                                        structure, SNOMED CT codes, referencing the image
+``nifti``       ``segmentations/``      one uint8 NIfTI per structure (``<name>.nii.gz``,
+                                        TotalSegmentator's layout) + ``structures.json``
 ``png``         ``masks/``              one 0/255 PNG per structure + ``structures.json``
 ``overlay``     ``overlay.png``         the image with the present structures and a legend,
                                         the CTR's two lines, or a red note when flagged
 ``json``        ``report.json``         :meth:`Result.report`
 ==============  ======================  ==================================================
 
-The mask files are on the input's own grid and orientation (the NRRD and NIfTI carry
-the geometry, so they overlay the input in 3D Slicer; the PNGs match the input's pixel
-array row for row).  Only the overlay is flipped into the radiograph display convention
-(patient's right on the image left), for reading.  Files appear all at once: they are
-written into a hidden folder first and moved into place when all are complete.
+By default (:attr:`Result.default_formats`) ``seg.nrrd``, ``overlay`` and ``json``, plus
+``dicom-seg`` for a DICOM radiograph.  The mask files are on the input's own grid and
+orientation (the NRRD, NIfTI and DICOM SEG carry the geometry, so they overlay the input
+in 3D Slicer; the PNGs match the input's pixel array row for row), with the same colour
+per structure as the overlay.  Only the overlay is flipped into the radiograph display
+convention (patient's right on the image left), for reading.  Files appear all at once:
+they are written into a hidden folder first and moved into place when all are complete.
 
 A result the rules of :mod:`ts2d_xray.segment.trust` flag (:attr:`Result.trust`) keeps
 its masks, but its report gives the reasons and no CTR, and its overlay says why in red.
@@ -32,9 +38,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ts2d_xray.errors import InputError
 from ts2d_xray.image import Image2D, Masks
-from ts2d_xray.io.files import sidecar_path, staged_folder, write_json
-from ts2d_xray.io.masks import write_masks
+from ts2d_xray.io.dicom_seg import write_dicom_seg
+from ts2d_xray.io.files import staged_folder, write_json
+from ts2d_xray.io.masks import write_mask_folder, write_masks
 from ts2d_xray.io.preview import write_preview
 from ts2d_xray.labels import is_known, preview_subset
 from ts2d_xray.measure import body_regions, cardiothoracic_ratio, present_structures, structure_stats
@@ -44,8 +52,9 @@ from ts2d_xray.segment.trust import Trust, assess
 __all__ = ["DEFAULT_FORMATS", "FORMATS", "Result"]
 
 #: Every output format :meth:`Result.save` knows, and the file or folder it writes.
-FORMATS: Mapping[str, str] = {"seg.nrrd": "masks.seg.nrrd", "nifti": "masks.nii.gz", "png": "masks",
-                              "overlay": "overlay.png", "json": "report.json"}
+FORMATS: Mapping[str, str] = {"seg.nrrd": "masks.seg.nrrd", "dicom-seg": "masks.dcm", "nifti": "segmentations",
+                              "png": "masks", "overlay": "overlay.png", "json": "report.json"}
+#: Formats written when none are chosen; DICOM radiographs also get ``dicom-seg``.
 DEFAULT_FORMATS: tuple[str, ...] = ("seg.nrrd", "overlay", "json")
 
 
@@ -158,32 +167,51 @@ class Result:
         ctr = cardiothoracic_ratio(shown) if self.input_kind == "radiograph" else None
         return {"lines": tuple(ctr["lines"].values()) if ctr else (), "note": None}
 
-    def save(self, out_dir: str | PathLike, formats: Sequence[str] = DEFAULT_FORMATS) -> list[Path]:
+    @property
+    def is_dicom_radiograph(self) -> bool:
+        """True when the input was a DICOM radiograph file, whose DICOM SEG ``save`` can write."""
+        return self.input_kind == "radiograph" and self.source is not None and self.image.meta.get("format") == "dicom"
+
+    @property
+    def default_formats(self) -> tuple[str, ...]:
+        """:data:`DEFAULT_FORMATS`, plus ``dicom-seg`` for a DICOM radiograph."""
+        return DEFAULT_FORMATS + (("dicom-seg",) if self.is_dicom_radiograph else ())
+
+    def save(self, out_dir: str | PathLike, formats: Sequence[str] | None = None) -> list[Path]:
         """Write the chosen formats into ``out_dir`` (see the module docstring); returns the paths.
 
-        Existing outputs of the same names are replaced; a failure leaves ``out_dir`` as
-        it was (a new ``out_dir`` does not appear at all).
+        ``formats`` None: :attr:`default_formats`.  Existing outputs of the same names
+        are replaced; a failure leaves ``out_dir`` as it was (a new ``out_dir`` does not
+        appear at all).
 
         Raises:
+            InputError: ``dicom-seg`` for an input that is no DICOM radiograph file.
             OutputError: A file cannot be written (disk full, read-only folder), naming it.
         """
-        formats = check_formats(formats)
+        formats = check_formats(self.default_formats if formats is None else formats)
+        if "dicom-seg" in formats and not self.is_dicom_radiograph:
+            others = ", ".join(f for f in FORMATS if f != "dicom-seg")
+            raise InputError(self.source, f"a DICOM SEG is written for DICOM radiographs only, not for this "
+                                          f"{self.input_kind}; choose among {others}")
         out = Path(out_dir)
-        names: list[str] = []
         with staged_folder(out) as staging:
             for f in formats:
-                target = staging / FORMATS[f]
-                if f in ("seg.nrrd", "nifti", "png"):
-                    write_masks(self.masks, target)
-                    if f == "nifti":
-                        names.append(sidecar_path(target).name)
-                elif f == "overlay":
-                    image, masks = _for_reading(self.image, self.masks)
-                    write_preview(image, target, masks.select(_shown(masks, self.present)), **self._marks(masks))
-                else:
-                    write_json(target, self.report())
-                names.append(target.name)
-        return [out / n for n in names]
+                self._write(f, staging / FORMATS[f])
+        return [out / FORMATS[f] for f in formats]
+
+    def _write(self, fmt: str, target: Path) -> None:
+        """Write one format to ``target``."""
+        if fmt == "seg.nrrd":
+            write_masks(self.masks, target)
+        elif fmt == "dicom-seg":
+            write_dicom_seg(self.masks, self.source, target, algorithm=self.model)
+        elif fmt in ("nifti", "png"):
+            write_mask_folder(self.masks, target, ".nii.gz" if fmt == "nifti" else ".png")
+        elif fmt == "overlay":
+            image, masks = _for_reading(self.image, self.masks)
+            write_preview(image, target, masks.select(_shown(masks, self.present)), **self._marks(masks))
+        else:
+            write_json(target, self.report())
 
 
 def _shown(masks: Masks, present: Sequence[str]) -> tuple[str, ...]:
