@@ -17,6 +17,7 @@ from ts2d_xray.errors import InputError
 from ts2d_xray.evaluate import boundary, dice, evaluate, hd95, read_mapping, score_masks, surface_distances
 from ts2d_xray.image import Masks, Plane
 from ts2d_xray.io import write_masks
+from ts2d_xray.io.masks import write_mask_folder
 
 # Radiograph display (columns toward the patient's left, rows toward the feet), 1.5 mm.
 ORIGIN = (-100.0, 50.0, 300.0)
@@ -284,6 +285,24 @@ def test_folder_vs_folder(tmp_path):
     assert Image.open(tmp_path / "report" / "dice_boxplot.png").size[0] > 300
     assert "GT in" in report.table()  # the several-case table
     assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_segment_nifti_output_is_read_as_a_result(tmp_path):
+    """segment's ``segmentations/`` (one NIfTI per structure + structures.json) in a result folder, or given alone."""
+    truth = _chest(_plane(origin=None))  # a radiograph: no position
+    shifted = Masks(np.roll(truth.array, 3, axis=1), truth.names, truth.plane)
+    pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
+    write_mask_folder(truth, pred_dir / "s01" / "segmentations", ".nii.gz")
+    write_mask_folder(shifted, pred_dir / "s02" / "segmentations", ".nii.gz")
+    write_mask_folder(truth, gt_dir / "s01", ".png")
+    write_mask_folder(truth, gt_dir / "s02", ".png")
+    report = evaluate(pred_dir, gt_dir, structures=["heart", "liver"])
+    assert report.cases == ("s01", "s02") and not report.notes
+    assert report.score("heart", "s01").dice == 1.0
+    assert report.score("heart", "s02").dice == pytest.approx(dice(shifted.mask("heart"), truth.mask("heart")))
+    single = evaluate(pred_dir / "s02" / "segmentations", gt_dir / "s02", structures=["liver"])
+    assert single.cases == ("s02",)  # the case is the result folder's name
+    assert single.score("liver", "s02").dice == report.score("liver", "s02").dice
 
 
 # --- real data ---------------------------------------------------------------------------

@@ -13,7 +13,9 @@ from ts2d_xray.examples import shared_data_dir
 from ts2d_xray.image import Image2D, Masks, Plane
 from ts2d_xray.io.preview import MIN_DISPLAY_PX, write_preview
 from ts2d_xray.io.image2d import write_image2d
-from ts2d_xray.io.masks import read_masks, read_segment_colors, write_masks
+from ts2d_xray.io.mask_sources import read_mask_source
+from ts2d_xray.io.masks import pack_layers, read_masks, read_segment_colors, write_mask_folder, write_masks
+from ts2d_xray.io.terminology import slicer_terminology
 
 DATA = shared_data_dir()
 NAMES = ("heart", "lung_left", "vertebrae_T5")
@@ -99,6 +101,45 @@ def test_seg_nrrd_packs_layers_and_keeps_empty_and_unknown(tmp_path):
     colors = read_segment_colors(path)
     assert colors["liver"] == labels.color("liver")
     assert colors["my_tumour"] in labels.FALLBACK_COLORS
+
+
+def test_seg_nrrd_terminology_entries(tmp_path):
+    """Slicer's TerminologyEntry tag: SNOMED CT codes of the catalog, Tissue for a name it does not know."""
+    import nrrd
+
+    array = np.zeros((3, H, W), bool)
+    array[:, 5:9, 5:9] = True
+    path = write_masks(Masks(array, ("kidney_left", "vertebrae_T5", "my_tumour"), _plane()), tmp_path / "t.seg.nrrd")
+    header = nrrd.read_header(str(path))
+    tags = [header[f"Segment{n}_Tags"] for n in range(3)]
+    assert tags[0] == ("TerminologyEntry:Segmentation category and type - DICOM master list"
+                       "~SCT^123037004^Anatomical Structure~SCT^64033007^Kidney~SCT^7771000^Left"
+                       "~Anatomic codes - DICOM master list~^^~^^|")
+    assert "~SCT^" in tags[1] and "~^^~" in tags[1]  # no laterality
+    assert "~SCT^85756007^Tissue~SCT^85756007^Tissue~" in tags[2]
+    import slicerio
+
+    seg = slicerio.read_segmentation(str(path), skip_voxels=True)
+    assert seg["segments"][0]["terminology"]["typeModifier"] == ["SCT", "7771000", "Left"]
+    assert slicer_terminology("kidney_left")["type"] == ["SCT", "64033007", "Kidney"]
+
+
+def test_pack_layers_matches_slicerio_add_segment():
+    """One pass packs the layers exactly as slicerio's add_segment, one segment at a time, does."""
+    import slicerio
+
+    rng = np.random.default_rng(3)
+    array = np.zeros((40, 30, 20), bool)
+    for k in range(38):  # random boxes, two left empty; many overlaps
+        r, c = rng.integers(0, 25), rng.integers(0, 15)
+        array[k, r:r + rng.integers(1, 8), c:c + rng.integers(1, 8)] = True
+    layers, placed = pack_layers(array)
+    seg = slicerio.create_segmentation((30, 20, 1), np.eye(4))
+    for k in range(len(array)):
+        slicerio.add_segment(seg, array[k][:, :, None], {"id": str(k)})
+    assert placed == [(s["layer"], s["labelValue"]) for s in seg["segments"]]
+    expected = seg["voxels"] if seg["voxels"].ndim == 4 else seg["voxels"][None]
+    np.testing.assert_array_equal(layers, expected[..., 0])
 
 
 def test_read_masks_ts2d_layout(tmp_path):
@@ -196,6 +237,35 @@ def test_png_folder(tmp_path):
     assert [s["name"] for s in meta["structures"]] == list(NAMES)
     assert meta["structures"][0]["color"] == list(labels.color("heart"))
     assert meta["spacing_mm"] == [0.8, 1.2] and meta["orientation"] == ["L", "F"]
+
+
+@pytest.mark.parametrize("origin", [(-120.5, 80.25, 310.0), None])
+def test_nifti_folder_one_3d_file_per_structure(tmp_path, origin):
+    """TotalSegmentator's layout: ITK reads each file as one 3D mask on the plane; read back whole."""
+    import SimpleITK as sitk
+
+    array = _masks().array.copy()
+    array[1] = False  # an empty structure: a copy of the one empty file
+    masks = Masks(np.concatenate([array, np.zeros((1, H, W), bool)]), (*NAMES, "my_tumour"), _plane(origin))
+    folder = write_mask_folder(masks, tmp_path / "segmentations", ".nii.gz")
+    assert _files(folder) == sorted([f"{n}.nii.gz" for n in masks.names] + ["structures.json"])
+    for name, mask in zip(masks.names, masks.array):
+        image = sitk.ReadImage(str(folder / f"{name}.nii.gz"))
+        assert image.GetDimension() == 3 and image.GetSize() == (W, H, 1)
+        assert image.GetPixelID() == sitk.sitkUInt8
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(image)[0], mask.astype(np.uint8))
+        np.testing.assert_allclose(image.GetSpacing(), (1.2, 0.8, 1.0), atol=1e-6)
+        np.testing.assert_allclose(image.GetOrigin(), origin or (0, 0, 0), atol=1e-4)
+        np.testing.assert_allclose(np.reshape(image.GetDirection(), (3, 3)), [[1, 0, 0], [0, 0, 1], [0, -1, 0]],
+                                   atol=1e-6)
+    assert (folder / "lung_left.nii.gz").read_bytes() == (folder / "my_tumour.nii.gz").read_bytes()
+    meta = json.loads((folder / "structures.json").read_text())
+    assert [s["file"] for s in meta["structures"]] == [f"{n}.nii.gz" for n in masks.names]
+    back = read_mask_source(folder).masks
+    assert back.names == masks.names and back.plane == masks.plane  # origin None survives
+    np.testing.assert_array_equal(back.array, masks.array)
+    with pytest.raises(ValueError, match="one mask file per structure as '.tif'"):
+        write_mask_folder(masks, tmp_path / "other", ".tif")
 
 
 def test_png_folder_refuses_non_empty_folder(tmp_path):

@@ -286,6 +286,31 @@ def test_cli_segments_folders_and_globs_with_the_installed_model(data, xray_mode
     assert sorted(p.name for p in (out / "00000001_000").iterdir()) == ["masks.seg.nrrd", "report.json"]
 
 
+def test_dicom_radiographs_get_a_dicom_seg_by_default(data, xray, xray_model, tmp_path, capsys):
+    """The CLI's default formats add dicom-seg for a DICOM radiograph; other inputs refuse it, writing nothing."""
+    import highdicom as hd
+
+    dog = data / "xray" / "dicom" / "highdicom_dx_dog_chest_monochrome1.dcm"
+    png = data / "xray" / "nih_cxr14" / "00000001_000.png"
+    out = tmp_path / "out"
+    assert main(["segment", str(dog), str(png), "-o", str(out), "--model", str(xray_model), "--device", "cpu"]) == 0
+    assert sorted(p.name for p in (out / dog.stem).iterdir()) == ["masks.dcm", "masks.seg.nrrd", "overlay.png",
+                                                                  "report.json"]
+    assert sorted(p.name for p in (out / png.stem).iterdir()) == ["masks.seg.nrrd", "overlay.png", "report.json"]
+    seg = hd.seg.segread(out / dog.stem / "masks.dcm")
+    assert seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID == \
+        pydicom.dcmread(dog, stop_before_pixels=True).SOPInstanceUID
+    capsys.readouterr()
+    result = xray(png)
+    with pytest.raises(InputError, match="a DICOM SEG is written for DICOM radiographs only"):
+        result.save(tmp_path / "png-out", ["seg.nrrd", "dicom-seg"])
+    assert not (tmp_path / "png-out").exists()
+    code = main(["segment", str(png), "-o", str(tmp_path / "cli"), "--model", str(xray_model), "--device", "cpu",
+                 "--format", "dicom-seg"])
+    assert code == 2 and "DICOM radiographs only" in capsys.readouterr().err
+    assert _no_outputs(tmp_path / "cli")
+
+
 def _no_outputs(folder: Path) -> bool:
     return not folder.exists() or not any(folder.rglob("*"))
 

@@ -11,10 +11,11 @@ recommended display CIELab value (:func:`~ts2d_xray.labels.display_color`, the c
 of the overlays and the seg.nrrd).  Empty structures are segments without frames.
 
 Geometry is the source's, never invented: masks must have the source's rows and
-columns in its stored pixel order; the SEG carries the source's Pixel Spacing where
-the source has a valid one and no spacing otherwise (a spacing guessed for the report
-stays in the report).  Radiographs have no Frame of Reference; the SEG then has none
-either and copies the source's Patient Orientation.
+columns in its stored pixel order.  Radiographs have no Frame of Reference; the SEG then
+has none either, copies the source's Patient Orientation and carries no Pixel Measures
+(its geometry is the referenced image's; see :func:`_conform`).  A source with a Frame
+of Reference gives the SEG its valid Pixel Spacing.  A spacing guessed for the report
+stays in the report.
 
 Example (``dciodvfy`` from dicom3tools checks the result)::
 
@@ -148,8 +149,11 @@ def _description(number: int, name: str, algorithm: str, version: str) -> highdi
 def _conform(seg: highdicom.seg.Segmentation, ds: pydicom.Dataset) -> None:
     """Fix what highdicom copies from a radiograph but a SEG of it may not carry, in place.
 
-    * Patient Orientation is required without a Frame of Reference (General Image
-      module, type 2C): the source's, or empty.
+    * Without a Frame of Reference (radiographs) Patient Orientation is required
+      (General Image module, type 2C): the source's, or empty.  Pixel Measures are not
+      (Segmentation IOD: required with a Frame of Reference) and highdicom copies the
+      source's Pixel Spacing without a Slice Thickness, which its own reader then
+      refuses: the SEG's geometry is its source image's, left out here.
     * A Pixel Spacing of zero (some CRs) is not a spacing: no Pixel Measures then.
     * Patient/study attributes with values invalid for their VR are emptied (type 2
       and 3 attributes may be empty).
@@ -157,11 +161,12 @@ def _conform(seg: highdicom.seg.Segmentation, ds: pydicom.Dataset) -> None:
     from pydicom import config
     from pydicom.valuerep import validate_value
 
-    if "FrameOfReferenceUID" not in seg:
+    placed = "FrameOfReferenceUID" in seg
+    if not placed:
         seg.PatientOrientation = ds.get("PatientOrientation", "")
     shared = seg.SharedFunctionalGroupsSequence[0]
     measures = shared.get("PixelMeasuresSequence")
-    if measures and not all(float(v) > 0 for v in measures[0].get("PixelSpacing") or (0,)):
+    if measures and (not placed or not all(float(v) > 0 for v in measures[0].get("PixelSpacing") or (0,))):
         del shared.PixelMeasuresSequence
     for keyword in _OPTIONAL_COPIED:
         element = seg.get(keyword) and seg[keyword]
