@@ -28,7 +28,8 @@ RADIOGRAPHS = sorted((DATA / "xray" / "dicom").glob("*.dcm")) if DATA else []
 NAMES = ("lung_left", "lung_right", "lung_upper_lobe_left", "heart", "vertebrae_T5", "kidney_left", "lungs",
          "my_marker", "liver")
 
-pytestmark = pytest.mark.skipif(not RADIOGRAPHS, reason="no shared data with DICOM radiographs")
+pytestmark = [pytest.mark.skipif(not RADIOGRAPHS, reason="no shared data with DICOM radiographs"),
+              pytest.mark.filterwarnings("ignore:.*(assum|spans).*:UserWarning")]  # the sources' missing facts
 
 
 def _masks(path: Path) -> Masks:
