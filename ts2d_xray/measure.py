@@ -104,17 +104,22 @@ def structure_stats(
     plane = masks.plane
     row_sp, col_sp = plane.spacing
     row_dir, col_dir = _axes_mm(plane)
+    # Row and column profiles of every mask at once: area, box and centroid follow from
+    # them exactly, without listing each mask's pixels.
+    row_counts = masks.array.sum(axis=2, dtype=np.int64)  # (K, H)
+    col_counts = masks.array.sum(axis=1, dtype=np.int64)  # (K, W)
+    row_index, col_index = np.arange(row_counts.shape[1]), np.arange(col_counts.shape[1])
     out = {}
-    for name, mask in zip(masks.names, masks.array):
-        rows, cols = np.nonzero(mask)
-        area_px = int(rows.size)
+    for name, by_row, by_col in zip(masks.names, row_counts, col_counts):
+        area_px = int(by_row.sum())
         entry: dict[str, Any] = {"present": bool(area_px * row_sp * col_sp >= MIN_PRESENT_AREA_MM2),
                        "area_mm2": round(float(area_px * row_sp * col_sp), 3), "area_px": area_px,
                        "bbox_px": None, "bbox_mm": None, "centroid_px": None, "centroid_mm": None,
                        "centroid_lps": None}
         if area_px:
-            r0, r1, c0, c1 = int(rows.min()), int(rows.max()), int(cols.min()), int(cols.max())
-            rc, cc = float(rows.mean()), float(cols.mean())
+            rows, cols = np.flatnonzero(by_row), np.flatnonzero(by_col)
+            r0, r1, c0, c1 = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+            rc, cc = int(by_row @ row_index) / area_px, int(by_col @ col_index) / area_px
             entry.update(
                 bbox_px=[r0, c0, r1, c1],
                 bbox_mm=[round(v, 3) for v in (r0 * row_sp, c0 * col_sp, (r1 + 1) * row_sp, (c1 + 1) * col_sp)],
