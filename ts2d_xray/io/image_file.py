@@ -46,21 +46,28 @@ def image_file_format(path: str | PathLike) -> tuple[Path, str]:
 
 
 def check_png(path: Path) -> None:
-    """Refuse a PNG file whose chunk checksums (CRC-32) do not match; other files pass.
+    """Refuse a PNG/JPEG file that Pillow calls a size bomb, and a PNG whose chunk checksums (CRC-32) do not match.
 
     Pillow decodes a damaged PNG without checking them, so a flipped bit in the pixel
     stream would give other pixels silently.  Checking costs one read of the file.
+    Pillow refuses, when it opens the header, an image above twice its
+    ``Image.MAX_IMAGE_PIXELS`` (a header-only or zlib size bomb): that is an input
+    error here too, before any pixel is decoded.  Other problems of a non-PNG file are
+    left to its reader.
     """
     from PIL import Image
 
     with open(path, "rb") as f:
-        if f.read(len(_PNG_SIGNATURE)) != _PNG_SIGNATURE:
-            return
+        png = f.read(len(_PNG_SIGNATURE)) == _PNG_SIGNATURE
     try:
         with Image.open(path) as im:
-            im.verify()
+            if png:
+                im.verify()
+    except Image.DecompressionBombError as exc:
+        raise InputError(path, f"image too large to decode ({brief(exc)}); refusing it before reading") from None
     except (SyntaxError, OSError, ValueError, EOFError, struct.error) as exc:
-        raise InputError(path, f"corrupt PNG file ({brief(exc)})") from None
+        if png:
+            raise InputError(path, f"corrupt PNG file ({brief(exc)})") from None
 
 
 def in_display(path: Path, image: Image2D, display: Display | None) -> Image2D:
