@@ -204,7 +204,7 @@ def test_published_layout_runs_as_ts2d(data, tmp_path):
         assert seg.exact and seg.manifest.display == "ts2d"
         result = seg(ct)
         assert result.masks.plane.shape == (112, 122) and result.masks.plane.spacing == (3.0, 3.0)  # TS2D's grid
-        image, kind, _ = seg._read(ct, None)
+        image = result.image  # the projection that was segmented
         oriented = Orientation.for_display(image.plane, "ts2d").apply(image)
         group = seg.groups[0]
         assert group.channel_names == ("mean", "max") and group.networks[0].decoder.seg_layers[-1].out_channels == 4

@@ -100,13 +100,17 @@ class Orientation:
 
     def array(self, a: np.ndarray) -> np.ndarray:
         """``(..., H, W)`` -> the oriented array (contiguous)."""
+        return np.ascontiguousarray(self.view(a))
+
+    def view(self, a: np.ndarray) -> np.ndarray:
+        """``(..., H, W)`` -> the oriented array as a view: writing into it writes into ``a``."""
         if self.transpose:
             a = np.swapaxes(a, -1, -2)
         if self.flip_rows:
             a = a[..., ::-1, :]
         if self.flip_cols:
             a = a[..., ::-1]
-        return np.ascontiguousarray(a)
+        return a
 
     def inverse(self, a: np.ndarray) -> np.ndarray:
         """An oriented ``(..., H', W')`` array -> the original order (contiguous)."""

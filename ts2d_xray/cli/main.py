@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from ts2d_xray.cli import demo, evaluate, project, segment, train
 from ts2d_xray.cli.logs import command_output
 from ts2d_xray.errors import EXIT_INPUT, EXIT_OUTPUT, InputError, OutputError
+from ts2d_xray.segment.result import tool_version
 
 __all__ = ["build_parser", "main"]
 
@@ -48,6 +49,7 @@ _RUNNERS: dict[str, Runner] = {
 def build_parser() -> argparse.ArgumentParser:
     """The ``ts2d-xray`` parser with every command (``synth``'s when that package is installed)."""
     parser = argparse.ArgumentParser(prog="ts2d-xray", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {tool_version()}")
     talk = parser.add_mutually_exclusive_group()
     talk.add_argument("-q", "--quiet", action="store_true", help="print errors only (no warnings)")
     talk.add_argument("-v", "--verbose", action="store_true", help="also print progress and details")

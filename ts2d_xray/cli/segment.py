@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ts2d_xray.cli.argtypes import SubParsers, name_list
+from ts2d_xray.cli.argtypes import SubParsers, name_list, spacing_mm
 from ts2d_xray.cli.outputs import check_folder, check_outputs
 
 if TYPE_CHECKING:
@@ -40,8 +40,17 @@ def add_parser(sub: SubParsers) -> None:
                    help="outputs among seg.nrrd, dicom-seg, nifti, png, overlay, json (default seg.nrrd,overlay,json, "
                         "plus dicom-seg for DICOM radiographs; dicom-seg: DICOM radiographs only; nifti: one "
                         ".nii.gz per structure in segmentations/)")
+    s.add_argument("--structures", type=name_list, default=None, metavar="A,B,...",
+                   help="compute and write only these structures: catalog classes or derived names such as lungs "
+                        "(its lobes), ribs; only the group models that predict them run (default: all)")
     s.add_argument("--groups", type=name_list, default=None, metavar="G,...",
-                   help="run only these group models of the bundle (default: all)")
+                   help="run only these group models of the bundle (default: all; `models info` lists them)")
+    s.add_argument("--spacing", type=_spacing, default=None, metavar="MM|ROW,COL",
+                   help="pixel spacing of 2D radiographs at the patient in mm, replacing the file's (or the "
+                        "430 mm field-of-view guess of files without one)")
+    s.add_argument("--fast", action="store_true",
+                   help="published TS2D models: pad only to the network's stride, not the full patch (faster; "
+                        "not TS2D's exact masks)")
     s.add_argument("--tta", action="store_true", help="test-time augmentation (slower; off by default)")
     s.add_argument("--threshold", type=float, default=None, metavar="P",
                    help="sigmoid threshold for every structure (default: the model's, usually 0.5)")
@@ -73,9 +82,18 @@ def _add_models_parser(sub: SubParsers) -> None:
     r.add_argument("name", metavar="NAME")
 
 
+def _spacing(text: str) -> tuple[float, float]:
+    """``MM`` or ``ROW,COL`` in mm, each > 0."""
+    parts = [spacing_mm(p) for p in text.split(",")]
+    if len(parts) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"expected MM or ROW,COL in mm, got {text!r}")
+    return (parts[0], parts[-1])
+
+
 # --- segment ------------------------------------------------------------------------
 def run_segment(args: argparse.Namespace) -> int:
     """Run ``segment``: 0 all done, 1 some inputs failed, 2 all failed (or bad input, raised)."""
+    from ts2d_xray.errors import InputError
     from ts2d_xray.kinds import INPUT_MODEL_KIND
     from ts2d_xray.segment import SegmentOptions, Segmenter, default_model
     from ts2d_xray.segment.inputs import expand_inputs, inspect_input, output_stems
@@ -90,16 +108,22 @@ def run_segment(args: argparse.Namespace) -> int:
     check_folder(args.output)
     # Every header is read and every model loaded before the first output is written.
     infos = [inspect_input(p) for p in paths]
+    if args.spacing is not None:
+        for info in infos:
+            if info.kind != "radiograph":
+                raise InputError(info.path, f"--spacing is for radiographs; this {info.kind} carries its own spacing")
     specs = [args.model if args.model else default_model(INPUT_MODEL_KIND[i.kind]) for i in infos]
-    options = SegmentOptions(device=args.device, groups=args.groups, tta=args.tta, threshold=args.threshold,
-                             invert=_INVERT[args.invert], trust_checkpoint=args.trust_checkpoint)
+    options = SegmentOptions(device=args.device, groups=args.groups, structures=args.structures, tta=args.tta,
+                             threshold=args.threshold, invert=_INVERT[args.invert],
+                             trust_checkpoint=args.trust_checkpoint, exact=not args.fast)
     segmenters: dict[str, Segmenter] = {}
     try:
         for spec in dict.fromkeys(specs):
             segmenters[spec] = Segmenter(spec, options=options)
         for path, spec in zip(paths, specs):
             segmenters[spec].check(path)
-        failed = _segment_all(list(zip(paths, stems, (segmenters[s] for s in specs))), args.output, formats)
+        failed = _segment_all(list(zip(paths, stems, (segmenters[s] for s in specs))), args.output, formats,
+                              args.spacing)
     finally:
         for seg in segmenters.values():
             seg.close()
@@ -108,7 +132,8 @@ def run_segment(args: argparse.Namespace) -> int:
     return 0
 
 
-def _segment_all(jobs: list[tuple[Path, str, Segmenter]], out: Path, formats: tuple[str, ...] | None) -> int:
+def _segment_all(jobs: list[tuple[Path, str, Segmenter]], out: Path, formats: tuple[str, ...] | None,
+                 spacing: tuple[float, float] | None = None) -> int:
     """Segment each ``(path, output stem, segmenter)`` and save the result; returns how many failed.
 
     With several inputs a bad one is reported and skipped; a single bad input raises.
@@ -123,7 +148,7 @@ def _segment_all(jobs: list[tuple[Path, str, Segmenter]], out: Path, formats: tu
         for path, stem, seg in jobs:
             started = time.perf_counter()
             try:
-                result = seg(path, progress=lambda: bar.update(1))
+                result = seg(path, spacing=spacing, progress=lambda: bar.update(1))
                 result.save(out / stem, formats)
             except InputError as err:
                 if len(jobs) == 1:

@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ts2d_xray.errors import InputError
-from ts2d_xray.image import Plane, require_finite
+from ts2d_xray.image import Grid, Plane, require_finite
 from ts2d_xray.io.files import brief
 from ts2d_xray.io.itk_data import MAX_IMAGE_BYTES, check_decoded, check_declared, stored_data
 
 if TYPE_CHECKING:
     import SimpleITK as sitk
 
-__all__ = ["MAX_IMAGE_BYTES", "read_itk_plane", "read_pixels", "sitk_header"]
+__all__ = ["MAX_IMAGE_BYTES", "file_grid", "read_itk_plane", "read_pixels", "sitk_header"]
 
 # Columns of the matrix mapping a 2D file's physical axes (x, y) to LPS (see the module docstring).
 _2D_TO_LPS = np.array([[1.0, 0.0], [0.0, 0.0], [0.0, -1.0]])
@@ -132,3 +132,39 @@ def read_itk_plane(path: Path, reader: sitk.ImageFileReader) -> tuple[np.ndarray
     plane = Plane((size[row], size[col]), (float(spacing[row]), float(spacing[col])),
                   tuple(map(float, dirs[:, col])), tuple(map(float, dirs[:, row])), tuple(map(float, origin)))
     return array, plane, {"spacing_source": "file header", "orientation_source": orientation_source}
+
+
+def file_grid(path: str | Path, shape: tuple[int, int]) -> Grid | None:
+    """The 3D grid on which ITK, and so 3D Slicer, places a 2D image file of ``shape`` ``(H, W)``.
+
+    The file's size, spacing, origin and direction exactly as SimpleITK reads its header
+    (for a DICOM radiograph: identity direction and origin 0 unless the file has an
+    image plane, PixelSpacing else 1 mm; for a PNG: 1 mm and identity), a 2D file's
+    embedded in 3D as Slicer loads it: a third index axis of size 1, spacing 1 mm, along
+    LPS z.  The stored rows and columns of the file are the two axes of size above 1
+    (rows the higher index axis), so ``(H, W)`` masks reshaped to ``Grid.shape`` lie on
+    the file's pixel grid.  This is the file's geometry, not the anatomy: a radiograph's
+    spacing at the patient and its orientation are the reader's :class:`Plane`.
+
+    Returns:
+        The grid, or None when ITK cannot read the header or its pixel grid is not
+        ``shape`` (a JPEG that EXIF rotates, a multi-frame file).
+    """
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return None
+    size, dim = reader.GetSize(), reader.GetDimension()
+    if dim not in (2, 3) or [s for s in size if s != 1] != [shape[1], shape[0]]:
+        return None
+    direction = np.eye(3)
+    direction[:dim, :dim] = np.asarray(reader.GetDirection(), dtype=float).reshape(dim, dim)
+    pad = 3 - dim
+    return Grid(shape=tuple(int(s) for s in (tuple(size) + (1,) * pad)[::-1]),
+                spacing=tuple(float(s) for s in reader.GetSpacing()) + (1.0,) * pad,
+                origin=tuple(float(o) for o in reader.GetOrigin()) + (0.0,) * pad,
+                direction=tuple(float(d) for d in direction.ravel()))

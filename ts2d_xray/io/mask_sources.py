@@ -35,12 +35,13 @@ from typing import Mapping
 import numpy as np
 
 from ts2d_xray.errors import InputError
-from ts2d_xray.image import Masks, Plane, letter_vector
+from ts2d_xray.image import Grid, Masks, Plane, letter_vector
 from ts2d_xray.io.files import brief, read_json, sidecar_path
 from ts2d_xray.io.image_file import check_png
 from ts2d_xray.io.itk import read_itk_plane, sitk_header
 from ts2d_xray.io.itk_data import check_stored
 from ts2d_xray.io.masks import read_masks
+from ts2d_xray.io.slice3d import grid_plane
 from ts2d_xray.kinds import PIL_FORMATS, format_suffix
 
 __all__ = ["MASK_FILE_SUFFIXES", "RESULT_MASK_NAMES", "MaskSource", "is_multilabel_file", "read_mask_source"]
@@ -158,6 +159,7 @@ def _read_listed_folder(folder: Path) -> MaskSource:
     try:
         files = {s["name"]: s.get("file", f"{s['name']}.png") for s in meta["structures"]}
         plane = _listed_plane(meta)
+        stored = None if meta.get("file_grid") is None else _file_grid_plane(meta["file_grid"])
     except (ValueError, KeyError, TypeError) as err:
         raise InputError(meta_path, f"not a structures.json written by ts2d-xray ({brief(err)})") from None
     arrays = []
@@ -167,15 +169,22 @@ def _read_listed_folder(folder: Path) -> MaskSource:
             mask = _read_pil(path)
         else:
             mask, file_plane, _ = _read_itk(path)
-            if not _same_grid(file_plane, plane):
+            expected = plane if stored is None else stored  # files on the input file's grid: that grid
+            if not _same_grid(file_plane, expected):
                 raise InputError(path, f"its grid ({_describe(file_plane)}) differs from structures.json's "
-                                       f"({_describe(plane)})")
+                                       f"({_describe(expected)})")
         if mask.shape != plane.shape:
             raise InputError(path, f"{mask.shape[1]}x{mask.shape[0]} px, but structures.json says "
                                    f"{plane.shape[1]}x{plane.shape[0]}")
         arrays.append(mask)
     array = np.stack(arrays) if arrays else np.zeros((0, *plane.shape), bool)
     return MaskSource(Masks(array, tuple(files), plane), folder, files=files)
+
+
+def _file_grid_plane(grid: Mapping) -> Plane:
+    """The plane of a ``structures.json``'s ``file_grid`` (the input file's grid the NIfTI files take)."""
+    size = tuple(int(v) for v in grid["size"])
+    return grid_plane(Grid(size[::-1], tuple(grid["spacing"]), tuple(grid["origin"]), tuple(grid["direction"])))
 
 
 def _listed_plane(meta: Mapping) -> Plane:

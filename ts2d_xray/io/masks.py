@@ -3,7 +3,11 @@
 Masks are stored as single-slice 3D volumes in LPS space (mm), as described in
 :mod:`ts2d_xray.io.slice3d`: 3D Slicer, ITK and nibabel put them where they lie in the
 patient.  A plane without a position (radiographs) is written at (0, 0, 0) and marked,
-so that :func:`read_masks` gives back ``origin=None``.
+so that :func:`read_masks` gives back ``origin=None``.  Masks of a 2D input file may be
+written on that file's own grid instead (``grid=``, :func:`ts2d_xray.io.itk.file_grid`), so
+that ITK and 3D Slicer overlay them on the file; the anatomical plane then travels in
+:data:`~ts2d_xray.io.slice3d.PLANE_FIELD` (seg.nrrd) or ``structures.json``, and our
+readers give it back.
 
 Writers never modify their inputs, create missing parent folders and write atomically
 (:func:`~ts2d_xray.io.files.atomic_paths`, :func:`~ts2d_xray.io.files.new_folder`), so
@@ -32,9 +36,10 @@ import numpy as np
 
 from ts2d_xray import labels
 from ts2d_xray.errors import InputError
-from ts2d_xray.image import Masks, Plane
+from ts2d_xray.image import Grid, Masks, Plane
 from ts2d_xray.io.files import atomic_paths, new_folder
-from ts2d_xray.io.slice3d import ORIGIN_UNKNOWN_FIELD, ijk_to_lps, write_nifti, write_nifti_data
+from ts2d_xray.io.slice3d import (ORIGIN_UNKNOWN_FIELD, PLANE_FIELD, grid_to_lps, grid_voxels, ijk_to_lps, plane_from_json,
+                                  plane_json, write_nifti, write_nifti_data)
 from ts2d_xray.io.terminology import slicer_terminology
 from ts2d_xray.kinds import MASK_WRITE_SUFFIXES, format_suffix
 
@@ -65,8 +70,11 @@ def _check_new_folder(path: Path) -> None:
         raise FileExistsError(f"{path}: exists and is not an empty folder; choose a new folder for the mask files")
 
 
-def write_masks(masks: Masks, path: str | PathLike) -> Path:
+def write_masks(masks: Masks, path: str | PathLike, *, grid: Grid | None = None) -> Path:
     """Write multi-label 2D masks; the format follows the suffix of ``path``.
+
+    ``grid``: the single-slice grid of the input file the masks lie on (``.seg.nrrd`` and
+    folders; see the module docstring); default: the plane's own layout.
 
     * ``.seg.nrrd``: a 3D Slicer segmentation, one segment per structure in
       ``masks.names`` order: ID and name = the structure name, colour
@@ -89,7 +97,7 @@ def write_masks(masks: Masks, path: str | PathLike) -> Path:
     path = Path(path)
     kind = mask_format(path)
     if kind == ".seg.nrrd":
-        _write_seg_nrrd(masks, path)
+        _write_seg_nrrd(masks, path, grid)
     elif kind in (".nii", ".nii.gz"):
         structures = [{"index": n, "name": name, "color": labels.display_color(name)}
                       for n, name in enumerate(masks.names)]
@@ -97,12 +105,12 @@ def write_masks(masks: Masks, path: str | PathLike) -> Path:
         data = masks.array.transpose(2, 1, 0)[:, :, None, :].astype(np.uint8)  # (W, H, 1, K)
         write_nifti(data, masks.plane, path, {"layout": layout, "structures": structures})
     else:
-        return write_mask_folder(masks, path)
+        return write_mask_folder(masks, path, grid=grid)
     logger.info("wrote %d masks to %s", len(masks.names), path)
     return path
 
 
-def write_mask_folder(masks: Masks, folder: str | PathLike, suffix: str = ".png") -> Path:
+def write_mask_folder(masks: Masks, folder: str | PathLike, suffix: str = ".png", *, grid: Grid | None = None) -> Path:
     """Write one file per structure, ``<name><suffix>``, and ``structures.json`` into a new folder.
 
     * ``.png``: 8-bit grey, 0 outside, 255 inside, the plane's pixel array row for row.
@@ -114,7 +122,10 @@ def write_mask_folder(masks: Masks, folder: str | PathLike, suffix: str = ".png"
     ``structures.json`` lists the structures in order (``name``, ``file``, ``color``) with
     the plane: ``shape_hw``, ``spacing_mm`` (row, column), ``orientation``,
     ``col_dir_lps``, ``row_dir_lps`` and ``origin_lps_mm`` (None: unknown, the files say
-    (0, 0, 0)).  Every empty structure gets a copy of one encoded empty file.
+    (0, 0, 0)).  With ``grid`` (the input file's grid, :func:`ts2d_xray.io.itk.file_grid`)
+    the NIfTI files take that geometry and ``structures.json`` also gives it as
+    ``file_grid`` (``size``, ``spacing``, ``origin``, ``direction``, ITK's order).  Every
+    empty structure gets a copy of one encoded empty file.
 
     Raises:
         FileExistsError: ``folder`` exists and is not empty.
@@ -130,10 +141,10 @@ def write_mask_folder(masks: Masks, folder: str | PathLike, suffix: str = ".png"
             raise ValueError(f"structure name {name!r} cannot be used as a file name in {folder}")
     plane = masks.plane
     meta = {"structures": [{"name": n, "file": n + suffix, "color": labels.display_color(n)} for n in masks.names],
-            "shape_hw": list(plane.shape), "spacing_mm": list(plane.spacing),
-            "spacing_order": "(row, column), as DICOM PixelSpacing", "orientation": list(plane.orientation),
-            "col_dir_lps": list(plane.col_dir), "row_dir_lps": list(plane.row_dir),
-            "origin_lps_mm": None if plane.origin is None else list(plane.origin)}
+            **plane_json(plane)}
+    if grid is not None:
+        meta["file_grid"] = {"size": list(grid.shape[::-1]), "spacing": list(grid.spacing),
+                             "origin": list(grid.origin), "direction": list(grid.direction)}
     with new_folder(folder) as temp:
         empty: Path | None = None
         for name, mask in zip(masks.names, masks.array):
@@ -142,7 +153,7 @@ def write_mask_folder(masks: Masks, folder: str | PathLike, suffix: str = ".png"
             if blank and empty is not None:
                 shutil.copyfile(empty, target)
                 continue
-            _write_mask_file(mask, plane, target, suffix)
+            _write_mask_file(mask, plane if grid is None else grid, target, suffix)
             if blank:
                 empty = target
         (temp / "structures.json").write_text(json.dumps(meta, indent=2))
@@ -155,14 +166,15 @@ def write_mask_folder(masks: Masks, folder: str | PathLike, suffix: str = ".png"
 MASK_PNG_COMPRESSION = 1
 
 
-def _write_mask_file(mask: np.ndarray, plane: Plane, path: Path, suffix: str) -> None:
-    """One structure's ``(H, W)`` bool mask as an 8-bit PNG or a single-slice NIfTI."""
+def _write_mask_file(mask: np.ndarray, plane: Plane | Grid, path: Path, suffix: str) -> None:
+    """One structure's ``(H, W)`` bool mask as an 8-bit PNG or a single-slice NIfTI (on ``plane``'s layout)."""
     if suffix == ".png":
         from PIL import Image
 
         Image.fromarray(mask.view(np.uint8) * np.uint8(255)).save(path, compress_level=MASK_PNG_COMPRESSION)
     else:
-        write_nifti_data(mask.T[:, :, None].astype(np.uint8), plane, path)
+        voxels = grid_voxels(mask, plane) if isinstance(plane, Grid) else mask.T[:, :, None]
+        write_nifti_data(voxels.astype(np.uint8), plane, path)
 
 
 #: gzip level of seg.nrrd files: zlib's default; 9 (slicerio's default) takes twice as
@@ -171,23 +183,29 @@ def _write_mask_file(mask: np.ndarray, plane: Plane, path: Path, suffix: str) ->
 SEG_NRRD_COMPRESSION = 6
 
 
-def _write_seg_nrrd(masks: Masks, path: Path) -> None:
+def _write_seg_nrrd(masks: Masks, path: Path, grid: Grid | None = None) -> None:
     """One pass: pack the masks into label layers, then one slicerio write of all segments."""
     import slicerio
 
-    h, w = masks.plane.shape
     layers, placed = pack_layers(masks.array)
-    seg = {"voxels": layers.transpose(0, 2, 1)[..., None] if len(layers) > 1 else layers[0].T[..., None],
-           "ijkToLPS": ijk_to_lps(masks.plane), "containedRepresentationNames": ["Binary labelmap"], "segments": []}
-    if masks.plane.origin is None:
+    if grid is None:
+        voxels, ijk = layers.transpose(0, 2, 1)[..., None], ijk_to_lps(masks.plane)
+    else:
+        voxels, ijk = grid_voxels(layers, grid), grid_to_lps(grid)
+    seg = {"voxels": voxels if len(layers) > 1 else voxels[0], "ijkToLPS": ijk,
+           "containedRepresentationNames": ["Binary labelmap"], "segments": []}
+    if grid is not None:
+        seg[PLANE_FIELD] = json.dumps(plane_json(masks.plane))
+    elif masks.plane.origin is None:
         seg[ORIGIN_UNKNOWN_FIELD] = "1"
+    extent = [e for n in voxels.shape[-3:] for e in (0, n - 1)]
     for name, (layer, value) in zip(masks.names, placed):
         color = [float(f"{c / 255:.6g}") for c in labels.display_color(name)]  # 6 digits, as Slicer writes
         # Slicer gives every segment of a shared layer the layer's extent; per-segment
         # extents can crop the other segments of the layer in some Slicer versions.
         seg["segments"].append({"id": name, "name": name, "color": color, "nameAutoGenerated": False,
                                 "colorAutoGenerated": False, "labelValue": value, "layer": layer,
-                                "extent": [0, w - 1, 0, h - 1, 0, 0], "terminology": slicer_terminology(name)})
+                                "extent": extent, "terminology": slicer_terminology(name)})
     with atomic_paths(path) as (temp,):
         slicerio.write_segmentation(str(temp), seg, compression_level=SEG_NRRD_COMPRESSION)
 
@@ -246,7 +264,9 @@ def read_masks(path: str | PathLike) -> Masks:
 
     The index axis of size 1 is the plane normal; of the other two, the first is the
     columns and the second the rows (``(i, j)`` in our files, ``(i, k)`` in TS2D's
-    layout).  Spacing, directions and origin (LPS mm) come from the header.
+    layout).  Spacing, directions and origin (LPS mm) come from the header, or from
+    :data:`~ts2d_xray.io.slice3d.PLANE_FIELD` when the masks were written on an input
+    file's grid (the anatomical plane, mm at the patient).
 
     Returns:
         Masks: ``(K, H, W)`` bool in segment order, overlaps kept.
@@ -269,17 +289,40 @@ def read_masks(path: str | PathLike) -> Masks:
     m = np.asarray(seg["ijkToLPS"], float)
     col_vec, row_vec = m[:3, col_axis], m[:3, row_axis]
     col_sp, row_sp = float(np.linalg.norm(col_vec)), float(np.linalg.norm(row_vec))
-    plane = Plane(
+    if PLANE_FIELD in seg:  # written on an input file's grid: the anatomical plane (mm at the patient)
+        plane = _plane_field(path, seg[PLANE_FIELD], (spatial[row_axis], spatial[col_axis]))
+    else:
+        plane = _header_plane(seg, spatial, col_axis, row_axis)
+    array = np.zeros((len(names), *plane.shape), bool)
+    for n, segment in enumerate(seg["segments"]):
+        array[n] = np.squeeze(slicerio.segment_mask(seg, segment), axis=normal).T  # (cols, rows) -> (H, W)
+    return Masks(array, tuple(names), plane)
+
+
+def _plane_field(path: Path, text: str, shape: tuple[int, int]) -> Plane:
+    """The anatomical plane a seg.nrrd's :data:`~ts2d_xray.io.slice3d.PLANE_FIELD` gives (InputError if unusable)."""
+    try:
+        plane = plane_from_json(json.loads(text))
+    except (ValueError, KeyError, TypeError) as err:
+        raise InputError(path, f"unreadable {PLANE_FIELD} field ({err})") from None
+    if plane.shape != shape:
+        raise InputError(path, f"{PLANE_FIELD} says {plane.shape[1]}x{plane.shape[0]} px, the voxels "
+                               f"{shape[1]}x{shape[0]}")
+    return plane
+
+
+def _header_plane(seg: dict, spatial: tuple[int, ...], col_axis: int, row_axis: int) -> Plane:
+    """The plane of a single-slice segmentation's header (origin None where :data:`ORIGIN_UNKNOWN_FIELD` says so)."""
+    m = np.asarray(seg["ijkToLPS"], float)
+    col_vec, row_vec = m[:3, col_axis], m[:3, row_axis]
+    col_sp, row_sp = float(np.linalg.norm(col_vec)), float(np.linalg.norm(row_vec))
+    return Plane(
         shape=(spatial[row_axis], spatial[col_axis]),
         spacing=(row_sp, col_sp),
         col_dir=tuple(float(v) for v in col_vec / col_sp),
         row_dir=tuple(float(v) for v in row_vec / row_sp),
         origin=None if str(seg.get(ORIGIN_UNKNOWN_FIELD)).strip() == "1" else tuple(float(v) for v in m[:3, 3]),
     )
-    array = np.zeros((len(names), *plane.shape), bool)
-    for n, segment in enumerate(seg["segments"]):
-        array[n] = np.squeeze(slicerio.segment_mask(seg, segment), axis=normal).T  # (cols, rows) -> (H, W)
-    return Masks(array, tuple(names), plane)
 
 
 def read_segment_colors(path: str | PathLike) -> dict[str, tuple[int, int, int]]:

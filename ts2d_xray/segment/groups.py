@@ -239,28 +239,84 @@ def add_scores(scores: dict[str, dict], structures: Sequence[str], probs: torch.
                             "max_probability": round(float(peak[k]), 4)}
 
 
-def add_masks(masks: np.ndarray, probs: torch.Tensor, thresholds: torch.Tensor, index: Sequence[int],
-              written: set[int]) -> None:
-    """Threshold a group's probabilities on the output grid into ``masks[index]`` (a union with earlier groups).
+def add_masks(masks: np.ndarray, probs: torch.Tensor, thresholds: Sequence[float], rows: Sequence[int]) -> None:
+    """Threshold probabilities ``(k, h, w)`` on the output grid into ``masks[rows]`` (a union with earlier groups).
 
-    Probabilities go up (bilinear, antialiased when downsampling) a chunk of
-    structures at a time, to bound the memory.
+    ``masks`` is ``(K, H, W)`` bool (a view is fine: the Segmenter passes the input's
+    grid, oriented).  Upsampling is torch's bilinear (``align_corners=False``) computed
+    only where a structure can reach its threshold: an output pixel is a weighted mean
+    of its four neighbours at the model's grid, so it can only be at or above the
+    threshold inside the box of those that are; empty structures cost nothing.  The
+    same masks as upsampling every map whole, without ``K x H x W`` floats.
+    Downsampling (a model grid finer than the output) is antialiased, a chunk at a time.
     """
-    import torch
+    if not len(rows):
+        return
+    h, w = masks.shape[1:]
+    limits = probs.new_tensor(list(thresholds))[:, None, None]
+    if probs.shape[-2:] == (h, w):  # a CT's projection is already on the model's grid
+        for k, row in enumerate(rows):
+            masks[row] |= (probs[k] >= limits[k]).cpu().numpy()
+    elif probs.shape[-2] > h or probs.shape[-1] > w:
+        _add_downsampled(masks, probs, limits, rows)
+    else:
+        _add_upsampled(masks, probs, limits, rows)
+
+
+def _add_downsampled(masks: np.ndarray, probs: torch.Tensor, limits: torch.Tensor, rows: Sequence[int]) -> None:
+    """:func:`add_masks` for probabilities finer than the output: antialiased, chunks bounding the memory."""
     import torch.nn.functional as F
 
     h, w = masks.shape[1:]
-    downsampling = probs.shape[-2] > h or probs.shape[-1] > w
     per_chunk = max(1, _CHUNK_BYTES // (4 * h * w))
-    for k0 in range(0, len(index), per_chunk):
-        up = probs[k0:k0 + per_chunk]
-        if up.shape[-2:] != (h, w):  # a CT's projection is already on the model's grid
-            up = F.interpolate(up[None], size=(h, w), mode="bilinear", align_corners=False,
-                               antialias=downsampling)[0]
-        rows = list(index[k0:k0 + per_chunk])
-        if probs.device.type == "cpu" and rows == list(range(rows[0], rows[0] + len(rows))) and \
-                written.isdisjoint(rows):  # straight into the output, no copy
-            torch.ge(up, thresholds[k0:k0 + per_chunk], out=torch.from_numpy(masks[rows[0]:rows[-1] + 1]))
-        else:  # a GPU result, or a structure also predicted by another group (the union)
-            masks[rows] |= (up >= thresholds[k0:k0 + per_chunk]).cpu().numpy()
-        written.update(rows)
+    for k0 in range(0, len(rows), per_chunk):
+        up = F.interpolate(probs[None, k0:k0 + per_chunk], size=(h, w), mode="bilinear", align_corners=False,
+                           antialias=True)[0]
+        inside = (up >= limits[k0:k0 + per_chunk]).cpu().numpy()
+        for k, row in enumerate(rows[k0:k0 + per_chunk]):
+            masks[row] |= inside[k]
+
+
+@dataclass(frozen=True)
+class _Taps:
+    """torch's bilinear taps along one axis (``align_corners=False``): neighbours and weights per output index."""
+
+    lo: torch.Tensor
+    hi: torch.Tensor
+    w_lo: torch.Tensor
+    w_hi: torch.Tensor
+
+    @classmethod
+    def of(cls, n_in: int, n_out: int, device: torch.device) -> "_Taps":
+        # As torch computes them, in float32: source = (i + 0.5) * n_in / n_out - 0.5, at least 0.
+        scale = np.float32(n_in) / np.float32(n_out)
+        src = np.maximum((np.arange(n_out, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5),
+                         np.float32(0))
+        lo = src.astype(np.int64)
+        hi = lo + (lo < n_in - 1)
+        w_hi = np.clip(src - lo.astype(np.float32), 0, 1).astype(np.float32)
+        as_tensor = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
+        return cls(as_tensor(lo), as_tensor(hi), as_tensor(np.float32(1) - w_hi), as_tensor(w_hi))
+
+    def span(self, first: int, last: int) -> tuple[int, int]:
+        """Output indices ``[a, b)`` whose neighbours reach the input indices ``first..last``."""
+        return (int(torch.searchsorted(self.hi, first, right=False)),
+                int(torch.searchsorted(self.lo, last, right=True)))
+
+
+def _add_upsampled(masks: np.ndarray, probs: torch.Tensor, limits: torch.Tensor, rows: Sequence[int]) -> None:
+    """:func:`add_masks` for probabilities coarser than the output: each structure inside its reachable box."""
+    h, w = masks.shape[1:]
+    ty, tx = _Taps.of(probs.shape[-2], h, probs.device), _Taps.of(probs.shape[-1], w, probs.device)
+    inside = probs >= limits
+    any_row, any_col = inside.any(dim=2).cpu().numpy(), inside.any(dim=1).cpu().numpy()
+    for k, row in enumerate(rows):
+        r, c = np.flatnonzero(any_row[k]), np.flatnonzero(any_col[k])
+        if not r.size:
+            continue
+        (a, b), (c0, c1) = ty.span(int(r[0]), int(r[-1])), tx.span(int(c[0]), int(c[-1]))
+        first, last = int(ty.lo[a]), int(ty.hi[b - 1])
+        band = probs[k, first:last + 1]  # the input rows these output rows read
+        across = band[:, tx.lo[c0:c1]] * tx.w_lo[c0:c1] + band[:, tx.hi[c0:c1]] * tx.w_hi[c0:c1]
+        up = across[ty.lo[a:b] - first] * ty.w_lo[a:b, None] + across[ty.hi[a:b] - first] * ty.w_hi[a:b, None]
+        masks[row, a:b, c0:c1] |= (up >= limits[k]).cpu().numpy()

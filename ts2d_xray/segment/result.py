@@ -39,7 +39,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ts2d_xray.errors import InputError
-from ts2d_xray.image import Image2D, Masks
+from ts2d_xray.image import Grid, Image2D, Masks
 from ts2d_xray.io.dicom_seg import write_dicom_seg
 from ts2d_xray.io.files import staged_folder, write_json
 from ts2d_xray.io.masks import write_mask_folder, write_masks
@@ -49,7 +49,12 @@ from ts2d_xray.measure import body_regions, cardiothoracic_ratio, present_struct
 from ts2d_xray.orientation import Orientation
 from ts2d_xray.segment.trust import Trust, assess
 
-__all__ = ["DEFAULT_FORMATS", "FORMATS", "Result"]
+__all__ = ["DEFAULT_FORMATS", "FORMATS", "REPORT_SCHEMA", "REPORT_SCHEMA_VERSION", "Result", "tool_version"]
+
+#: Version of ``report.json``'s layout (:data:`REPORT_SCHEMA`): major changes break readers.
+REPORT_SCHEMA_VERSION = "1.0"
+#: The JSON Schema of ``report.json``, shipped in the package (``ts2d_xray/configs``).
+REPORT_SCHEMA = "report.schema.json"
 
 #: Every output format :meth:`Result.save` knows, and the file or folder it writes.
 FORMATS: Mapping[str, str] = {"seg.nrrd": "masks.seg.nrrd", "dicom-seg": "masks.dcm", "nifti": "segmentations",
@@ -85,6 +90,11 @@ class Result:
             "max_probability": ...}``, at the model's pixel size (confidence is None
             for an empty mask).
         timings: Seconds spent per step (``read``, ``predict``, ``total``).
+        file_grid: For a 2D input file, the grid ITK and 3D Slicer give that file
+            (:func:`ts2d_xray.io.itk.file_grid`): the NRRD and NIfTI mask files take it,
+            so that they overlay the file; None (CTs, arrays): the masks' plane.
+        model_checksum: SHA-256 of the model's weights
+            (:func:`ts2d_xray.segment.segmenter.model_checksum`), where known.
     """
 
     masks: Masks
@@ -94,6 +104,8 @@ class Result:
     source: str | None = None
     scores: Mapping[str, Mapping[str, float | None]] = field(default_factory=dict)
     timings: Mapping[str, float] = field(default_factory=dict)
+    file_grid: Grid | None = None
+    model_checksum: str | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -117,7 +129,14 @@ class Result:
     def report(self) -> dict[str, Any]:
         """A JSON-ready summary: image geometry, trust, per-structure measurements, body regions, CTR.
 
-        ``image`` also says where its spacing and orientation come from (``spacing_source``,
+        It follows the JSON Schema ``ts2d_xray/configs/report.schema.json``
+        (:data:`REPORT_SCHEMA`), version ``schema_version``; ``tool_version`` is
+        ts2d-xray's, ``model_sha256`` the model's weights' (:attr:`model_checksum`).
+
+        ``image`` holds the anatomical plane (``shape_hw``, ``spacing_mm`` at the patient,
+        ``orientation``) on which every mm figure rests, and ``file_grid``: the geometry
+        of the mask files (ITK's size, spacing, origin, direction of the input file;
+        None: the plane's own layout).  It also says where its spacing and orientation come from (``spacing_source``,
         ``spacing_assumed``: when true every mm figure of the report rests on a guessed
         spacing) and the DICOM header's examination facts (``header``); ``trust`` is
         :meth:`Trust.as_dict` (``flagged`` with its ``reasons``, and the ``assumptions``);
@@ -137,8 +156,11 @@ class Result:
             if ctr is not None:
                 ctr["mm_assumed"] = trust.spacing_assumed
         return {
+            "schema_version": REPORT_SCHEMA_VERSION,
+            "tool_version": tool_version(),
             "source": self.source,
             "model": self.model,
+            "model_sha256": self.model_checksum,
             "input_kind": self.input_kind,
             "image": self._image_report(trust),
             "trust": trust.as_dict(),
@@ -157,7 +179,10 @@ class Result:
                 "spacing_assumed": trust.spacing_assumed, "orientation": list(plane.orientation),
                 "orientation_source": self.image.meta.get("orientation_source"), "display": plane.display,
                 "origin_lps_mm": None if plane.origin is None else list(plane.origin),
-                "channels": list(self.image.channels), "header": dict(trust.header)}
+                "channels": list(self.image.channels), "header": dict(trust.header),
+                "file_grid": None if self.file_grid is None else {
+                    "size": list(self.file_grid.shape[::-1]), "spacing": list(self.file_grid.spacing),
+                    "origin": list(self.file_grid.origin), "direction": list(self.file_grid.direction)}}
 
     def _marks(self, shown: Masks) -> dict[str, Any]:
         """The overlay's marks on the masks as shown: the CTR's lines, or why not to trust the masks."""
@@ -202,11 +227,11 @@ class Result:
     def _write(self, fmt: str, target: Path) -> None:
         """Write one format to ``target``."""
         if fmt == "seg.nrrd":
-            write_masks(self.masks, target)
+            write_masks(self.masks, target, grid=self.file_grid)
         elif fmt == "dicom-seg":
             write_dicom_seg(self.masks, self.source, target, algorithm=self.model)
         elif fmt in ("nifti", "png"):
-            write_mask_folder(self.masks, target, ".nii.gz" if fmt == "nifti" else ".png")
+            write_mask_folder(self.masks, target, ".nii.gz" if fmt == "nifti" else ".png", grid=self.file_grid)
         elif fmt == "overlay":
             image, masks = _for_reading(self.image, self.masks)
             write_preview(image, target, masks.select(_shown(masks, self.present)), **self._marks(masks))
@@ -228,3 +253,10 @@ def _for_reading(image: Image2D, masks: Masks) -> tuple[Image2D, Masks]:
     except ValueError:
         return image, masks
     return orient.apply(image), orient.apply(masks)
+
+
+def tool_version() -> str:
+    """The installed ts2d-xray's version (the package metadata's)."""
+    from importlib.metadata import version
+
+    return version("ts2d-xray")

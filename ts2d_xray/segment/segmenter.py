@@ -14,14 +14,20 @@ model, no temporary files) and runs them on each input:
    in training), **normalise** and **predict** (:mod:`ts2d_xray.segment.groups` on
    :mod:`ts2d_xray.nnunet`).
 4. **Back**: sigmoid probabilities are resampled (bilinear) to the oriented input grid,
-   thresholded, and un-flipped: masks land on the input's own pixel grid.
+   only where a structure can reach its threshold, and thresholded into a view of the
+   output: masks land on the input's own pixel grid.
+
+Only the structures asked for (``structures=``, ``--structures``) are computed, by the
+groups that predict them.  Without a model, a Segmenter picks the default model of each
+input's kind (:func:`~ts2d_xray.segment.options.default_model`) at the first input of
+that kind, as the CLI does.
 
 A published TS2D/TSXR model runs as TS2D runs it (:func:`ts2d_xray.segment.groups.predict_exact`):
 a CT projected on its own grid, one channel per channel name, steps 3-4 nnU-Net's.
 
 Example:
     >>> from ts2d_xray import Segmenter
-    >>> with Segmenter(model="my-model", device="cpu") as seg:   # doctest: +SKIP
+    >>> with Segmenter(device="cpu", structures=["lungs", "heart"]) as seg:   # doctest: +SKIP
     ...     result = seg("chest.dcm")
     ...     result.save("out/chest")
     ...     heart = result.mask("heart")                          # (H, W) bool
@@ -31,21 +37,22 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import replace
 from os import PathLike
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
 from ts2d_xray.errors import InputError
-from ts2d_xray.image import DISPLAYS, Image2D, Masks, Plane, Volume, require_finite
+from ts2d_xray.image import Image2D, Masks
+from ts2d_xray.kinds import INPUT_MODEL_KIND
 from ts2d_xray.orientation import Orientation
-from ts2d_xray.kinds import CHANNELS, INPUT_MODEL_KIND
-from ts2d_xray.records import field_types, record_from_dict
-from ts2d_xray.segment.inputs import MAX_CT_VOXELS, MAX_PIXELS, InputInfo, inspect_input
+from ts2d_xray.segment.inputs import InputInfo, inspect_input
 from ts2d_xray.segment.integrity import verify_weights
 from ts2d_xray.segment.manifest import ModelManifest
-from ts2d_xray.segment.models import bundled_models, installed_summary, list_models, open_model
+from ts2d_xray.segment.models import open_model
+from ts2d_xray.segment.options import SegmentOptions, default_model, needed_structures
+from ts2d_xray.segment.reading import Input, input_kind, read_input
 from ts2d_xray.segment.result import Result
 
 if TYPE_CHECKING:  # torch is imported when a Segmenter is made, not when this module is
@@ -53,7 +60,7 @@ if TYPE_CHECKING:  # torch is imported when a Segmenter is made, not when this m
 
     from ts2d_xray.segment.groups import GroupNetwork
 
-__all__ = ["MAX_MASK_BYTES", "SegmentOptions", "Segmenter", "default_model"]
+__all__ = ["MAX_MASK_BYTES", "SegmentOptions", "Segmenter", "default_model", "model_checksum"]
 
 log = logging.getLogger(__name__)
 
@@ -64,72 +71,14 @@ _KIND_WORDS = {"coronal": "coronal CT projections (2 channels: mean, max; or a 3
 _INPUT_WORDS = {"ct": "a 3D CT", "projection": "a 2-channel coronal projection", "radiograph": "a 1-channel radiograph"}
 
 
-@dataclass(frozen=True)
-class SegmentOptions:
-    """How a :class:`Segmenter` runs.
+def model_checksum(manifest: ModelManifest) -> str | None:
+    """One SHA-256 for a model's weights: of its files' SHA-256 lines (``<sha256>  <path>``, sorted), or None."""
+    import hashlib
 
-    Attributes:
-        device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or
-            ``"cuda:N"``.
-        groups: Group models to run (default: all of the bundle's).
-        tta: Test-time augmentation (shifted copies, allowed mirrorings); off by default.
-        threshold: Sigmoid threshold for every structure, overriding the manifest's.
-        step: Sliding-window step as a fraction of the patch (nnU-Net: 0.5).
-        batch_size: Windows per forward pass (default 1 on CPU, 4 on CUDA).
-        trust_checkpoint: Load checkpoints that ``weights_only=True`` refuses (can run
-            code from the file).
-        verify: Check the weights before loading them (default: always; see
-            :func:`ts2d_xray.segment.integrity.verify_weights`); False skips it.
-        display: Display convention of a bundle without a manifest (see
-            :func:`ts2d_xray.segment.manifest.infer_manifest`).
-        invert: Override the radiograph reader's MONOCHROME1 inversion.
-        max_pixels: Largest 2D input (and working image), in pixels.
-        max_voxels: Largest CT, in voxels.
-        exact: Run published TS2D/TSXR models exactly as TS2D does (default); False pads
-            only to the network's stride, not the full patch: faster, not TS2D's masks.
-    """
-
-    device: str = "auto"
-    groups: tuple[str, ...] | None = None
-    tta: bool = False
-    threshold: float | None = None
-    step: float = 0.5
-    batch_size: int | None = None
-    trust_checkpoint: bool = False
-    verify: bool | None = None
-    display: str | None = None
-    invert: bool | None = None
-    max_pixels: int = MAX_PIXELS
-    max_voxels: int = MAX_CT_VOXELS
-    exact: bool = True
-
-    def __post_init__(self) -> None:
-        if self.threshold is not None and not 0 < self.threshold < 1:
-            raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
-        if not 0 < self.step <= 1:
-            raise ValueError(f"step must be in (0, 1], got {self.step}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.groups is not None:
-            object.__setattr__(self, "groups", tuple(self.groups))
-
-
-def default_model(kind: str | None = None) -> str:
-    """The model used when none is named, for inputs of ``kind`` (when given).
-
-    The only installed model (of ``kind``); with none installed, the only bundled one
-    (see :func:`ts2d_xray.segment.models.bundled_models`); InputError listing them otherwise.
-    """
-    models = [m for m in list_models() if kind is None or m.kind == kind]
-    if not models:
-        models = [m for m in bundled_models() if kind is None or m.kind == kind]
-    if len(models) == 1:
-        return models[0].name
-    what = f"{kind} " if kind else ""
-    if not models:
-        raise InputError(None, f"no {what}model to use: pass --model NAME_OR_PATH (model=...); {installed_summary()}")
-    raise InputError(None, f"{len(models)} {what}models are installed ({', '.join(m.name for m in models)}); "
-                           "choose one with --model (model=...)")
+    if not manifest.sha256:
+        return None
+    lines = "".join(f"{digest}  {path}\n" for path, digest in sorted(manifest.sha256.items()))
+    return hashlib.sha256(lines.encode()).hexdigest()
 
 
 class Segmenter:
@@ -137,9 +86,14 @@ class Segmenter:
 
     Args:
         model: Installed or bundled model name, bundle folder, nnU-Net folder or
-            ``.zip``; default: :func:`default_model` without a kind (the only installed
-            model, else the only bundled one; with the two bundled defaults, name one).
-        options: A :class:`SegmentOptions`; or give its fields as keyword arguments.
+            ``.zip``; default None: for each input the default model of its kind
+            (:func:`default_model`: the only installed model of the kind, else the
+            bundled one), loaded at the first input of that kind, as the CLI does.
+        options: A :class:`SegmentOptions`; or give its fields as the keyword arguments
+            below (None: the option's default; not both).
+        device, groups, structures, tta, threshold, step, batch_size, trust_checkpoint,
+            verify, display, invert, max_pixels, max_voxels, exact: The
+            :class:`SegmentOptions` fields of the same names.
 
     Call it on a path (CT file or DICOM folder, projection, radiograph), a
     :class:`~ts2d_xray.image.Volume`, an :class:`~ts2d_xray.image.Image2D`, or a numpy
@@ -148,44 +102,65 @@ class Segmenter:
     """
 
     def __init__(self, model: str | PathLike | None = None, *, options: SegmentOptions | None = None,
-                 **kwargs: Any) -> None:
-        if options is not None and kwargs:
+                 device: str | None = None, groups: Sequence[str] | None = None,
+                 structures: Sequence[str] | None = None, tta: bool | None = None, threshold: float | None = None,
+                 step: float | None = None, batch_size: int | None = None, trust_checkpoint: bool | None = None,
+                 verify: bool | None = None, display: str | None = None, invert: bool | None = None,
+                 max_pixels: int | None = None, max_voxels: int | None = None, exact: bool | None = None) -> None:
+        given = {k: v for k, v in dict(
+            device=device, groups=groups, structures=structures, tta=tta, threshold=threshold, step=step,
+            batch_size=batch_size, trust_checkpoint=trust_checkpoint, verify=verify, display=display,
+            invert=invert, max_pixels=max_pixels, max_voxels=max_voxels, exact=exact).items() if v is not None}
+        if options is not None and given:
             raise TypeError("give either options= or keyword options, not both")
-        unknown = sorted(set(kwargs) - set(field_types(SegmentOptions)))
-        if unknown:  # a TypeError, as for any unknown keyword argument
-            raise TypeError(f"unknown option(s) {unknown}; SegmentOptions has {sorted(field_types(SegmentOptions))}")
-        self.options = options or record_from_dict(SegmentOptions, kwargs)
+        self.options = options or SegmentOptions(**given)
         from ts2d_xray.device import resolve_device  # imports torch: not at module import time
 
         self.device = resolve_device(self.options.device)
-        self.bundle = open_model(default_model() if model is None else model, display=self.options.display)
-        try:
-            manifest = self.bundle.manifest
-            selected = tuple(dict.fromkeys(self.options.groups or manifest.group_names))
-            specs = [manifest.group(g) for g in selected]
-            if self.options.verify is not False:
-                verify_weights(self.bundle.root, manifest, remember=self.bundle.installed)
-            from ts2d_xray.segment.groups import load_group
-
-            if self.device.type == "cuda":
-                import torch
-
-                torch.backends.cudnn.benchmark = True
-            self.groups = [load_group(self.bundle.root, s, device=self.device, trust=self.options.trust_checkpoint)
-                           for s in specs]
-        except BaseException:
-            self.bundle.close()
-            raise
-        self.structures = tuple(dict.fromkeys(s for g in self.groups for s in g.structures))
+        self._by_kind: dict[str, Segmenter] = {}  # model None: one per model kind, made when first needed
+        self._closed = False
+        self.bundle = None if model is None else open_model(model, display=self.options.display)
+        self.groups: list[GroupNetwork] = []
+        self.structures: tuple[str, ...] = ()
+        self.thresholds: dict[str, float] = {}
         #: True when a group is a published TS2D model: CTs are then projected on their own grid, as TS2D does.
+        self.exact = False
+        if self.bundle is not None:
+            try:
+                self._load()
+            except BaseException:
+                self.bundle.close()
+                raise
+
+    def _load(self) -> None:
+        """Load the groups that predict the structures asked for (all by default)."""
+        from ts2d_xray.segment.groups import load_group
+
+        manifest = self.manifest
+        specs = [manifest.group(g) for g in dict.fromkeys(self.options.groups or manifest.group_names)]
+        offered = tuple(dict.fromkeys(s for spec in specs for s in spec.structures))
+        self.structures = needed_structures(self.options.structures, offered, manifest.name)
+        specs = [spec for spec in specs if set(spec.structures) & set(self.structures)]
+        if self.options.verify is not False:
+            verify_weights(self.bundle.root, manifest, remember=self.bundle.installed)
+        if self.device.type == "cuda":
+            import torch
+
+            torch.backends.cudnn.benchmark = True
+        self.groups = [load_group(self.bundle.root, s, device=self.device, trust=self.options.trust_checkpoint)
+                       for s in specs]
         self.exact = any(g.exact is not None for g in self.groups)
         threshold = self.options.threshold
+        #: Per structure of the loaded groups (those not asked for too: a published group's rule reads them all).
         self.thresholds = {s: threshold if threshold is not None else manifest.thresholds.get(s, manifest.threshold)
-                           for s in self.structures}
+                           for g in self.groups for s in g.structures}
 
     @property
     def manifest(self) -> ModelManifest:
-        """The bundle's manifest."""
+        """The bundle's manifest (ValueError for a Segmenter that picks a model per input kind)."""
+        if self.bundle is None:
+            raise ValueError("this Segmenter picks the default model of each input's kind; it has no manifest "
+                             "(name a model: Segmenter(model=...))")
         return self.bundle.manifest
 
     @property
@@ -195,12 +170,16 @@ class Segmenter:
 
     def close(self) -> None:
         """Release the networks (and GPU memory) and any unpacked archive."""
+        self._closed = True
+        for seg in self._by_kind.values():
+            seg.close()
         self.groups = []
         if self.device.type == "cuda":
             import torch
 
             torch.cuda.empty_cache()
-        self.bundle.close()
+        if self.bundle is not None:
+            self.bundle.close()
 
     def __enter__(self) -> "Segmenter":
         return self
@@ -208,11 +187,19 @@ class Segmenter:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def for_kind(self, model_kind: str) -> "Segmenter":
+        """The Segmenter that segments inputs of a model kind: this one, or (model None) that kind's default."""
+        if self.bundle is not None:
+            return self
+        if model_kind not in self._by_kind:
+            self._by_kind[model_kind] = Segmenter(default_model(model_kind), options=self.options)
+        return self._by_kind[model_kind]
+
     # --- inputs -------------------------------------------------------------------
     def check(self, path: str | PathLike) -> InputInfo:
         """Inspect a path's header (kind, size limits) and refuse a kind the model cannot segment."""
         info = inspect_input(path, max_pixels=self.options.max_pixels, max_voxels=self.options.max_voxels)
-        self._check_kind(info.kind, info.path)
+        self.for_kind(INPUT_MODEL_KIND[info.kind])._check_kind(info.kind, info.path)
         return info
 
     def _check_kind(self, input_kind: str, source: str | PathLike | None) -> None:
@@ -220,117 +207,80 @@ class Segmenter:
             raise InputError(source, f"model {self.manifest.name!r} segments {_KIND_WORDS[self.kind]}; "
                                      f"this is {_INPUT_WORDS[input_kind]}")
 
-    def _read(self, x: str | PathLike | Volume | Image2D | np.ndarray,
-              spacing: float | Sequence[float] | None) -> tuple[Image2D, str, str | None]:
-        from ts2d_xray.io import read_ct, read_projection, read_radiograph
-
-        if isinstance(x, (str, PathLike)):
-            info = self.check(x)
-            if info.kind == "ct":
-                return self._project(read_ct(info.path)), "ct", str(info.path)
-            if info.kind == "projection":
-                return read_projection(info.path, display=None), "projection", str(info.path)
-            return read_radiograph(info.path, display=None, invert=self.options.invert), "radiograph", str(info.path)
-        if isinstance(x, Volume):
-            self._check_kind("ct", x.source)
-            if x.array.size > self.options.max_voxels:
-                raise InputError(x.source, f"{x.array.size:,} voxels exceed max_voxels={self.options.max_voxels:,}")
-            return self._project(x), "ct", x.source
-        if isinstance(x, Image2D):
-            kind = {2: "projection", 1: "radiograph"}.get(x.array.shape[0])
-            if kind is None:
-                raise InputError(x.meta.get("source"), f"an image with {x.array.shape[0]} channels; expected 1 or 2")
-            self._check_kind(kind, x.meta.get("source"))
-            require_finite(x.array, x.meta.get("source"))
-            return x, kind, x.meta.get("source")
-        if isinstance(x, np.ndarray):
-            return self._from_array(x, spacing)
-        raise TypeError(f"input must be a path, Volume, Image2D or numpy array, got {type(x).__name__}")
-
-    def _project(self, ct: Volume) -> Image2D:
-        from ts2d_xray.projection import project_ct, resample
-
-        image = project_ct(ct, mode=self.manifest.projection_mode, spacing=None, display="radiograph")
-        return image if self.exact else resample(image, self.manifest.spacing_mm)
-
-    def _from_array(self, array: np.ndarray, spacing: float | Sequence[float] | None) -> tuple[Image2D, str, None]:
-        if array.ndim == 2:
-            array = array[None]
-        if array.ndim != 3 or array.shape[0] not in (1, 2):
-            raise ValueError(f"array input must be (H, W) or (C, H, W) with C = 1 or 2, got shape {array.shape}")
-        if array.size == 0 or array.dtype.kind not in "biuf":
-            raise ValueError(f"array input must hold numbers and pixels, got {array.dtype} of shape {array.shape}")
-        require_finite(array, None)
-        kind = "projection" if array.shape[0] == 2 else "radiograph"
-        self._check_kind(kind, None)
-        spacing = self.manifest.spacing_mm if spacing is None else tuple(np.broadcast_to(np.asarray(spacing, float), 2))
-        if not all(np.isfinite(s) and s > 0 for s in spacing):
-            raise ValueError(f"spacing must be (row_mm, col_mm), both finite and > 0; got {spacing}")
-        col = (1.0, 0.0, 0.0) if DISPLAYS[self.manifest.display] == "L" else (-1.0, 0.0, 0.0)
-        plane = Plane(tuple(array.shape[1:]), tuple(float(s) for s in spacing), col, (0.0, 0.0, -1.0))
-        return Image2D(np.asarray(array, np.float32), plane, CHANNELS[self.kind]), kind, None
-
     # --- segmentation -------------------------------------------------------------
-    def __call__(self, x: str | PathLike | Volume | Image2D | np.ndarray, *, spacing: float | Sequence[float] | None = None,
+    def __call__(self, x: Input, *, spacing: float | Sequence[float] | None = None,
                  progress: Callable[[], None] | None = None) -> Result:
-        """Segment one input (see the class docstring); ``progress`` is called after each group model."""
-        if not self.groups:
+        """Segment one input (see the class docstring); ``progress`` is called after each group model.
+
+        ``spacing`` (mm, one number or ``(row, col)``): the pixel spacing of a radiograph
+        file or an array, replacing the file's (or the model's, for an array).
+        """
+        if self._closed:
             raise ValueError("this Segmenter is closed")
         started = time.perf_counter()
-        image, kind, source = self._read(x, spacing)
+        kind, info = input_kind(x, max_pixels=self.options.max_pixels, max_voxels=self.options.max_voxels)
+        seg = self.for_kind(INPUT_MODEL_KIND[kind])
+        seg._check_kind(kind, None if info is None else info.path)
+        return seg._segment(x, kind, info, spacing, progress, started)
+
+    def _segment(self, x: Input, kind: str, info: InputInfo | None, spacing: float | Sequence[float] | None,
+                 progress: Callable[[], None] | None, started: float) -> Result:
+        """Read, orient, predict into the input's grid, and wrap the result."""
+        prepared = read_input(x, kind, info, self.manifest, invert=self.options.invert,
+                              max_voxels=self.options.max_voxels, spacing=spacing, project=not self.exact)
+        image, source = prepared.image, prepared.source
         read = time.perf_counter() - started
         try:
             orient = Orientation.for_display(image.plane, self.manifest.display)
         except ValueError as err:
             raise InputError(source, str(err)) from None
-        masks, scores = self._predict(orient.apply(image), source, progress, kind == "ct")
-        masks = Masks(orient.inverse(masks), self.structures, image.plane)
-        total = time.perf_counter() - started
-        return Result(masks, image, kind, self.manifest.name, source, scores,
-                      {"read": read, "predict": total - read, "total": total})
-
-    def _predict(self, image: Image2D, source: str | None, progress: Callable[[], None] | None,
-                 projected: bool = False) -> tuple[np.ndarray, dict]:
-        """Masks ``(K, H, W)`` on the (oriented) image's grid, and scores; ``projected``: a CT's projection."""
-        import torch
-
-        with torch.inference_mode():
-            return self._predict_groups(image, source, progress, projected)
-
-    def _predict_groups(self, image: Image2D, source: str | None, progress: Callable[[], None] | None,
-                        projected: bool) -> tuple[np.ndarray, dict]:
-        import torch
-
-        from ts2d_xray.segment.groups import add_masks, add_scores
-
         h, w = image.plane.shape
         if len(self.structures) * h * w > MAX_MASK_BYTES:
             raise InputError(source, f"masks of {len(self.structures)} structures at {w}x{h} px would need "
                                      f"{len(self.structures) * h * w / 2**30:.1f} GiB (limit "
                                      f"{MAX_MASK_BYTES / 2**30:.0f} GiB)")
-        masks = np.zeros((len(self.structures), h, w), bool)
+        masks = np.zeros((len(self.structures), h, w), bool)  # the input's grid; filled through an oriented view
+        scores = self._predict(orient.apply(image), orient.view(masks), source, progress, kind == "ct")
+        total = time.perf_counter() - started
+        return Result(Masks(masks, self.structures, image.plane), image, kind, self.manifest.name, source, scores,
+                      {"read": read, "predict": total - read, "total": total}, file_grid=prepared.file_grid,
+                      model_checksum=model_checksum(self.manifest))
+
+    def _predict(self, image: Image2D, out: np.ndarray, source: str | None, progress: Callable[[], None] | None,
+                 projected: bool = False) -> dict:
+        """Fill ``out`` (``(K, H, W)`` on the oriented image's grid) and return the scores; ``projected``: a CT's."""
+        import torch
+
+        with torch.inference_mode():
+            return self._predict_groups(image, out, source, progress, projected)
+
+    def _predict_groups(self, image: Image2D, out: np.ndarray, source: str | None,
+                        progress: Callable[[], None] | None, projected: bool) -> dict:
+        from ts2d_xray.segment.groups import add_masks, add_scores
+
         scores: dict[str, dict] = {}
         resampled: dict[tuple[float, float], Image2D] = {}
-        written: set[int] = set()
         for group in self.groups:
+            rows = [self.structures.index(n) if n in self.structures else None for n in group.structures]
             if group.exact is not None:
-                self._exact_group(group, image, projected, source, masks, scores, written)
-                if progress is not None:
-                    progress()
-                continue
-            if group.spacing not in resampled:
-                resampled[group.spacing] = self._resample(image, group.spacing, source)
-            probs = self._probabilities(group, resampled[group.spacing])
-            thresholds = torch.tensor([self.thresholds[s] for s in group.structures], device=self.device)[:, None, None]
-            add_masks(masks, probs, thresholds, [self.structures.index(n) for n in group.structures], written)
-            add_scores(scores, group.structures, probs, probs >= thresholds)
+                self._exact_group(group, image, projected, source, out, rows, scores)
+            else:
+                if group.spacing not in resampled:
+                    resampled[group.spacing] = self._resample(image, group.spacing, source)
+                keep = [k for k, r in enumerate(rows) if r is not None]
+                names = [group.structures[k] for k in keep]
+                probs = self._probabilities(group, resampled[group.spacing])[keep]
+                thresholds = [self.thresholds[n] for n in names]
+                add_masks(out, probs, thresholds, [rows[k] for k in keep])
+                inside = probs >= probs.new_tensor(thresholds)[:, None, None]
+                add_scores(scores, names, probs, inside)
             if progress is not None:
                 progress()
-        return masks, scores
+        return scores
 
     def _exact_group(self, group: GroupNetwork, image: Image2D, projected: bool, source: str | None,
-                     masks: np.ndarray, scores: dict, written: set[int]) -> None:
-        """A published TS2D group on the image's own grid (its masks united into ``masks``, its scores added)."""
+                     out: np.ndarray, rows: Sequence[int | None], scores: dict) -> None:
+        """A published TS2D group on the image's own grid (its masks united into ``out``, its scores added)."""
         import torch
 
         from ts2d_xray.segment.groups import add_scores, channel_order, predict_exact
@@ -340,10 +290,11 @@ class Segmenter:
         group_masks, probs, _ = predict_exact(group, image.array[order], image.plane.spacing, step=self.options.step,
                                               thresholds=[self.thresholds[s] for s in group.structures],
                                               exact=self.options.exact)
-        rows = [self.structures.index(n) for n in group.structures]
-        masks[rows] |= group_masks
-        written.update(rows)
-        add_scores(scores, group.structures, torch.from_numpy(probs), torch.from_numpy(group_masks))
+        keep = [k for k, r in enumerate(rows) if r is not None]
+        for k in keep:
+            out[rows[k]] |= group_masks[k]
+        add_scores(scores, [group.structures[k] for k in keep], torch.from_numpy(probs[keep]),
+                   torch.from_numpy(group_masks[keep]))
 
     def _resample(self, image: Image2D, spacing: tuple[float, float], source: str | None) -> Image2D:
         """The image at a group's pixel size (InputError when that would exceed ``max_pixels``)."""
