@@ -32,6 +32,7 @@ from ts2d_xray.cli import main
 from ts2d_xray.errors import InputError
 from ts2d_xray.image import Masks, Plane
 from ts2d_xray.io import read_ct, read_masks, write_masks
+from ts2d_xray.io.files import write_json
 from ts2d_xray.io.mask_sources import read_mask_source
 from ts2d_xray.io.radiograph import read_radiograph
 
@@ -223,6 +224,15 @@ def test_2d_size_bombs_are_refused_by_the_readers_segment_evaluate_and_demo(data
         _refused(["evaluate", str(pred), str(gt), "-o", str(out)], capsys, f"{gt / 'heart.png'}: image too large")
         _refused(["demo", "-o", str(out), "--radiograph", str(bomb)], capsys, f"{bomb}: image exceeds the limit")
         assert not out.exists()
+
+
+# --- NaN/Inf: never a bare NaN token in a JSON output ---------------------------------------
+def test_json_outputs_are_valid_json_or_not_written(tmp_path: Path) -> None:
+    """NaN/Inf inputs are refused (test_bad_inputs); a NaN that still reached a report would be a bug:
+    refused loudly (no bare ``NaN`` token, which is not JSON), and no file is left."""
+    with pytest.raises(RuntimeError, match=r"report\.json: Out of range float values are not JSON compliant"):
+        write_json(tmp_path / "report.json", {"ctr": np.float32("nan")})
+    assert _listing(tmp_path) == []
 
 
 # --- 3D size bombs through every command (the readers: test_bad_inputs) -------------------------

@@ -182,8 +182,18 @@ def json_default(value: Any) -> Any:
 
 
 def write_json(path: str | PathLike, value: Any, *, indent: int | None = 1) -> Path:
-    """Write ``value`` as JSON atomically; numpy values and mappings are converted (:func:`json_default`)."""
-    return write_text(path, json.dumps(value, indent=indent, default=json_default))
+    """Write ``value`` as JSON atomically; numpy values and mappings are converted (:func:`json_default`).
+
+    Raises:
+        RuntimeError: A NaN or infinite float in ``value``: JSON has none (Python's bare
+            ``NaN`` token is not JSON), and inputs holding them are refused, so one
+            reaching an output is a bug; nothing is written.
+    """
+    try:
+        text = json.dumps(value, indent=indent, default=json_default, allow_nan=False)
+    except ValueError as err:
+        raise RuntimeError(f"{path}: {err}: a NaN or infinite value reached an output") from err
+    return write_text(path, text)
 
 
 def read_json(path: str | PathLike, *, what: str = "JSON", expect: type = dict) -> Any:
