@@ -421,3 +421,110 @@ def test_inputs_expand_folders_series_and_names(data, tmp_path):
         expand_inputs([str(tmp_path / "*.nrrd")])
     stems = output_stems([Path("a/ct.nii.gz"), Path("b/ct.nii.gz"), Path("x/scan.dcm"), series])
     assert stems == ["a_ct", "b_ct", "scan", "dicom"]
+
+
+# --- options (issue 14.5, 14.7) ---------------------------------------------------------
+def test_upsampling_only_where_a_structure_can_reach_its_threshold_gives_torchs_masks():
+    """add_masks computes torch's bilinear upsampling inside each structure's reachable box: the same masks."""
+    import torch.nn.functional as F
+
+    from ts2d_xray.segment.groups import add_masks
+
+    rng = np.random.default_rng(0)
+    low = torch.from_numpy(rng.random((5, 37, 23), dtype=np.float32))
+    low[1] = 0.0  # an empty structure
+    low[2] *= 0.6  # a few pixels above the threshold
+    thresholds = [0.5, 0.5, 0.55, 0.9, 0.3]
+    for h, w in ((37, 23), (100, 61), (257, 400), (20, 12)):  # same size, up, very unequal factors, down
+        masks = np.zeros((6, h, w), bool)
+        add_masks(masks, low, thresholds, [0, 1, 2, 3, 5])
+        up = F.interpolate(low[None], size=(h, w), mode="bilinear", align_corners=False,
+                           antialias=(h < 37 or w < 23))[0]
+        expect = (up >= torch.tensor(thresholds)[:, None, None]).numpy()
+        assert np.array_equal(masks[[0, 1, 2, 3, 5]], expect) and not masks[4].any(), (h, w)
+
+
+def test_structures_option_runs_and_writes_only_those(data, tmp_path, capsys):
+    """--structures lungs,heart: the lobes and the heart, in every output; names the catalog lacks are refused."""
+    film = data / "xray" / "dicom" / "siim_nih_cr_chest_monochrome2.dcm"
+    out = tmp_path / "out"
+    assert main(["segment", str(film), "-o", str(out), "--device", "cpu", "--structures", "lungs,heart",
+                 "--format", "seg.nrrd,png,json"]) == 0
+    report = json.loads((out / film.stem / "report.json").read_text())
+    lobes = {"lung_upper_lobe_left", "lung_lower_lobe_left", "lung_upper_lobe_right", "lung_middle_lobe_right",
+             "lung_lower_lobe_right"}
+    assert set(report["structures"]) == lobes | {"heart"} and report["cardiothoracic_ratio"] is not None
+    assert {p.stem for p in (out / film.stem / "masks").glob("*.png")} == lobes | {"heart"}
+    from ts2d_xray.io import read_masks
+
+    assert set(read_masks(out / film.stem / "masks.seg.nrrd").names) == lobes | {"heart"}
+    capsys.readouterr()
+    assert main(["segment", str(film), "-o", str(tmp_path / "bad"), "--structures", "hart"]) == 2
+    assert "did you mean heart" in capsys.readouterr().err
+    assert main(["segment", str(film), "-o", str(tmp_path / "bad"), "--groups", "organs"]) == 2
+    assert "has no group 'organs'; its groups: all" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_spacing_option_replaces_a_radiographs_and_is_refused_for_others(data, tmp_path, capsys):
+    png = data / "xray" / "nih_cxr14" / "00000001_000.png"
+    out = tmp_path / "out"
+    assert main(["segment", str(png), "-o", str(out), "--device", "cpu", "--structures", "heart", "--spacing", "0.5",
+                 "--format", "json"]) == 0
+    image = json.loads((out / png.stem / "report.json").read_text())["image"]
+    assert image["spacing_mm"] == [0.5, 0.5] and image["spacing_source"] == "given" and not image["spacing_assumed"]
+    assert image["file_grid"]["spacing"] == [1.0, 1.0, 1.0]  # the files keep the PNG's ITK geometry
+    projection = data / "projections" / "ts2d_samples" / "sample_s0332.nrrd"
+    capsys.readouterr()
+    assert main(["segment", str(projection), "-o", str(tmp_path / "p"), "--spacing", "1"]) == 2
+    assert "--spacing is for radiographs" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["segment", str(png), "-o", str(tmp_path / "p"), "--spacing", "0"])
+
+
+def test_version_and_fast_flags(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"ts2d-xray {version('ts2d-xray')}"
+    from ts2d_xray.cli.main import build_parser
+
+    args = build_parser().parse_args(["segment", "x.png", "-o", "out", "--fast"])
+    assert args.fast and not build_parser().parse_args(["segment", "x.png", "-o", "out"]).fast
+
+
+def test_segmenter_without_a_model_picks_the_default_of_each_input_kind(data):
+    """Segmenter() chooses per input kind, as the CLI does, loading each default model once, when first needed."""
+    from ts2d_xray.segment import SegmentOptions
+
+    with Segmenter(device="cpu", structures=["heart"]) as seg:
+        assert seg._by_kind == {}
+        with pytest.raises(ValueError, match="picks the default model"):
+            seg.manifest
+        film = seg(data / "xray" / "nih_cxr14" / "00000001_000.png")
+        projection = seg(data / "projections" / "ts2d_samples" / "sample_s0332.nrrd")
+        assert (film.model, projection.model) == ("ts2d-xray-xray", "ts2d-xray-coronal")
+        assert film.names == projection.names == ("heart",)
+        assert seg(data / "xray" / "nih_cxr14" / "00027426_000.png").model == "ts2d-xray-xray"
+        assert sorted(seg._by_kind) == ["coronal", "xray"]
+    with pytest.raises(TypeError, match="not both"):
+        Segmenter(options=SegmentOptions(), device="cpu")
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        Segmenter(devise="cpu")
+    with pytest.raises(ValueError, match="unknown structure 'hart'"):
+        Segmenter(structures=["hart"])
+
+
+def test_masks_select_can_skip_absent_structures():
+    from ts2d_xray.image import Masks
+
+    masks = Masks(np.ones((2, 3, 4), bool), ("heart", "lung_upper_lobe_left"), Plane((3, 4), (1.0, 1.0)))
+    with pytest.raises(KeyError, match="liver"):
+        masks.select(["lungs", "liver"])
+    picked = masks.select(["lungs", "liver", "heart"], missing="skip")
+    assert picked.names == ("lungs", "heart") and picked.array.shape == (2, 3, 4)
+    with pytest.raises(ValueError, match="did you mean"):
+        masks.select(["hart"], missing="skip")
+    with pytest.raises(ValueError, match="missing must be"):
+        masks.select(["heart"], missing="ignore")

@@ -337,18 +337,30 @@ class Masks:
             raise KeyError(f"{name!r}: none of its structures is among the {len(self.names)} masks")
         return np.any(self.array[[self.names.index(m) for m in members]], axis=0)
 
-    def select(self, names: Iterable[str]) -> "Masks":
+    def select(self, names: Iterable[str], *, missing: Literal["raise", "skip"] = "raise") -> "Masks":
         """Masks of the given structures, in that order; derived structures are unions.
 
-        Raises ValueError for a name unknown to the catalog and KeyError for one
-        whose structures are all absent.
+        Args:
+            names: Structure names (catalog classes, derived names, or any name among
+                :attr:`names`).
+            missing: What to do with a name none of whose structures is among the masks
+                (e.g. ``liver`` from a chest-only model): ``"raise"`` a KeyError (the
+                default) or ``"skip"`` it, so the result may hold fewer names.
+
+        Raises:
+            ValueError: A name unknown to the catalog (with suggestions), or a bad ``missing``.
+            KeyError: With ``missing="raise"``, a name whose structures are all absent.
         """
         from ts2d_xray.labels import expand
 
+        if missing not in ("raise", "skip"):
+            raise ValueError(f"missing must be 'raise' or 'skip', got {missing!r}")
         names = tuple(names)
         for n in names:
             if n not in self.names:
                 expand(n)  # unknown names raise ValueError with suggestions
+        if missing == "skip":
+            names = tuple(n for n in names if n in self.names or any(m in self.names for m in expand(n)))
         return Masks(np.stack([self.mask(n) for n in names]) if names else self.array[:0], names, self.plane)
 
     def to_v2(self) -> "Masks":
