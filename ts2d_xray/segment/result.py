@@ -31,7 +31,9 @@ its masks, but its report gives the reasons and no CTR, and its overlay says why
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
+from functools import cached_property
 from os import PathLike
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -45,7 +47,7 @@ from ts2d_xray.io.files import staged_folder, write_json
 from ts2d_xray.io.masks import write_mask_folder, write_masks
 from ts2d_xray.io.preview import write_preview
 from ts2d_xray.labels import is_known, preview_subset
-from ts2d_xray.measure import body_regions, cardiothoracic_ratio, present_structures, structure_stats
+from ts2d_xray.measure import body_regions, cardiothoracic_ratio, structure_stats
 from ts2d_xray.orientation import Orientation
 from ts2d_xray.segment.trust import Trust, assess
 
@@ -119,9 +121,16 @@ class Result:
     @property
     def present(self) -> tuple[str, ...]:
         """Structures whose mask covers at least :data:`~ts2d_xray.measure.MIN_PRESENT_AREA_MM2`."""
-        return present_structures(self.masks)
+        return tuple(n for n, s in self._stats.items() if s["present"])
 
-    @property
+    # A Result's masks are not replaced, so what is measured on them is measured once
+    # (save's overlay and report, and the CLI's line, all ask).
+    @cached_property
+    def _stats(self) -> dict[str, dict[str, Any]]:
+        """:func:`~ts2d_xray.measure.structure_stats` with the scores, once."""
+        return structure_stats(self.masks, self.scores)
+
+    @cached_property
     def trust(self) -> Trust:
         """Whether to trust this result and what it assumed (:mod:`ts2d_xray.segment.trust`)."""
         return assess(self.masks, self.image.meta, self.input_kind, self.scores)
@@ -148,8 +157,8 @@ class Result:
         radiographs with the heart and both lung fields that are not flagged, else None.
         """
         trust = self.trust
-        stats = structure_stats(self.masks, self.scores)
-        present = [n for n, s in stats.items() if s["present"]]
+        stats = copy.deepcopy(self._stats)  # the report is the caller's to change
+        present = list(self.present)
         ctr = None
         if self.input_kind == "radiograph" and not trust.flagged:
             ctr = cardiothoracic_ratio(self.masks)
