@@ -77,10 +77,15 @@ def whole_maps() -> Iterator[None]:
     import ts2d_xray.segment.groups as groups
 
     def add_masks(masks: np.ndarray, probs: torch.Tensor, thresholds: list[float], rows: list[int]) -> None:
-        up = F.interpolate(probs[None], size=masks.shape[1:], mode="bilinear", align_corners=False)[0]
-        inside = (up >= probs.new_tensor(thresholds)[:, None, None]).numpy()
-        for k, row in enumerate(rows):
-            masks[row] |= inside[k]
+        # The code before issue 14: whole maps, 256 MiB of them at a time.
+        h, w = masks.shape[1:]
+        limits = probs.new_tensor(thresholds)[:, None, None]
+        per_chunk = max(1, 256 * 2**20 // (4 * h * w))
+        for k0 in range(0, len(rows), per_chunk):
+            up = F.interpolate(probs[None, k0:k0 + per_chunk], size=(h, w), mode="bilinear", align_corners=False)[0]
+            inside = (up >= limits[k0:k0 + per_chunk]).numpy()
+            for k, row in enumerate(rows[k0:k0 + per_chunk]):
+                masks[row] |= inside[k]
 
     original = groups.add_masks
     groups.add_masks = add_masks

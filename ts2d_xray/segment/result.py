@@ -32,6 +32,8 @@ its masks, but its report gives the reasons and no CTR, and its overlay says why
 from __future__ import annotations
 
 import copy
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from os import PathLike
@@ -216,7 +218,8 @@ class Result:
 
         ``formats`` None: :attr:`default_formats`.  Existing outputs of the same names
         are replaced; a failure leaves ``out_dir`` as it was (a new ``out_dir`` does not
-        appear at all).
+        appear at all).  The formats are written side by side in threads (their
+        compression releases the GIL), after the masks are measured once for them all.
 
         Raises:
             InputError: ``dicom-seg`` for an input that is no DICOM radiograph file.
@@ -228,9 +231,12 @@ class Result:
             raise InputError(self.source, f"a DICOM SEG is written for DICOM radiographs only, not for this "
                                           f"{self.input_kind}; choose among {others}")
         out = Path(out_dir)
-        with staged_folder(out) as staging:
-            for f in formats:
-                self._write(f, staging / FORMATS[f])
+        if {"overlay", "json"} & set(formats):
+            self._stats, self.trust  # noqa: B018 - measured here, not by two writer threads at once
+        workers = min(len(formats), os.cpu_count() or 1)
+        with staged_folder(out) as staging, ThreadPoolExecutor(workers, thread_name_prefix="save") as pool:
+            for job in [pool.submit(self._write, f, staging / FORMATS[f]) for f in formats]:
+                job.result()  # the first failure is raised once every writer has stopped
         return [out / FORMATS[f] for f in formats]
 
     def _write(self, fmt: str, target: Path) -> None:
