@@ -38,8 +38,8 @@ from ts2d_xray import labels
 from ts2d_xray.errors import InputError
 from ts2d_xray.image import Grid, Masks, Plane
 from ts2d_xray.io.files import atomic_paths, new_folder
-from ts2d_xray.io.slice3d import (ORIGIN_UNKNOWN_FIELD, PLANE_FIELD, grid_to_lps, grid_voxels, ijk_to_lps, plane_from_json,
-                                  plane_json, write_nifti, write_nifti_data)
+from ts2d_xray.io.slice3d import (ORIGIN_UNKNOWN_FIELD, PLANE_FIELD, grid_to_lps, grid_voxels, ijk_to_lps,
+                                  plane_from_json, plane_json, write_nifti, write_nifti_data)
 from ts2d_xray.io.terminology import slicer_terminology
 from ts2d_xray.kinds import MASK_WRITE_SUFFIXES, format_suffix
 

@@ -19,9 +19,11 @@ format          file                    contents
 
 By default (:attr:`Result.default_formats`) ``seg.nrrd``, ``overlay`` and ``json``, plus
 ``dicom-seg`` for a DICOM radiograph.  The mask files are on the input's own grid and
-orientation (the NRRD, NIfTI and DICOM SEG carry the geometry, so they overlay the input
-in 3D Slicer; the PNGs match the input's pixel array row for row), with the same colour
-per structure as the overlay.  Only the overlay is flipped into the radiograph display
+orientation (the PNGs match the input's pixel array row for row), with the geometry that
+overlays the input in 3D Slicer and ITK: for a 2D input file the one ITK gives that file
+(:attr:`Result.file_grid`; the anatomical plane, mm at the patient, is the report's),
+for a CT its projection in the CT's space; the DICOM SEG references the radiograph.
+Every structure has the same colour in every file and the overlay.  Only the overlay is flipped into the radiograph display
 convention (patient's right on the image left), for reading.  Files appear all at once:
 they are written into a hidden folder first and moved into place when all are complete.
 
@@ -147,10 +149,11 @@ class Result:
         ``image`` holds the anatomical plane (``shape_hw``, ``spacing_mm`` at the patient,
         ``orientation``) on which every mm figure rests, and ``file_grid``: the geometry
         of the mask files (ITK's size, spacing, origin, direction of the input file;
-        None: the plane's own layout).  It also says where its spacing and orientation come from (``spacing_source``,
-        ``spacing_assumed``: when true every mm figure of the report rests on a guessed
-        spacing) and the DICOM header's examination facts (``header``); ``trust`` is
-        :meth:`Trust.as_dict` (``flagged`` with its ``reasons``, and the ``assumptions``);
+        None: the plane's own layout).  It also says where its spacing and orientation
+        come from (``spacing_source``, ``spacing_assumed``: when true every mm figure of
+        the report rests on a guessed spacing) and the DICOM header's examination facts
+        (``header``); ``trust`` is :meth:`Trust.as_dict` (``flagged`` with its
+        ``reasons``, and the ``assumptions``);
         ``structures`` holds every structure (see :func:`ts2d_xray.measure.structure_stats`,
         plus ``confidence`` and ``max_probability``); ``present`` lists those present;
         ``body_regions`` maps each covered region (head, neck, thorax, abdomen, pelvis,
