@@ -513,7 +513,19 @@ def test_segmenter_without_a_model_picks_the_default_of_each_input_kind(data):
     with pytest.raises(TypeError, match="unexpected keyword"):
         Segmenter(devise="cpu")
     with pytest.raises(ValueError, match="unknown structure 'hart'"):
-        Segmenter(structures=["hart"])
+        Segmenter("ts2d-xray-xray", structures=["hart"])
+
+
+def test_structures_load_only_the_groups_that_predict_them(data, coronal_model):
+    """A model's own names work too; a group none of whose structures is asked for is not even loaded."""
+    src = data / "projections" / "ts2d_samples" / "sample_s0332.nrrd"
+    with Segmenter(coronal_model, device="cpu", structures=["dense_soft"]) as seg:
+        assert [g.name for g in seg.groups] == ["soft"]
+        assert seg(src).names == ("dense_soft",)
+    with Segmenter(coronal_model, device="cpu", structures=["dense", "bone"]) as seg:
+        assert [g.name for g in seg.groups] == ["bones"] and seg.structures == ("bone", "dense")
+    with pytest.raises(ValueError, match="predicts no structure of 'heart'"):
+        Segmenter(coronal_model, device="cpu", structures=["heart"])
 
 
 def test_masks_select_can_skip_absent_structures():

@@ -27,9 +27,11 @@ class SegmentOptions:
         device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or
             ``"cuda:N"``.
         groups: Group models to run (default: all of the bundle's).
-        structures: Structures to compute and write (catalog classes and derived names
-            such as ``lungs``, which stand for their member classes); default: all of
-            the model's.  Only the groups that predict one of them run.
+        structures: Structures to compute and write (the model's own names, catalog
+            classes, and derived names such as ``lungs``, which stand for their member
+            classes); default: all of the model's.  Only the groups that predict one of
+            them run.  Checked against the model when it is loaded
+            (:func:`needed_structures`).
         tta: Test-time augmentation (shifted copies, allowed mirrorings); off by default.
         threshold: Sigmoid threshold for every structure, overriding the manifest's.
         step: Sliding-window step as a fraction of the patch (nnU-Net: 0.5).
@@ -75,11 +77,8 @@ class SegmentOptions:
                 raise TypeError(f"{name} must be a sequence of names, not the string {value!r}")
             if value is not None:
                 object.__setattr__(self, name, tuple(value))
-        if self.structures is not None:
-            if not self.structures:
-                raise ValueError("structures is empty; give at least one name, or None for all")
-            for name in self.structures:
-                expand(name)  # an unknown name raises ValueError with suggestions
+        if self.structures is not None and not self.structures:
+            raise ValueError("structures is empty; give at least one name, or None for all")
 
 
 def default_model(kind: str | None = None) -> str:
