@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
 from os import PathLike
 from typing import TYPE_CHECKING, Callable, Sequence
 
