@@ -166,7 +166,7 @@ def run_ours(seg: Any, path: Path) -> dict[str, dict[str, np.ndarray]]:
 
     out: dict[str, dict[str, np.ndarray]] = {}
     result = seg(path)
-    image, kind, _ = seg._read(path, None)
+    image, kind = result.image, result.input_kind  # the image that was segmented
     oriented = Orientation.for_display(image.plane, seg.manifest.display).apply(image)
     masks = Orientation.for_display(result.masks.plane, seg.manifest.display).array(result.masks.array)
     for group in seg.groups:
