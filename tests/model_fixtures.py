@@ -12,6 +12,7 @@ a fixed pointwise function of the input: exactly what a geometric round trip nee
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import zipfile
@@ -20,6 +21,8 @@ from typing import Sequence
 
 import numpy as np
 import torch
+
+from ts2d_xray.nnunet.layout import RESAMPLING_2D
 
 #: Logit slope of the deterministic networks: probabilities saturate one 1/20 unit from t.
 GAIN = 40.0
@@ -213,14 +216,6 @@ def random_pair(tmp: Path, kind: str = "coronal", structures=("liver", "spleen",
 TS2D_MODEL = "ts2d-v2-ep4000b2"
 TSXR_MODEL = "tsxr-v2-ep1000b2"
 REVISION = "r001"
-_RESAMPLING = {
-    "resampling_fn_data": "resample_data_or_seg_to_shape",
-    "resampling_fn_seg": "resample_data_or_seg_to_shape",
-    "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
-    "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
-    "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
-    "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None},
-}
 
 
 def ts2d_plans(dataset_name: str, channels: Sequence[str], spacing: Sequence[float], patch: Sequence[int],
@@ -240,7 +235,7 @@ def ts2d_plans(dataset_name: str, channels: Sequence[str], spacing: Sequence[flo
             "data_identifier": "nnUNetPlans_2d", "preprocessor_name": "DefaultPreprocessor", "batch_size": 12,
             "patch_size": list(patch), "median_image_size_in_voxels": list(patch), "spacing": list(map(float, spacing)),
             "normalization_schemes": [get_normalization_scheme(c).__name__ for c in channels],
-            "use_mask_for_norm": [use_mask] * n, **_RESAMPLING, "architecture": arch, "batch_dice": True,
+            "use_mask_for_norm": [use_mask] * n, **copy.deepcopy(dict(RESAMPLING_2D)), "architecture": arch, "batch_dice": True,
         }},
         "experiment_planner_used": "ExperimentPlanner", "label_manager": "LabelManager",
         "foreground_intensity_properties_per_channel": {

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from os import PathLike
 from pathlib import Path
-from typing import Protocol
+from types import MappingProxyType
+from typing import Any, Mapping, Protocol
 
 __all__ = [
     "BEST",
@@ -27,6 +28,7 @@ __all__ = [
     "FINGERPRINT_FILE",
     "LATEST",
     "PLANS_FILE",
+    "RESAMPLING_2D",
     "TRAINER_NAME",
     "fold_folder",
     "trainer_folder",
@@ -43,6 +45,16 @@ FINGERPRINT_FILE = "dataset_fingerprint.json"
 FINAL = "checkpoint_final.pth"
 LATEST = "checkpoint_latest.pth"
 BEST = "checkpoint_best.pth"
+#: The resampling keys of nnU-Net's default 2D plans (ExperimentPlanner): images by
+#: order-3 splines, segmentations and probabilities by order 1.
+RESAMPLING_2D: Mapping[str, Any] = MappingProxyType({
+    "resampling_fn_data": "resample_data_or_seg_to_shape",
+    "resampling_fn_seg": "resample_data_or_seg_to_shape",
+    "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
+    "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
+    "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
+    "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None},
+})
 
 
 class _Planned(Protocol):

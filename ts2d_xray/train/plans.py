@@ -28,6 +28,7 @@ Axis order follows nnU-Net's for 2D NIfTI files read by SimpleITK: 3D values are
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -36,7 +37,7 @@ import numpy as np
 
 from ts2d_xray.errors import InputError
 from ts2d_xray.io.slice3d import NNUNET_NORMAL_SPACING_MM
-from ts2d_xray.nnunet.layout import CONFIGURATION
+from ts2d_xray.nnunet.layout import CONFIGURATION, RESAMPLING_2D
 from ts2d_xray.nnunet.network import network_from_architecture
 from ts2d_xray.train.config import PLANNING_FIELDS, TrainConfig
 
@@ -263,12 +264,7 @@ def _configuration(config: TrainConfig, data: Mapping[str, Any], spacing: np.nda
         "spacing": [float(v) for v in spacing],
         "normalization_schemes": data["normalization_schemes"],
         "use_mask_for_norm": data["use_mask_for_norm"],
-        "resampling_fn_data": "resample_data_or_seg_to_shape",
-        "resampling_fn_seg": "resample_data_or_seg_to_shape",
-        "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
-        "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
-        "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
-        "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None},
+        **copy.deepcopy(dict(RESAMPLING_2D)),
         "architecture": _architecture(topology, config),
         "batch_dice": True,
     }
