@@ -43,6 +43,7 @@ __all__ = [
     "nearest_axes",
     "non_finite",
     "require_finite",
+    "spacing_pair",
 ]
 
 Display = Literal["radiograph", "ts2d"]
@@ -92,6 +93,21 @@ def non_finite(source: str | PathLike | None, bad: int, total: int) -> InputErro
     return InputError(source if source is not None else "array",
                       f"{bad:,} of {total:,} values are NaN or infinite; an image must hold finite values "
                       "(replace them, e.g. with numpy.nan_to_num, if you know what they stand for)")
+
+
+def spacing_pair(spacing: float | Sequence[float]) -> tuple[float, float]:
+    """``(row_mm, col_mm)`` from one number or a pair.
+
+    Raises:
+        ValueError: Not one number or a pair, or a value that is not finite and > 0.
+    """
+    try:
+        pair = tuple(float(s) for s in np.broadcast_to(np.asarray(spacing, float), 2))
+    except (TypeError, ValueError):
+        raise ValueError(f"spacing must be one number or (row_mm, col_mm); got {spacing!r}") from None
+    if not all(np.isfinite(s) and s > 0 for s in pair):
+        raise ValueError(f"spacing must be > 0 mm and finite, one number or (row_mm, col_mm); got {spacing!r}")
+    return pair
 
 
 def letter_vector(letter: str) -> tuple[float, float, float]:

@@ -40,7 +40,8 @@ import numpy as np
 
 from ts2d_xray import kinds
 from ts2d_xray.errors import InputError
-from ts2d_xray.image import DISPLAYS, Display, Grid, Image2D, LabelMap, Masks, Plane, Volume, nearest_axes, require_finite
+from ts2d_xray.image import (DISPLAYS, Display, Grid, Image2D, LabelMap, Masks, Plane, Volume, nearest_axes, require_finite,
+                             spacing_pair)
 from ts2d_xray.orientation import Orientation
 
 __all__ = [
@@ -344,9 +345,7 @@ def resample(item: Image2D | Masks, spacing: float | tuple[float, float]) -> Ima
     import torch
     import torch.nn.functional as F
 
-    target = np.broadcast_to(np.asarray(spacing, dtype=float), (2,))
-    if np.any(target <= 0):
-        raise ValueError(f"spacing must be > 0 mm, got {spacing}")
+    target = np.asarray(spacing_pair(spacing))
     plane = item.plane
     extent = np.asarray(plane.extent)
     shape = np.maximum(1, np.round(extent / target))

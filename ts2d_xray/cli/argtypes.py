@@ -10,8 +10,17 @@ from __future__ import annotations
 import argparse
 from typing import TypeAlias
 
-__all__ = ["SubParsers", "fold", "name_list", "non_negative_int", "pixel_shape", "positive_int", "spacing_mm",
-           "spacing_or_native"]
+__all__ = [
+    "SubParsers",
+    "fold",
+    "name_list",
+    "non_negative_int",
+    "pixel_shape",
+    "positive_int",
+    "spacing_mm",
+    "spacing_or_native",
+    "spacing_pair_mm",
+]
 
 #: What ``ArgumentParser.add_subparsers()`` returns (argparse names it only privately).
 SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -53,6 +62,14 @@ def spacing_mm(text: str, *, native: bool = False) -> float | None:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"spacing must be > 0 mm, got {value}")
     return value
+
+
+def spacing_pair_mm(text: str) -> tuple[float, float]:
+    """``MM`` or ``ROW,COL`` in mm, each > 0: a pixel size, the same or per axis."""
+    parts = [spacing_mm(p) for p in text.split(",")]
+    if len(parts) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"expected MM or ROW,COL in mm, got {text!r}")
+    return (parts[0], parts[-1])
 
 
 def spacing_or_native(text: str) -> float | None:

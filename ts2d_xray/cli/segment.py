@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ts2d_xray.cli.argtypes import SubParsers, name_list, spacing_mm
+from ts2d_xray.cli.argtypes import SubParsers, name_list, spacing_mm, spacing_pair_mm
 from ts2d_xray.cli.outputs import check_folder, check_outputs
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ def add_parser(sub: SubParsers) -> None:
                         "(its lobes), ribs; only the group models that predict them run (default: all)")
     s.add_argument("--groups", type=name_list, default=None, metavar="G,...",
                    help="run only these group models of the bundle (default: all; `models info` lists them)")
-    s.add_argument("--spacing", type=_spacing, default=None, metavar="MM|ROW,COL",
+    s.add_argument("--spacing", type=spacing_pair_mm, default=None, metavar="MM|ROW,COL",
                    help="pixel spacing of 2D radiographs at the patient in mm, replacing the file's (or the "
                         "430 mm field-of-view guess of files without one)")
     s.add_argument("--fast", action="store_true",
@@ -80,14 +80,6 @@ def _add_models_parser(sub: SubParsers) -> None:
     n.add_argument("name", metavar="NAME_OR_PATH")
     r = msub.add_parser("remove", help="remove an installed model")
     r.add_argument("name", metavar="NAME")
-
-
-def _spacing(text: str) -> tuple[float, float]:
-    """``MM`` or ``ROW,COL`` in mm, each > 0."""
-    parts = [spacing_mm(p) for p in text.split(",")]
-    if len(parts) not in (1, 2):
-        raise argparse.ArgumentTypeError(f"expected MM or ROW,COL in mm, got {text!r}")
-    return (parts[0], parts[-1])
 
 
 # --- segment ------------------------------------------------------------------------

@@ -62,7 +62,7 @@ from typing import Literal, Sequence, get_args
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ts2d_xray.image import Masks
+from ts2d_xray.image import Masks, spacing_pair
 from ts2d_xray.measure import MIN_PRESENT_AREA_MM2
 
 __all__ = [
@@ -131,7 +131,7 @@ def surface_distances(a: ArrayLike, b: ArrayLike, spacing: float | Sequence[floa
     a, b = _pair(a, b)
     if not (a.any() and b.any()):
         raise ValueError("surface distances need two non-empty masks")
-    spacing = _spacing(spacing)
+    spacing = spacing_pair(spacing)
     ea, eb = boundary(a), boundary(b)
     # The distance transform only needs the box holding both boundaries: every nearest
     # boundary pixel lies inside it.
@@ -172,15 +172,8 @@ def hd95(a: ArrayLike, b: ArrayLike, spacing: float | Sequence[float], percentil
 
 def area_mm2(mask: ArrayLike, spacing: float | Sequence[float]) -> float:
     """Area of a mask in mm^2 (pixel count x row spacing x column spacing)."""
-    row, col = _spacing(spacing)
+    row, col = spacing_pair(spacing)
     return float(np.count_nonzero(mask)) * row * col
-
-
-def _spacing(spacing: float | Sequence[float]) -> tuple[float, float]:
-    pair = np.broadcast_to(np.asarray(spacing, dtype=float), (2,))
-    if not np.all(np.isfinite(pair)) or np.any(pair <= 0):
-        raise ValueError(f"spacing must be (row_mm, col_mm), finite and > 0; got {spacing!r}")
-    return float(pair[0]), float(pair[1])
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,12 @@ from typing import Sequence
 import numpy as np
 
 from ts2d_xray.errors import InputError
-from ts2d_xray.image import DISPLAYS, Grid, Image2D, Plane, Volume, require_finite
+from ts2d_xray.image import DISPLAYS, Grid, Image2D, Plane, Volume, require_finite, spacing_pair
 from ts2d_xray.kinds import CHANNELS, InputKind
 from ts2d_xray.segment.inputs import InputInfo, inspect_input
 from ts2d_xray.segment.manifest import ModelManifest
 
-__all__ = ["Input", "Prepared", "input_kind", "read_input", "spacing_pair"]
+__all__ = ["Input", "Prepared", "input_kind", "read_input"]
 
 #: What a Segmenter segments: a path (CT file or DICOM folder, projection, radiograph), a
 #: CT, a 2D image, or a ``(H, W)`` / ``(C, H, W)`` numpy array.
@@ -67,17 +67,6 @@ def input_kind(x: Input, *, max_pixels: int, max_voxels: int) -> tuple[InputKind
     if isinstance(x, np.ndarray):
         return ("projection" if x.ndim == 3 and x.shape[0] == 2 else "radiograph"), None
     raise TypeError(f"input must be a path, Volume, Image2D or numpy array, got {type(x).__name__}")
-
-
-def spacing_pair(spacing: float | Sequence[float]) -> tuple[float, float]:
-    """``(row_mm, col_mm)`` from one number or a pair (ValueError unless both finite and > 0)."""
-    try:
-        pair = tuple(float(s) for s in np.broadcast_to(np.asarray(spacing, float), 2))
-    except ValueError:
-        raise ValueError(f"spacing must be one number or (row_mm, col_mm); got {spacing!r}") from None
-    if not all(np.isfinite(s) and s > 0 for s in pair):
-        raise ValueError(f"spacing must be (row_mm, col_mm), both finite and > 0; got {spacing!r}")
-    return pair
 
 
 def read_input(x: Input, kind: InputKind, info: InputInfo | None, manifest: ModelManifest, *,
