@@ -37,6 +37,7 @@ __all__ = [
     "NNUNET_CHANNEL_NAMES",
     "PIL_FORMATS",
     "VOLUME_SUFFIXES",
+    "format_stem",
     "format_suffix",
 ]
 
@@ -78,3 +79,9 @@ def format_suffix(path: str | PurePath) -> str:
     path = PurePath(path)
     name = path.name.lower()
     return next((s for s in MULTI_PART_SUFFIXES if name.endswith(s)), path.suffix.lower())
+
+
+def format_stem(path: str | PurePath) -> str:
+    """A file name without its format suffix (:func:`format_suffix`): ``ct.nii.gz`` -> ``ct``."""
+    name = PurePath(path).name
+    return name[: len(name) - len(format_suffix(path))]

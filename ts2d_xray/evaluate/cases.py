@@ -65,7 +65,7 @@ from ts2d_xray.image import LabelMap, Masks
 from ts2d_xray.io.mask_sources import (MASK_FILE_SUFFIXES, RESULT_MASK_NAMES, MaskSource, is_multilabel_file,
                                        read_mask_source, result_masks)
 from ts2d_xray.io.volume import read_labels
-from ts2d_xray.kinds import format_suffix
+from ts2d_xray.kinds import format_stem, format_suffix
 from ts2d_xray.measure import MIN_PRESENT_AREA_MM2
 from ts2d_xray.projection import project_labels
 
@@ -98,7 +98,7 @@ class _Case:
 def _stem(path: Path) -> str:
     if path.name in RESULT_MASK_NAMES and path.parent.name:
         return path.parent.name  # the masks of a result folder: the case is the folder
-    return path.name[: len(path.name) - len(format_suffix(path))] if path.is_file() else path.name
+    return format_stem(path) if path.is_file() else path.name
 
 
 def _is_result(path: Path) -> bool:

@@ -29,7 +29,7 @@ from typing import Any, Iterable, Iterator, Mapping
 import numpy as np
 
 from ts2d_xray.errors import InputError, OutputError
-from ts2d_xray.kinds import format_suffix
+from ts2d_xray.kinds import format_stem
 
 __all__ = [
     "atomic_paths",
@@ -52,7 +52,7 @@ __all__ = [
 
 def sidecar_path(path: Path) -> Path:
     """The JSON sidecar beside an image or mask file: ``<name>.json`` for ``<name>.nii.gz``."""
-    return path.with_name(path.name[: len(path.name) - len(format_suffix(path))] + ".json")
+    return path.with_name(format_stem(path) + ".json")
 
 
 def brief(err: BaseException) -> str:

@@ -42,7 +42,7 @@ from ts2d_xray.io.itk import read_itk_plane, sitk_header
 from ts2d_xray.io.itk_data import check_stored
 from ts2d_xray.io.masks import read_masks
 from ts2d_xray.io.slice3d import grid_plane
-from ts2d_xray.kinds import PIL_FORMATS, format_suffix
+from ts2d_xray.kinds import PIL_FORMATS, format_stem, format_suffix
 
 __all__ = ["MASK_FILE_SUFFIXES", "RESULT_MASK_NAMES", "MaskSource", "is_multilabel_file", "read_mask_source"]
 
@@ -214,7 +214,7 @@ def _read_per_structure(source: Path, files: list[Path]) -> MaskSource:
         if format_suffix(p) == ".seg.nrrd" or is_multilabel_file(p):
             raise InputError(p, "holds several structures; a folder of masks has one structure per file "
                                 "(give this file on its own)")
-        name = p.name[: len(p.name) - len(format_suffix(p))]
+        name = format_stem(p)
         if name in names:
             raise InputError(p, f"two files name the structure {name!r}: {names[name]} and {p.name}")
         if format_suffix(p) in PIL_FORMATS:

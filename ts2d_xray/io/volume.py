@@ -24,7 +24,7 @@ from ts2d_xray.image import Grid, LabelMap, Volume, nearest_axes, require_finite
 from ts2d_xray.io.files import brief, read_json
 from ts2d_xray.io.itk import read_pixels, sitk_header
 from ts2d_xray.io.itk_data import check_limit, decoded_bytes
-from ts2d_xray.kinds import LABEL_SUFFIXES, format_suffix
+from ts2d_xray.kinds import LABEL_SUFFIXES, format_stem, format_suffix
 
 if TYPE_CHECKING:
     import SimpleITK as sitk
@@ -277,7 +277,7 @@ def _read_folder(path: Path) -> LabelMap:
     files = sorted(p for p in folder.iterdir() if format_suffix(p) in LABEL_SUFFIXES)
     if not files:
         raise InputError(folder, "folder holds no label files (*.nii.gz, *.nrrd, *.mha)")
-    names = {p: p.name[: -len(format_suffix(p))] for p in files}
+    names = {p: format_stem(p) for p in files}
     skipped = sorted(n for n in names.values() if not catalog.is_known(n) or n in catalog.derived_names())
     if skipped:
         warnings.warn(f"{folder}: skipping {len(skipped)} files that are not catalog classes: {', '.join(skipped)}")

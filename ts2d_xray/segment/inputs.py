@@ -29,7 +29,7 @@ from ts2d_xray.errors import InputError
 from ts2d_xray.io.files import brief
 from ts2d_xray.io.itk import sitk_header
 from ts2d_xray.io.itk_data import check_declared
-from ts2d_xray.kinds import DICOM_SUFFIXES, ITK_FORMATS, PIL_FORMATS, InputKind, format_suffix
+from ts2d_xray.kinds import DICOM_SUFFIXES, ITK_FORMATS, InputKind, PIL_FORMATS, format_stem, format_suffix
 
 if TYPE_CHECKING:
     import pydicom
@@ -260,8 +260,7 @@ def output_stems(paths: Sequence[Path]) -> list[str]:
     (when two inputs share a name, the parent folder is prefixed first).
     """
     def stem(p: Path) -> str:
-        suffix = "" if p.is_dir() else format_suffix(p)
-        name = p.name[: len(p.name) - len(suffix)] if suffix and p.name.lower().endswith(suffix) else p.name
+        name = p.name if p.is_dir() else format_stem(p)
         return name.strip(". ") or "input"
 
     stems = [stem(p) for p in paths]
