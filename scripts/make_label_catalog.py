@@ -19,6 +19,9 @@ needs one) and a DICOM RGB colour.  This script writes into the catalog:
   as pydicom's code dictionary lists them (``pelvis``, ``gluteus``);
 * ``derived_colors``: the table's colour where a derived structure has a table row, else
   the project's own colour, kept as it was;
+* ``radiographic``: the radiographic structures (``RADIOGRAPHIC``: the lung fields, computed
+  from 2D projected masks by ``ts2d_xray.radiographic``), each with the lung whose visible
+  part it is; their colours go into ``derived_colors``, their codes into ``terminology``;
 * ``_license``: where these facts come from.
 
 The package reads only ``configs/labels.json``; it never reads the table at run time.
@@ -89,6 +92,15 @@ DERIVED: dict[str, str | dict[str, Any]] = {
                          source="ts2d-xray: the table's Skeletal muscle, region Buttock of " + _PS316),
 }
 
+# Radiographic structure -> (the lung whose visible part it is, colour, codes).  SNOMED CT has no
+# "lung field" concept among DICOM PS3.16's anatomic codes: a lung field is coded as the lung of
+# its side (Lung + Right/Left, as lung_right/lung_left); the segment label tells the two apart.
+_FIELD_SOURCE = "ts2d-xray: the radiographic lung field, coded as the lung of its side (TotalSegmentator's table codes)"
+RADIOGRAPHIC: dict[str, tuple[str, list[int], dict[str, Any]]] = {
+    "lung_field_right": ("lung_right", [250, 200, 80], _composed(_LUNG, _RIGHT, source=_FIELD_SOURCE)),
+    "lung_field_left": ("lung_left", [235, 130, 50], _composed(_LUNG, _LEFT, source=_FIELD_SOURCE)),
+}
+
 _FIELDS = {"category": "SegmentedPropertyCategoryCodeSequence", "type": "SegmentedPropertyTypeCodeSequence",
            "type_modifier": "SegmentedPropertyTypeModifierCodeSequence", "region": "AnatomicRegionSequence",
            "region_modifier": "AnatomicRegionModifierSequence"}
@@ -153,7 +165,9 @@ def make_catalog(table_path: Path = TABLE) -> dict[str, Any]:
     catalog["colors"] = {n: table[n]["color"] for n in classes}
     terminology = {n: {k: v for k, v in table[n].items() if k != "color"} for n in classes}
     derived_terms, catalog["derived_colors"] = _derived_entries(table, catalog["derived_colors"])
-    catalog["terminology"] = terminology | derived_terms
+    catalog["radiographic"] = {name: lung for name, (lung, _, _) in RADIOGRAPHIC.items()}
+    catalog["derived_colors"] |= {name: rgb for name, (_, rgb, _) in RADIOGRAPHIC.items()}
+    catalog["terminology"] = terminology | derived_terms | {name: t for name, (_, _, t) in RADIOGRAPHIC.items()}
     catalog["_about"] = catalog["_about"].replace(
         "Colours: RGB 0-255, chosen for this project.",
         "Colours: DICOM RGB 0-255 from TotalSegmentator's terminology table.")
@@ -162,6 +176,11 @@ def make_catalog(table_path: Path = TABLE) -> dict[str, Any]:
         "derived_colors: display colours of derived structures (the table's where it has the union, else the "
         "project's). terminology: DICOM segment codes [scheme, value, meaning] per class and derived structure "
         "(category, type, type_modifier, region, region_modifier; null where none) and their source.")
+    catalog["_about"] = catalog["_about"].replace(
+        "derived_colors: display colours of derived structures (",
+        "radiographic: structures computed from 2D projected masks, not unions (the radiographic lung fields), "
+        "each with the lung whose visible part it is. derived_colors: display colours of derived and "
+        "radiographic structures (")
     catalog["_license"] = LICENSE
     _check_distinct(catalog)
     return catalog
@@ -181,6 +200,9 @@ def _dump(obj: Any, level: int = 0) -> str:
 def main(argv: list[str]) -> int:
     catalog = make_catalog(Path(argv[0]) if argv else TABLE)
     order = ["_about", "_license", *[k for k in catalog if not k.startswith("_")]]
+    if "radiographic" in order:  # keep it beside "derived" for readers of the file
+        order.remove("radiographic")
+        order.insert(order.index("derived_colors"), "radiographic")
     text = _dump({k: catalog[k] for k in order})
     assert json.loads(text) == {k: catalog[k] for k in order}
     CATALOG.write_text(text + "\n")

@@ -112,8 +112,9 @@ def structures_of(groups: Sequence[str]) -> list[tuple[str, tuple[str, ...], tup
     """``(name, groups, structures)`` of each data set that ``groups`` asks for.
 
     ``("all",)`` gives one data set named ``"all"`` with the five groups' structures
-    concatenated in :data:`ts2d_xray.labels.GROUPS` order; otherwise one data set per
-    group with :func:`ts2d_xray.labels.group_classes` order.
+    concatenated in :data:`ts2d_xray.labels.GROUPS` order (the 117 v2 classes), then the
+    radiographic lung fields :data:`ts2d_xray.labels.LUNG_FIELDS`; otherwise one data set
+    per group with :func:`ts2d_xray.labels.group_classes` order (the classes only).
     """
     groups = tuple(groups)
     if not groups:
@@ -121,7 +122,7 @@ def structures_of(groups: Sequence[str]) -> list[tuple[str, tuple[str, ...], tup
     if ALL_GROUPS in groups:
         if len(groups) > 1:
             raise ValueError(f"groups: 'all' cannot be combined with other groups, got {list(groups)}")
-        every = tuple(n for g in catalog.GROUPS for n in catalog.group_classes(g))
+        every = tuple(n for g in catalog.GROUPS for n in catalog.group_classes(g)) + catalog.LUNG_FIELDS
         return [(ALL_GROUPS, catalog.GROUPS, every)]
     for g in groups:
         if g not in catalog.GROUPS:

@@ -29,6 +29,7 @@ from ts2d_xray.dataset import DISPLAY, write_case
 from ts2d_xray.errors import OutputError
 from ts2d_xray.image import Image2D, LabelMap, Masks, Volume
 from ts2d_xray.kinds import CHANNELS, KINDS, Kind
+from ts2d_xray.labels import LUNG_FIELDS
 from ts2d_xray.projection import DEFAULT_SPACING_MM
 
 from synth.deform import DeformSpec, deform, random_transform
@@ -179,7 +180,7 @@ class _Sample:
     image: Image2D
     masks: Masks  # v2 names
     params: dict[str, Any]
-    labelled: frozenset[str]  # v2 classes the source labels at all (even if empty here)
+    labelled: frozenset[str]  # v2 classes the source labels at all (even if empty here), and the lung fields
 
 
 def build_case(job: CaseJob) -> CaseResult:
@@ -221,7 +222,7 @@ def _make_sample(job: CaseJob) -> _Sample:
         from ts2d_xray.projection import project_ct, project_labels
 
         image = project_ct(ct, mode=CORONAL_MODE, spacing=spec.spacing, display=DISPLAY)
-        masks = project_labels(labels, spacing=spec.spacing, display=DISPLAY)
+        masks = _with_lung_fields(project_labels(labels, spacing=spec.spacing, display=DISPLAY), labels, spec.spacing)
         params = {"mode": CORONAL_MODE, "display": DISPLAY, "spacing_mm": spec.spacing}
     else:
         from synth.drr import synthesize
@@ -230,7 +231,28 @@ def _make_sample(job: CaseJob) -> _Sample:
         image, masks, params = drawn.image, drawn.masks, dict(drawn.params)
     if spec.deform is not None:
         params["deformation"] = deformation
-    return _Sample(image, masks.to_v2(), params, loaded.labelled)
+    return _Sample(image, masks.to_v2(), params, _labelled(loaded.labelled))
+
+
+def _labelled(classes: frozenset[str]) -> frozenset[str]:
+    """The structures a case labels: the source's classes, and the lung fields where those define them."""
+    from ts2d_xray.radiographic import lung_fields_labelled
+
+    return classes | frozenset(LUNG_FIELDS) if lung_fields_labelled(classes) else classes
+
+
+def _with_lung_fields(masks: Masks, labels: LabelMap, spacing: float) -> Masks:
+    """Coronal ``masks`` followed by the radiographic lung fields (:mod:`ts2d_xray.radiographic`).
+
+    The hiding structures are projected once more, at
+    :data:`~ts2d_xray.radiographic.HIDING_MIN_MM` of path length.
+    """
+    from ts2d_xray.projection import project_labels
+    from ts2d_xray.radiographic import HIDING_MIN_MM, derive_lung_fields
+
+    hiding = project_labels(labels, spacing=spacing, display=DISPLAY, min_mm=HIDING_MIN_MM).to_v2()
+    fields = derive_lung_fields(masks, hiding)
+    return Masks(np.concatenate([masks.array, fields.array]), masks.names + fields.names, masks.plane)
 
 
 # The cases of one CT usually follow each other in a worker (jobs are submitted subject

@@ -27,7 +27,7 @@ from synth import materials, randomize
 from synth.physics import radiograph
 from synth.physics_params import PhysicsRanges, as_dict
 from synth.geometry import View, detector_rays, view_plane, volume_center
-from synth.presets import Preset, load_preset
+from synth.presets import LabelThresholds, Preset, load_preset
 from synth.render import Renderer, label_masks, render
 
 __all__ = ["Prepared", "Sample", "prepare", "save_sample", "synthesize"]
@@ -39,7 +39,9 @@ class Sample:
 
     Attributes:
         image: ``(1, H, W)`` float32 in [0, 1], channel ``"xray"``.
-        masks: Multi-label masks on the image's plane, or None without labels.
+        masks: Multi-label masks on the image's plane, or None without labels: the
+            label map's structures, then the radiographic lung fields
+            (:data:`ts2d_xray.labels.LUNG_FIELDS`, see :mod:`ts2d_xray.radiographic`).
         view: The sampled geometry.
         params: JSON-serialisable record of everything sampled (view, physics,
             attenuation scales, augmentation).
@@ -155,7 +157,8 @@ def synthesize(
     plane = view_plane(view)
     masks = None
     if prepared.labels is not None:
-        masks = label_masks(result.path_mm, prepared.labels, preset.labels, plane)
+        masks = _with_lung_fields(label_masks(result.path_mm, prepared.labels, preset.labels, plane),
+                                  result.path_mm, prepared.labels)
     image, mask_array = randomize.augment(image, None if masks is None else masks.array, aug, rng)
     if masks is not None:
         masks = Masks(mask_array, masks.names, plane)
@@ -168,6 +171,20 @@ def synthesize(
     }
     meta = {"source": prepared.ct.source, "kind": "synthetic radiograph", **params}
     return Sample(Image2D(image[None].astype(np.float32), plane, ("xray",), meta), masks, view, params)
+
+
+def _with_lung_fields(masks: Masks, path_mm: torch.Tensor, labels: LabelMap) -> Masks:
+    """``masks`` followed by the radiographic lung fields of the same rays (:mod:`ts2d_xray.radiographic`).
+
+    The hiding structures are thresholded on their own path lengths, at
+    :data:`~ts2d_xray.radiographic.HIDING_MIN_MM`; the fields are added before the
+    augmentation, so that they move with the other masks.
+    """
+    from ts2d_xray.radiographic import HIDING_MIN_MM, derive_lung_fields
+
+    hiding = label_masks(path_mm, labels, LabelThresholds(HIDING_MIN_MM), masks.plane).to_v2()
+    fields = derive_lung_fields(masks, hiding)
+    return Masks(np.concatenate([masks.array, fields.array]), masks.names + fields.names, masks.plane)
 
 
 def save_sample(sample: Sample, folder: Path, name: str) -> list[Path]:

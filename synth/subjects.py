@@ -123,6 +123,6 @@ def labelled_classes(subject: Subject) -> frozenset[str]:
                 names.add(p.name[: -len(suffix)])
     else:
         names = set(read_classmap(subject.classmap or path.parent / "structures.csv").values())
-    names = {n for n in names if catalog.is_known(n) and n not in catalog.derived_names()}
+    names = {n for n in names if catalog.is_class(n)}
     as_v2 = {n if catalog.structure(n).v2_id is not None else catalog.v1_to_v2(n) for n in names}
     return frozenset(as_v2 - {None})

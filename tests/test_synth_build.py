@@ -83,8 +83,8 @@ def _all_files(folder: Path) -> set[str]:
 # --- the format -------------------------------------------------------------------
 def test_coronal_build_writes_nnunet_dataset(built):
     meta = json.loads((built / "dataset.json").read_text())
-    every = [n for g in catalog.GROUPS for n in catalog.group_classes(g)]
-    assert meta["structures"] == every and len(every) == 117
+    every = [n for g in catalog.GROUPS for n in catalog.group_classes(g)] + list(catalog.LUNG_FIELDS)
+    assert meta["structures"] == every and len(every) == 119  # the 117 v2 classes, then the lung fields
     assert meta["labels"] == {"background": 0, **{n: k + 1 for k, n in enumerate(every)}}
     assert meta["multilabel"] is True and meta["numTraining"] == 2 and meta["file_ending"] == ".nii.gz"
     assert meta["channel_names"] == {"0": "CT", "1": "CT"} and meta["channels"] == ["mean", "max"]
@@ -98,7 +98,7 @@ def test_coronal_build_writes_nnunet_dataset(built):
     # The documented layout: uint8 (x = W, y = H, z = 1, t = K), one binary layer per structure.
     label = nib.load(built / "labelsTr" / "s1_000.nii.gz")
     data = np.asarray(label.dataobj)
-    assert data.dtype == np.uint8 and data.ndim == 4 and data.shape[2:] == (1, 117)
+    assert data.dtype == np.uint8 and data.ndim == 4 and data.shape[2:] == (1, 119)
     assert set(np.unique(data)) <= {0, 1}
     liver = data[:, :, 0, every.index("liver")].T  # (H, W)
     assert liver.sum() > 1000
@@ -106,7 +106,7 @@ def test_coronal_build_writes_nnunet_dataset(built):
     assert np.nonzero(liver)[1].mean() < liver.shape[1] / 2
 
     image, masks = read_case(built, "s1_000")
-    assert image.array.shape == (2, *liver.shape) and masks.array.shape == (117, *liver.shape)
+    assert image.array.shape == (2, *liver.shape) and masks.array.shape == (119, *liver.shape)
     assert np.array_equal(masks.mask("liver"), liver.astype(bool))
     assert image.plane.spacing == pytest.approx((1.5, 1.5), abs=0.02) and image.plane.display == "radiograph"
     assert image.array[1].max() > 1000  # max channel sees bone (HU)
@@ -392,7 +392,7 @@ def test_xray_build_writes_radiographs_with_masks(xray_built):
     assert sorted(p.name for p in (xray_built / "imagesTr").glob("*.nii.gz")) == [
         f"{s}_{k:03d}_0000.nii.gz" for s in ("s1", "s2") for k in range(2)]
     image, masks = read_case(xray_built, "s1_001")
-    assert image.array.shape == (1, 64, 64) and masks.array.shape == (117, 64, 64)
+    assert image.array.shape == (1, 64, 64) and masks.array.shape == (119, 64, 64)
     assert 0.0 <= image.array.min() and image.array.max() <= 1.0 and image.array.std() > 0.01
     assert masks.mask("liver").any() and masks.mask("lungs").any()
     records = {r["case"]: r for r in iter_cases(xray_built)}

@@ -384,13 +384,15 @@ class Masks:
 
         The five v1 heart chambers become one ``heart`` mask (their union);
         ``face`` and ``pulmonary_artery``, which v2's ``total`` task lacks, are dropped.
-        Names that are already v2 classes are kept.
+        Names that are already v2 classes, and radiographic structures (the lung fields),
+        are kept.
         """
-        from ts2d_xray.labels import structure, v1_to_v2
+        from ts2d_xray.labels import radiographic_names, structure, v1_to_v2
 
         groups: dict[str, list[int]] = {}
         for k, name in enumerate(self.names):
-            target = name if structure(name).v2_id is not None else v1_to_v2(name)
+            kept = name in radiographic_names() or structure(name).v2_id is not None
+            target = name if kept else v1_to_v2(name)
             if target is not None:
                 groups.setdefault(target, []).append(k)
         names = tuple(groups)

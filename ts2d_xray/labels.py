@@ -14,6 +14,14 @@ Vocabulary
 *derived structure*
     A union of classes (``lung_left`` = its two lobes, ``ribs``, ``spine``, ...), so that
     masks can be compared with coarser real-world labels.
+*radiographic structure*
+    What a chest radiograph shows rather than what the body holds: the *radiographic
+    lung fields* ``lung_field_right`` and ``lung_field_left`` (:data:`LUNG_FIELDS`), the
+    visible part of each lung as JSRT/SCR, Wingspan and most chest X-ray sets draw it.
+    Not a union of classes: it is computed from 2D projected masks (its one home,
+    :mod:`ts2d_xray.radiographic`), so :func:`expand` gives the name itself, as for a
+    class.  It has a colour and terminology but no class entry (:func:`structure`) and no
+    group.
 *terminology*
     The DICOM segment codes of a class or derived structure (:func:`terminology`):
     SNOMED CT category, type and type modifier (laterality), and an anatomic region where
@@ -50,6 +58,7 @@ __all__ = [
     "FALLBACK_COLORS",
     "display_color",
     "GROUPS",
+    "LUNG_FIELDS",
     "PREVIEW_STRUCTURES",
     "Version",
     "Structure",
@@ -60,8 +69,10 @@ __all__ = [
     "expand",
     "group_of",
     "group_classes",
+    "is_class",
     "is_known",
     "preview_subset",
+    "radiographic_names",
     "structure",
     "Terminology",
     "terminology",
@@ -78,6 +89,11 @@ GROUPS: tuple[str, ...] = ("organs", "vertebrae", "cardiac", "muscles", "ribs")
 PREVIEW_STRUCTURES: tuple[str, ...] = (
     "lung_right", "lung_left", "heart", "aorta", "liver", "spleen", "stomach", "kidneys", "spine", "clavicles",
 )
+
+#: The radiographic lung fields (right, left): patient right first, as in
+#: :data:`ts2d_xray.measure.LUNG_FIELDS`.  Synth data sets list them after the 117 v2
+#: classes; :func:`ts2d_xray.radiographic.derive_lung_fields` makes them.
+LUNG_FIELDS: tuple[str, ...] = ("lung_field_right", "lung_field_left")
 
 
 @dataclass(frozen=True)
@@ -179,21 +195,29 @@ def _structures() -> Mapping[str, Structure]:
 
 
 def is_known(name: str) -> bool:
-    """True for a catalog class (v1 or v2) or a derived structure."""
-    return name in _structures() or name in _catalog()["derived"]
+    """True for a catalog class (v1 or v2), a derived or a radiographic structure."""
+    return name in _structures() or name in _catalog()["derived"] or name in _catalog()["radiographic"]
+
+
+def is_class(name: str) -> bool:
+    """True for a TotalSegmentator class (v1 or v2): a name a 3D label map may hold."""
+    return name in _structures()
 
 
 def _unknown(name: str) -> ValueError:
     import difflib
 
-    candidates = list(_structures()) + list(_catalog()["derived"])
+    if name in _catalog()["radiographic"]:
+        return ValueError(f"{name!r} is a radiographic structure (derived from 2D projected masks, see "
+                          "ts2d_xray.radiographic), not a TotalSegmentator class")
+    candidates = list(_structures()) + list(_catalog()["derived"]) + list(_catalog()["radiographic"])
     close = difflib.get_close_matches(name, candidates, n=3)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     return ValueError(f"unknown structure {name!r}{hint}")
 
 
 def structure(name: str) -> Structure:
-    """The catalog entry of one class (v1 or v2)."""
+    """The catalog entry of one class (v1 or v2); ValueError for any other name."""
     try:
         return _structures()[name]
     except KeyError:
@@ -204,7 +228,7 @@ def color(name: str) -> tuple[int, int, int]:
     """Display colour (R, G, B, 0-255) of a class or derived structure.
 
     A derived structure has its own colour where the catalog gives one, else the
-    colour of its first member.
+    colour of its first member; a radiographic structure has its own.
     """
     if name in _structures():
         return _structures()[name].color
@@ -266,16 +290,24 @@ def group_classes(group: str) -> tuple[str, ...]:
 
 
 def derived_names() -> tuple[str, ...]:
-    """Names of all derived structures."""
+    """Names of all derived structures (unions of classes)."""
     return tuple(_catalog()["derived"])
+
+
+def radiographic_names() -> tuple[str, ...]:
+    """Names of all radiographic structures (derived from 2D projected masks, not unions)."""
+    return tuple(_catalog()["radiographic"])
 
 
 def expand(name: str) -> tuple[str, ...]:
     """The catalog classes a structure stands for.
 
     A class expands to itself; a derived structure to the classes of its union,
-    following nested derived structures (``lungs`` -> five lobes).
+    following nested derived structures (``lungs`` -> five lobes).  A radiographic
+    structure is no union: it expands to itself, as a class.
     """
+    if name in _catalog()["radiographic"]:
+        return (name,)
     derived = _catalog()["derived"]
     if name in derived:
         out: list[str] = []

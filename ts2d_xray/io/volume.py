@@ -278,7 +278,7 @@ def _read_folder(path: Path) -> LabelMap:
     if not files:
         raise InputError(folder, "folder holds no label files (*.nii.gz, *.nrrd, *.mha)")
     names = {p: format_stem(p) for p in files}
-    skipped = sorted(n for n in names.values() if not catalog.is_known(n) or n in catalog.derived_names())
+    skipped = sorted(n for n in names.values() if not catalog.is_class(n))
     if skipped:
         warnings.warn(f"{folder}: skipping {len(skipped)} files that are not catalog classes: {', '.join(skipped)}")
     layers: list[np.ndarray] = []
