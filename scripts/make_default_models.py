@@ -11,7 +11,16 @@ The two bundles in ``ts2d_xray/weights/`` come from this script and nothing else
 3. ``xray-data``: synthetic radiographs of the same CTs, warped the same way
    (``synth build --kind xray --deform``);
 4. ``xray-adapt``: the coronal model fine-tuned on them (``ts2d_xray.train.adapt``);
-5. ``export``: both as bundles with half-precision weights and a manifest.
+5. ``films-data``: the X-ray training set for real films (recipe ``films``): synthetic
+   radiographs at a finer pixel size, plus the real chest films of the Wingspan
+   *training* split with their manual lung field and heart masks (every other structure
+   unlabelled for them), combined into one data set
+   (:mod:`ts2d_xray.dataset.films`); the Wingspan validation split is never used;
+6. ``films-adapt``: the ``xray-adapt`` model fine-tuned on that mix at 1.5 mm, with new
+   outputs ``lung_field_right``/``lung_field_left`` started from the lung lobes' heads;
+   the partial labels only count where a case has them;
+7. ``export``: the coronal model and the ``films-adapt`` X-ray model as bundles with
+   half-precision weights and a manifest.
 
 Each stage resumes where an interrupted run stopped (the data builds skip complete
 cases, the trainings resume from ``checkpoint_latest.pth``).  On the CPU a seed gives
@@ -20,7 +29,11 @@ the same weights bit for bit; a 2-core machine needs about an hour in all.
 Usage::
 
     .venv/bin/python scripts/make_default_models.py --work /tmp/default-models [--out ts2d_xray/weights]
-        [--stages coronal-data,coronal-train,xray-data,xray-adapt,export] [--device auto]
+        [--stages coronal-data,coronal-train,xray-data,xray-adapt,films-data,films-adapt,export] [--device auto]
+        [--films-start MODEL_DIR]
+
+``--films-start`` starts ``films-adapt`` from another X-ray model than the ``xray-adapt``
+stage's (e.g. the previously shipped bundle's folder, to skip stages 1-4).
 """
 
 from __future__ import annotations
@@ -38,7 +51,7 @@ from ts2d_xray.examples import SHARED_DATA_ENV, shared_data_dir
 ROOT = Path(__file__).resolve().parents[1]
 DATA = shared_data_dir()  # $TS2D_XRAY_DATA, else shared/data beside the checkout
 RECIPE = ROOT / "configs" / "default_models.json"
-STAGES = ("coronal-data", "coronal-train", "xray-data", "xray-adapt", "export")
+STAGES = ("coronal-data", "coronal-train", "xray-data", "xray-adapt", "films-data", "films-adapt", "export")
 
 
 def subjects_list(recipe: dict, work: Path) -> Path:
@@ -62,22 +75,73 @@ def subjects_list(recipe: dict, work: Path) -> Path:
     return listing
 
 
-def build_data(recipe: dict, work: Path, kind: str) -> Path:
+def build_data(recipe: dict, work: Path, kind: str, part: dict | None = None, out: Path | None = None) -> Path:
     from synth.build import BuildOptions, SampleSpec, build
     from synth.deform import DeformSpec
 
     deform = DeformSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in recipe["deform"].items()})
-    part = recipe[kind]
+    part = recipe[kind] if part is None else part
     if kind == "coronal":
         spec = SampleSpec("coronal", seed=recipe["seed"], spacing=part["spacing_mm"], deform=deform)
     else:
         spec = SampleSpec("xray", preset=part["preset"], seed=recipe["seed"], shape=tuple(part["shape"]),
                           deform=deform)
-    out = work / f"{kind}_data"
+    out = work / f"{kind}_data" if out is None else out
     report = build(subjects_list(recipe, work), out, BuildOptions(spec, per_ct=part["cases_per_ct"], progress=True))
     if report.failed:
         raise SystemExit(f"{kind} data: cases failed: {report.failed}")
     return out
+
+
+#: Wingspan mask folders -> structure names (patient's right and left lung fields, heart silhouette).
+WINGSPAN_MASKS = {"right_lung": "lung_field_right", "left_lung": "lung_field_left", "heart": "heart"}
+
+
+def wingspan_films(recipe: dict) -> list:
+    """The Wingspan films of the recipe's split part, with their masks (never the validation part)."""
+    from ts2d_xray.dataset.films import LabelledFilm
+
+    settings = recipe["films"]["wingspan"]
+    if settings["part"] == "validation":
+        raise SystemExit(f"{RECIPE}: films.wingspan.part must not be the validation split")
+    names = json.loads((ROOT / settings["split"]).read_text())[settings["part"]]
+    root = DATA / "xray" / "wingspan"
+    return [LabelledFilm(f"wingspan_{Path(n).stem}", root / "png" / n,
+                         {s: root / "mask" / folder / n for folder, s in WINGSPAN_MASKS.items()},
+                         {"wingspan_name": n}) for n in names]
+
+
+def build_films_data(recipe: dict, work: Path) -> Path:
+    """Synthetic radiographs at the films' pixel size plus the real training films, combined."""
+    from ts2d_xray.dataset import load_dataset
+    from ts2d_xray.dataset.films import combine_datasets, write_film_dataset
+    from ts2d_xray.io.files import remove_tree
+
+    part = recipe["films"]
+    drr = build_data(recipe, work, "xray", part["drr"], work / "films_drr_data")
+    structures = list(dict.fromkeys([*load_dataset(drr).structures, *part["new_heads"]]))
+    real = work / "films_real_data"
+    if not (real / "dataset.json").is_file():
+        if real.exists():
+            remove_tree(real)
+        write_film_dataset(real, wingspan_films(recipe), structures, description="Wingspan training split")
+    out = work / "films_data"
+    if out.exists():
+        remove_tree(out)
+    combine_datasets([drr, real], out)
+    return out
+
+
+def adapt_films(recipe: dict, work: Path, device: str, start: Path | None) -> Path:
+    from ts2d_xray.train import TrainOptions, adapt
+
+    part = recipe["films"]
+    options = TrainOptions(device=device, fold="all", seed=recipe["seed"], resume=True, progress=True)
+    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in part["adapt"].items()}
+    start = _trainer_dir(work / "xray_model") if start is None else start
+    result = adapt(start, work / "films_data", work / "films_model", options=options, new_heads=part["new_heads"],
+                   **settings)
+    return result.trainer_dir
 
 
 def train_coronal(recipe: dict, work: Path, device: str) -> Path:
@@ -117,13 +181,14 @@ def export(recipe: dict, work: Path, out: Path) -> list[Path]:
     from ts2d_xray.train.export import export_bundle
 
     written = []
-    for kind, model in (("coronal", "coronal_model"), ("xray", "xray_model")):
+    for kind, model, data_dir in (("coronal", "coronal_model", "coronal_data"), ("films", "films_model", "films_data")):
         part = recipe[kind]
-        data = json.loads((work / f"{kind}_data" / "dataset.json").read_text())
+        data = json.loads((work / data_dir / "dataset.json").read_text())
         training = {"recipe": str(RECIPE.relative_to(ROOT)), "subjects": recipe["subjects"],
-                    "cases": data.get("numTraining"), "seed": recipe["seed"],
-                    "deform": recipe["deform"], **({"preset": part["preset"]} if kind == "xray" else {})}
-        description = (f"default {kind} model of ts2d-xray, trained on {len(recipe['subjects'])} CTs "
+                    "cases": data.get("numTraining"), "seed": recipe["seed"], "deform": recipe["deform"],
+                    **({"preset": part["drr"]["preset"], "real_films": part["wingspan"]} if kind == "films" else {})}
+        description = (f"default {'xray' if kind == 'films' else kind} model of ts2d-xray, trained on "
+                       f"{len(recipe['subjects'])} CTs{' and real chest films' if kind == 'films' else ''} "
                        "(see docs/models.md; not for clinical use)")
         written.append(export_bundle({"all": _trainer_dir(work / model)}, out / part["name"], name=part["name"],
                                      fold="all", description=description, training=training, overwrite=True))
@@ -136,6 +201,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "ts2d_xray" / "weights", help="where the bundles go")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--films-start", type=Path, default=None,
+                        help="X-ray model folder to start films-adapt from (default: the xray-adapt stage's)")
     args = parser.parse_args(argv)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     bad = sorted(set(stages) - set(STAGES))
@@ -157,6 +224,10 @@ def main(argv=None) -> int:
             done = build_data(recipe, args.work, "xray")
         elif stage == "xray-adapt":
             done = adapt_xray(recipe, args.work, args.device)
+        elif stage == "films-data":
+            done = build_films_data(recipe, args.work)
+        elif stage == "films-adapt":
+            done = adapt_films(recipe, args.work, args.device, args.films_start)
         else:
             done = export(recipe, args.work, args.out)
         print(f"{stage}: {done} ({time.perf_counter() - started:.0f} s)", flush=True)

@@ -244,7 +244,6 @@ def test_bad_input_exits_2_naming_the_file_and_writes_nothing(coronal_model, cor
     cases = {
         "model not found": (tmp_path / "nowhere", xray, f"{tmp_path / 'nowhere'}: no such model folder"),
         "folder without a model": (tmp_path / "empty", xray, f"{tmp_path / 'empty'}: no trained model in it"),
-        "not a coronal model": (adapted_out, xray, "plans.json: the model's kind is 'xray'; adaptation starts from a coronal"),
         "data set not 1-channel": (coronal_model, coronal_dataset,
                                    f"{coronal_dataset / 'dataset.json'}: 2 channels ['mean', 'max']"),
         "structures mismatch": (coronal_model, _mismatched(tmp_path / "mismatch"),
@@ -272,8 +271,10 @@ def test_bad_input_exits_2_naming_the_file_and_writes_nothing(coronal_model, cor
     assert {p: p.read_bytes() for p in coronal_model.rglob("*") if p.is_file()} == before
 
     # The API: planning fields belong to the coronal model's plans.
-    with pytest.raises(ValueError, match="spacing_mm: fixed by the coronal model's plans"):
-        adaptation_trainer(coronal_model, xray, tmp_path / "api", _options(), spacing_mm=3.0)
+    with pytest.raises(ValueError, match="base_features: fixed by the coronal model's plans"):
+        adaptation_trainer(coronal_model, xray, tmp_path / "api", _options(), base_features=4)
+    with pytest.raises(ValueError, match=r"max_patch_size \[30, 32\] must be a multiple of the network's total stride"):
+        adaptation_trainer(coronal_model, xray, tmp_path / "api", _options(), max_patch_size=(30, 32))
     with pytest.raises(ValueError, match=r"unknown TrainConfig fields \['epoch'\]"):
         adaptation_trainer(coronal_model, xray, tmp_path / "api", _options(), epoch=3)
     assert not (tmp_path / "api").exists()

@@ -74,6 +74,13 @@ class XrayAugmentParams:
         jpeg_probability: Its chance.
         downscale_range: Down-and-up scaling factor (< 1 loses resolution).
         downscale_probability: Its chance.
+        aspect_range: Zoom of the rows relative to the columns (``A.Affine`` with
+            ``keep_ratio=False``): films resized to a square from another aspect
+            ratio (e.g. Wingspan's) look squashed or stretched by 0.8-1.25.
+        aspect_probability: Its chance.
+        marker_probability: Chance of burnt-in text markers ("L", "R", "PA", "ERECT",
+            ...), 1-3 of them near the border, white or black, as real films carry.
+        marker_height_range: Marker letter height as a fraction of the image height.
     """
 
     invert_probability: float = 0.0
@@ -101,6 +108,10 @@ class XrayAugmentParams:
     jpeg_probability: float = 0.2
     downscale_range: tuple[float, float] = (0.5, 0.9)
     downscale_probability: float = 0.1
+    aspect_range: tuple[float, float] = (1.0, 1.0)
+    aspect_probability: float = 0.0
+    marker_probability: float = 0.0
+    marker_height_range: tuple[float, float] = (0.03, 0.08)
 
     def __post_init__(self) -> None:
         for name in field_types(type(self)):
@@ -126,12 +137,13 @@ class XrayAugmentParams:
 
     def _check_bounds(self) -> None:
         """Each strength within what its albumentations transform accepts (and rotations <= 10°)."""
-        positive_ranges = ("gamma_range", "scale_range", "clahe_clip_range")
+        positive_ranges = ("gamma_range", "scale_range", "clahe_clip_range", "aspect_range", "marker_height_range")
         bounds = {
             "contrast_range": (0.0, math.inf), "noise_std_range": (0.0, 1.0), "blur_sigma_range": (0.0, math.inf),
             "jpeg_quality_range": (1.0, 100.0), "downscale_range": (0.0, 1.0),
             "rotate_deg": (0.0, MAX_ROTATE_DEG), "translate_fraction": (0.0, 0.5),
             "grid_distortion_limit": (0.0, 1.0), "elastic_alpha": (0.0, math.inf),
+            "marker_height_range": (0.0, 0.5),
         }
         for name in positive_ranges:
             if getattr(self, name)[0] <= 0:
@@ -170,7 +182,7 @@ def augment(
     """Randomly augment a radiograph and, consistently, its masks.
 
     Steps: inversion, gamma, contrast (image only), then the albumentations pipeline
-    of :func:`_pipeline` seeded from ``rng``.  Masks are bit-packed 8 per uint8
+    of :func:`_pipeline` seeded from ``rng``, then burnt-in text markers (image only).  Masks are bit-packed 8 per uint8
     channel for albumentations (13 channels instead of 104 masks); geometric
     transforms use nearest-neighbour interpolation and fill 0 for masks, so the packed
     bits move exactly like separate masks would.
@@ -202,7 +214,46 @@ def augment(
         out, out_masks = _albumentations(out, masks, params, seed)
     else:
         out_masks = None if masks is None else masks.copy()
+    # Drawn last, so that parameters without markers give the results they always gave.
+    if params.marker_probability > 0 and rng.random() < params.marker_probability:
+        out = _burn_markers(np.clip(out, 0.0, 1.0), params.marker_height_range, rng)
     return np.clip(out, 0.0, 1.0).astype(np.float32, copy=False), out_masks
+
+
+#: Texts of burnt-in markers: side, view and position markers of chest films.
+MARKER_TEXTS = ("L", "R", "PA", "AP", "ERECT", "SUPINE", "PORTABLE", "LT", "RT", "INSP")
+
+
+def _burn_markers(image: np.ndarray, height_range: tuple[float, float], rng: np.random.Generator) -> np.ndarray:
+    """``image`` with 1-3 text markers near its border (image only: markers hide no anatomy label).
+
+    Letters come from PIL's built-in bitmap font, drawn at the chosen height (a fraction
+    of the image height) and in white or black, at a random place in the outer fifth.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    h, w = image.shape
+    out = image.copy()
+    for _ in range(int(rng.integers(1, 4))):
+        text = MARKER_TEXTS[int(rng.integers(len(MARKER_TEXTS)))]
+        size = max(6, int(round(h * rng.uniform(*height_range))))
+        font = ImageFont.load_default(size=size)
+        box = ImageDraw.Draw(Image.new("L", (1, 1))).textbbox((0, 0), text, font=font)
+        tw, th = box[2] - box[0] + 2, box[3] - box[1] + 2
+        if tw >= w or th >= h:
+            continue
+        layer = Image.new("L", (tw, th), 0)
+        ImageDraw.Draw(layer).text((1 - box[0], 1 - box[1]), text, fill=255, font=font)
+        alpha = np.asarray(layer, dtype=np.float32) / 255.0
+        edge_rows = int(rng.integers(0, 2))  # near the top or bottom edge, else near a side
+        top = int(rng.choice([rng.integers(0, max(1, h // 5)), rng.integers(max(0, h - h // 5 - th), h - th + 1)])) \
+            if edge_rows else int(rng.integers(0, h - th + 1))
+        left = int(rng.integers(0, w - tw + 1)) if edge_rows else \
+            int(rng.choice([rng.integers(0, max(1, w // 5)), rng.integers(max(0, w - w // 5 - tw), w - tw + 1)]))
+        value = np.float32(rng.uniform(0.9, 1.0) if rng.random() < 0.8 else rng.uniform(0.0, 0.1))
+        window = out[top:top + th, left:left + tw]
+        out[top:top + th, left:left + tw] = window * (1 - alpha) + value * alpha
+    return out
 
 
 def _checked(image: np.ndarray, masks: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -288,6 +339,8 @@ def _pipeline(params: XrayAugmentParams, seed: int) -> albumentations.Compose:
 
     fill = {"border_mode": cv2.BORDER_CONSTANT, "fill": 0, "fill_mask": 0, "mask_interpolation": cv2.INTER_NEAREST}
     transforms = [
+        A.Affine(scale={"x": (1.0, 1.0), "y": params.aspect_range}, keep_ratio=False, p=params.aspect_probability,
+                 **fill),
         A.Affine(
             rotate=(-params.rotate_deg, params.rotate_deg),
             scale=params.scale_range,

@@ -40,167 +40,54 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass, replace
-from functools import cached_property
+from dataclasses import replace
 from os import PathLike
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
 import torch
 
 from ts2d_xray.dataset import Dataset, load_dataset
 from ts2d_xray.errors import InputError
 from ts2d_xray.io.files import read_json
-from ts2d_xray.nnunet.checkpoint import network_weights
-from ts2d_xray.nnunet.layout import (CONFIGURATION, DATASET_FILE, FINAL, PLANS_FILE, TRAINER_NAME, fold_folder,
-                                     trainer_folder)
-from ts2d_xray.nnunet.network import SEG_LAYER, build_network
-from ts2d_xray.train.checkpoint import load_checkpoint
-from ts2d_xray.train.config import PLANNING_FIELDS, TrainConfig, config_from_dict
+from ts2d_xray.nnunet.layout import CONFIGURATION, DATASET_FILE, PLANS_FILE, trainer_folder
+from ts2d_xray.nnunet.network import SEG_LAYER
+from ts2d_xray.train.config import PLANNING_FIELDS, TrainConfig
+from ts2d_xray.train.coronal import CoronalModel, load_coronal_model, network_shapes
 from ts2d_xray.train.options import TrainOptions, TrainResult
 from ts2d_xray.train.plans import data_fields
 from ts2d_xray.train.trainer import Trainer
 from ts2d_xray.train.transforms import XrayAugmentation
 
-__all__ = ["CoronalModel", "adapt", "adapt_weights", "adaptation_trainer", "adapted_plans", "load_coronal_model"]
+__all__ = ["RESOLUTION_FIELDS", "CoronalModel", "adapt", "adapt_weights", "adaptation_trainer", "adapted_plans",
+           "load_coronal_model", "resolution_overrides"]
 
 log = logging.getLogger(__name__)
 
-@dataclass(frozen=True, eq=False)
-class CoronalModel:
-    """A trained coronal model, read for adaptation.
-
-    Attributes:
-        trainer_dir: Its nnU-Net results folder (``<trainer>__<plans>__2d``).
-        fold: The fold whose ``checkpoint_final.pth`` is used.
-        checkpoint: That file.
-        plans: Its ``plans.json``.
-        dataset_json: Its ``dataset.json``.
-        config: The configuration it was trained with.
-        weights: Its network's state dict (CPU tensors).
-    """
-
-    trainer_dir: Path
-    fold: str
-    checkpoint: Path
-    plans: dict
-    dataset_json: dict
-    config: TrainConfig
-    weights: dict[str, torch.Tensor]
-
-    @property
-    def structures(self) -> tuple[str, ...]:
-        """Its outputs, in order."""
-        return tuple(self.plans["ts2d"]["structures"])
-
-    @cached_property
-    def sha256(self) -> str:
-        """SHA-256 (hex) of the checkpoint file: which coronal model an adaptation started from."""
-        from ts2d_xray.segment.manifest import sha256_file
-
-        return sha256_file(self.checkpoint)
-
-    def provenance(self) -> dict:
-        """What ``plans["ts2d"]["adapted_from"]`` records of it."""
-        return {"model": str(self.trainer_dir), "fold": self.fold, "checkpoint": self.checkpoint.name,
-                "sha256": self.sha256, "dataset": self.dataset_json.get("name"),
-                "in_channels": self.plans["ts2d"]["in_channels"],
-                "channels": list(self.plans["ts2d"].get("dataset_channels", ())),
-                "structures": list(self.structures)}
-
-
-# --- the coronal model -------------------------------------------------------------
-def _trainer_dir(path: Path) -> Path:
-    """``path`` itself if it holds ``plans.json``, else its only ``<trainer>__*__2d`` folder."""
-    if not path.is_dir():
-        raise InputError(path, "no such model folder" if not path.exists() else
-                               "a model is a folder (MODEL_DIR or its <trainer>__<plans>__2d folder), not a file")
-    if (path / PLANS_FILE).is_file():
-        return path
-    found = sorted(p for p in path.glob(f"{TRAINER_NAME}__*__{CONFIGURATION}") if (p / PLANS_FILE).is_file())
-    if len(found) == 1:
-        return found[0]
-    if not found:
-        raise InputError(path, f"no trained model in it: expected {PLANS_FILE} or a "
-                               f"{TRAINER_NAME}__<plans>__{CONFIGURATION} folder (written by `ts2d-xray train`)")
-    raise InputError(path, f"holds {len(found)} models ({', '.join(p.name for p in found)}); pass one of them")
-
-
-def _fold(trainer_dir: Path, fold: int | str | None) -> str:
-    """The fold to read: the one asked for, else the only fold with a final checkpoint."""
-    done = sorted(p.parent.name[len("fold_"):] for p in trainer_dir.glob(f"fold_*/{FINAL}"))
-    if fold is not None:
-        if str(fold) not in done:
-            raise InputError(fold_folder(trainer_dir, fold) / FINAL,
-                             f"no such checkpoint; folds with a final checkpoint: {done or 'none'}")
-        return str(fold)
-    if len(done) == 1:
-        return done[0]
-    if not done:
-        raise InputError(trainer_dir, f"no fold_N/{FINAL}: the model has not finished training")
-    raise InputError(trainer_dir, f"{len(done)} folds have a final checkpoint ({', '.join(done)}); "
-                                  "choose one (coronal_fold=, --coronal-fold)")
-
-
-def load_coronal_model(path: str | PathLike, fold: int | str | None = None) -> CoronalModel:
-    """Read a coronal model trained by :mod:`ts2d_xray.train`, for :func:`adapt`.
-
-    Args:
-        path: ``MODEL_DIR`` (holding one ``<trainer>__<plans>__2d`` folder) or that folder.
-        fold: Fold to read; default: the only fold with a ``checkpoint_final.pth``.
-
-    Raises:
-        InputError: Naming the file: no model there, plans or checkpoint unreadable, not
-            a coronal model of ours, weights that do not fit its plans.
-    """
-    trainer_dir = _trainer_dir(Path(path))
-    plans_path = trainer_dir / PLANS_FILE
-    plans, dataset_json = read_json(plans_path), read_json(trainer_dir / DATASET_FILE)
-    ours = plans.get("ts2d")
-    if not isinstance(ours, dict) or "structures" not in ours:
-        raise InputError(plans_path, "no 'ts2d' block: not a model trained by ts2d_xray.train")
-    if ours.get("kind") != "coronal":
-        raise InputError(plans_path, f"the model's kind is {ours.get('kind')!r}; adaptation starts from a coronal "
-                                     "model (2 channels: mean and max projection)")
-    fold = _fold(trainer_dir, fold)
-    path = fold_folder(trainer_dir, fold) / FINAL
-    state = load_checkpoint(path)
-    if not isinstance(state.get("config"), dict):
-        raise InputError(path, "no training configuration ('config'): not a checkpoint of ts2d_xray.train")
-    try:
-        config = config_from_dict(state["config"])
-    except (TypeError, ValueError) as err:
-        raise InputError(path, f"its training configuration is invalid ({err})") from None
-    weights = network_weights(state, path)
-    expected = _shapes(plans, ours["in_channels"], ours["structures"])
-    wrong = sorted(k for k in set(expected) | set(weights)
-                   if k not in weights or k not in expected or tuple(weights[k].shape) != expected[k])
-    if wrong:
-        raise InputError(path, f"its weights do not fit {plans_path.name} ({len(wrong)} tensors differ, e.g. "
-                               f"{wrong[0]})")
-    return CoronalModel(trainer_dir, fold, path, plans, dataset_json, config, weights)
-
-
-def _shapes(plans: Mapping[str, Any], in_channels: int, structures: Sequence[str]) -> dict[str, tuple[int, ...]]:
-    """Tensor shapes of the (deep-supervision) network of ``plans`` for other inputs and outputs."""
-    # Shapes only: on the meta device, without memory or initialisation.
-    network = build_network(plans, int(in_channels), len(structures), deep_supervision=True, device="meta")
-    return {k: tuple(v.shape) for k, v in network.state_dict().items()}
-
+#: Planning fields an adaptation may change: pixel size and patch (the topology stays).
+RESOLUTION_FIELDS = ("spacing_mm", "max_patch_size")
 
 # --- plans and weights -------------------------------------------------------------
-def adapted_plans(coronal: CoronalModel, fingerprint: Mapping[str, Any], dataset_meta: Mapping[str, Any]) -> dict:
+def adapted_plans(coronal: CoronalModel, fingerprint: Mapping[str, Any], dataset_meta: Mapping[str, Any],
+                  config: TrainConfig | None = None) -> dict:
     """The plans of the adapted model: the coronal network's, the X-ray data's description.
 
     Args:
         coronal: The coronal model.
         fingerprint: :func:`~ts2d_xray.train.plans.dataset_fingerprint` of the X-ray data set.
         dataset_meta: The X-ray data set's ``dataset.json`` (1 channel).
+        config: The adaptation's configuration; where its ``spacing_mm`` or
+            ``max_patch_size`` differ from the coronal model's, the adapted network
+            works at that pixel size (mm) with that patch (pixels), with the same
+            topology and weights (see :func:`resolution_overrides`).
     """
     plans = copy.deepcopy(coronal.plans)
     configuration = plans["configurations"][CONFIGURATION]
-    # The network works at the coronal model's pixel size: the anatomy has the size in
-    # pixels that its filters learned.
+    if config is not None:
+        configuration.update(resolution_overrides(coronal, config))
+    # By default the network works at the coronal model's pixel size: the anatomy has
+    # the size in pixels that its filters learned.
     data = data_fields(fingerprint, dataset_meta, configuration["spacing"])
     configuration.update(data["configuration"])
     plans.update(data["plans"])
@@ -215,14 +102,18 @@ def adapted_plans(coronal: CoronalModel, fingerprint: Mapping[str, Any], dataset
 
 
 def adapt_weights(weights: Mapping[str, torch.Tensor], shapes: Mapping[str, Sequence[int]],
-                  coronal_structures: Sequence[str], structures: Sequence[str]) -> dict[str, torch.Tensor]:
-    """The coronal network's weights for a network with fewer inputs and a subset of its outputs.
+                  coronal_structures: Sequence[str], structures: Sequence[str],
+                  new_heads: Mapping[str, Sequence[str]] | None = None) -> dict[str, torch.Tensor]:
+    """The coronal network's weights for a network with fewer inputs and other outputs.
 
     Args:
         weights: The coronal state dict.
         shapes: The new network's tensor shapes, by name (same architecture).
         coronal_structures: The coronal outputs, in order.
-        structures: The new outputs, in order: each one of ``coronal_structures``.
+        structures: The new outputs, in order: each one of ``coronal_structures`` or a
+            key of ``new_heads``.
+        new_heads: Structures the coronal model lacks -> the coronal structures whose
+            segmentation heads (weights and biases) are averaged to start them.
 
     Returns:
         A state dict for the new network: input convolutions summed over their input
@@ -239,18 +130,25 @@ def adapt_weights(weights: Mapping[str, torch.Tensor], shapes: Mapping[str, Sequ
         ...                     ["liver", "spleen", "heart"], ["heart", "liver"])
         >>> out["conv.weight"][0, 0, 0, 0].item(), out["seg_layers.0.weight"].flatten().tolist()
         (2.0, [2.0, 0.0])
+        >>> out = adapt_weights(w, {"conv.weight": (4, 1, 3, 3), "seg_layers.0.weight": (1, 1, 1, 1)},
+        ...                     ["liver", "spleen", "heart"], ["belly"], {"belly": ["liver", "spleen"]})
+        >>> out["seg_layers.0.weight"].flatten().tolist()
+        [0.5]
     """
-    missing = [s for s in structures if s not in coronal_structures]
+    new_heads = dict(new_heads or {})
+    missing = [s for s in structures if s not in coronal_structures and s not in new_heads]
     if missing:
-        raise ValueError(f"structures {missing} are not outputs of the coronal model")
-    rows = [list(coronal_structures).index(s) for s in structures]
+        raise ValueError(f"structures {missing} are not outputs of the coronal model (and have no new_heads entry)")
+    rows = [_head_rows(s, coronal_structures, new_heads) for s in structures]
     out = {}
     for key, shape in shapes.items():
         if key not in weights:
             raise ValueError(f"the coronal weights have no tensor {key!r}")
         tensor = weights[key]
         if SEG_LAYER.search(key):
-            tensor = tensor[rows]  # each output keeps the head of its structure
+            # Each output keeps the head of its structure; a new one starts as the mean
+            # of the heads it is made from (a lung field from its side's lobes).
+            tensor = torch.stack([tensor[r].mean(dim=0) for r in rows])
         shape = tuple(shape)
         if tuple(tensor.shape) != shape:
             if tensor.ndim == 4 and shape[1] == 1 and (tensor.shape[0], *tensor.shape[2:]) == (shape[0], *shape[2:]):
@@ -269,17 +167,57 @@ def adapt_weights(weights: Mapping[str, torch.Tensor], shapes: Mapping[str, Sequ
     return out
 
 
+def _head_rows(name: str, coronal_structures: Sequence[str], new_heads: Mapping[str, Sequence[str]]) -> list[int]:
+    """Rows of the coronal heads that start output ``name``."""
+    if name in coronal_structures:
+        return [list(coronal_structures).index(name)]
+    sources = list(new_heads[name])
+    unknown = [s for s in sources if s not in coronal_structures]
+    if not sources or unknown:
+        raise ValueError(f"new_heads[{name!r}] must name outputs of the coronal model; {unknown or 'none'} are not")
+    return [list(coronal_structures).index(s) for s in sources]
+
+
+def resolution_overrides(coronal: CoronalModel, config: TrainConfig) -> dict[str, Any]:
+    """Plans fields for an adaptation at another pixel size or patch than the coronal model's.
+
+    The network keeps its topology (stages, features, strides), so every weight fits;
+    filters see the anatomy at ``config.spacing_mm`` (a finer pixel size sees smaller
+    structures, with a receptive field that covers less of the body).  The patch must
+    be a multiple of the network's total stride.
+
+    Returns:
+        ``{"spacing": [s, s], "patch_size": [h, w]}``, only the fields that change.
+
+    Raises:
+        ValueError: A patch that is not a multiple of the total stride.
+    """
+    configuration = coronal.plans["configurations"][CONFIGURATION]
+    changed: dict[str, Any] = {}
+    if config.spacing_mm is not None and config.spacing_mm != coronal.config.spacing_mm:
+        changed["spacing"] = [float(config.spacing_mm)] * 2
+    if config.max_patch_size is not None and tuple(config.max_patch_size) != tuple(configuration["patch_size"]):
+        strides = configuration["architecture"]["arch_kwargs"]["strides"]
+        total = [int(np.prod([s[i] for s in strides])) for i in range(2)]
+        patch = [int(p) for p in config.max_patch_size]
+        if any(p % t for p, t in zip(patch, total)):
+            raise ValueError(f"max_patch_size {patch} must be a multiple of the network's total stride {total}")
+        changed["patch_size"] = patch
+    return changed
+
+
 # --- checks ------------------------------------------------------------------------
-def _check_dataset(dataset: Dataset, coronal: CoronalModel) -> None:
+def _check_dataset(dataset: Dataset, coronal: CoronalModel, new_heads: Mapping[str, Sequence[str]]) -> None:
     path = dataset.root / DATASET_FILE
     if len(dataset.channels) != 1:
         raise InputError(path, f"{len(dataset.channels)} channels {list(dataset.channels)}: adaptation needs a "
                                "1-channel radiograph data set (`ts2d-xray synth build --kind xray`)")
-    unknown = [s for s in dataset.structures if s not in coronal.structures]
+    unknown = [s for s in dataset.structures if s not in coronal.structures and s not in new_heads]
     if unknown:
         raise InputError(path, f"structures {unknown[:8]}{' ...' if len(unknown) > 8 else ''} are not outputs of "
                                f"the coronal model {coronal.trainer_dir} ({len(coronal.structures)} structures); "
-                               "the X-ray data set's structures must be the model's or a subset of them")
+                               "the X-ray data set's structures must be the model's, a subset of them, "
+                               "or new ones started from them (new_heads)")
     display = (coronal.plans["ts2d"].get("display"), dataset.meta.get("display"))
     if display[0] != display[1]:
         raise InputError(path, f"display convention {display[1]!r}, but the coronal model was trained on "
@@ -287,7 +225,7 @@ def _check_dataset(dataset: Dataset, coronal: CoronalModel) -> None:
 
 
 def _config(coronal: TrainConfig, overrides: Mapping[str, Any]) -> TrainConfig:
-    fixed = sorted(set(overrides) & set(PLANNING_FIELDS))
+    fixed = sorted(set(overrides) & set(PLANNING_FIELDS) - set(RESOLUTION_FIELDS))
     if fixed:
         raise ValueError(f"{', '.join(fixed)}: fixed by the coronal model's plans; adaptation keeps its network")
     try:
@@ -316,7 +254,7 @@ def _check_output(trainer_dir: Path, coronal: CoronalModel) -> None:
 def adaptation_trainer(coronal_model: str | PathLike | CoronalModel, xray_dataset: Dataset | str | PathLike,
                        out_dir: str | PathLike, options: TrainOptions = TrainOptions(), *,
                        coronal_fold: int | str | None = None, augmentation: Callable | None = None,
-                       **config_overrides: Any) -> Trainer:
+                       new_heads: Mapping[str, Sequence[str]] | None = None, **config_overrides: Any) -> Trainer:
     """The :class:`Trainer` of an adaptation, checked but not started (see :func:`adapt`).
 
     ``trainer.prepare()`` builds the 1-channel network with the adapted weights
@@ -325,17 +263,19 @@ def adaptation_trainer(coronal_model: str | PathLike | CoronalModel, xray_datase
     coronal = coronal_model if isinstance(coronal_model, CoronalModel) else load_coronal_model(coronal_model,
                                                                                                 coronal_fold)
     dataset = xray_dataset if isinstance(xray_dataset, Dataset) else load_dataset(xray_dataset)
-    _check_dataset(dataset, coronal)
+    new_heads = dict(new_heads or {})
+    _check_dataset(dataset, coronal, new_heads)
     config = _config(coronal.config, config_overrides)
     _check_output(trainer_folder(out_dir, config), coronal)
     structures = tuple(dataset.structures)
-    weights = adapt_weights(coronal.weights, _shapes(coronal.plans, len(dataset.channels), structures),
-                            coronal.structures, structures)
-    patch = coronal.plans["configurations"][CONFIGURATION]["patch_size"]
+    weights = adapt_weights(coronal.weights, network_shapes(coronal.plans, len(dataset.channels), structures),
+                            coronal.structures, structures, new_heads)
+    patch = resolution_overrides(coronal, config).get(
+        "patch_size", coronal.plans["configurations"][CONFIGURATION]["patch_size"])
 
     def planner(fingerprint: Mapping[str, Any], dataset_meta: Mapping[str, Any], config: TrainConfig, *,
                 in_channels: int, channel_source: Sequence[int]) -> dict:
-        return adapted_plans(coronal, fingerprint, dataset_meta)
+        return adapted_plans(coronal, fingerprint, dataset_meta, config)
 
     log.info("adapting %s (fold %s, %d structures) to %s (%d structures)", coronal.trainer_dir, coronal.fold,
              len(coronal.structures), dataset.root, len(structures))
@@ -346,7 +286,7 @@ def adaptation_trainer(coronal_model: str | PathLike | CoronalModel, xray_datase
 def adapt(coronal_model: str | PathLike | CoronalModel, xray_dataset: Dataset | str | PathLike,
           out_dir: str | PathLike, options: TrainOptions = TrainOptions(), *,
           coronal_fold: int | str | None = None, augmentation: Callable | None = None,
-          **config_overrides: Any) -> TrainResult:
+          new_heads: Mapping[str, Sequence[str]] | None = None, **config_overrides: Any) -> TrainResult:
     """Fine-tune a coronal model on a radiograph data set into an X-ray model.
 
     Args:
@@ -361,8 +301,13 @@ def adapt(coronal_model: str | PathLike | CoronalModel, xray_dataset: Dataset | 
             progress bar.
         coronal_fold: The coronal fold to start from; default: its only finished fold.
         augmentation: Default :class:`~ts2d_xray.train.transforms.XrayAugmentation`.
+        new_heads: Structures of the X-ray data set that the coronal model lacks ->
+            the coronal structures whose heads start them (averaged), e.g.
+            ``{"lung_field_right": [the right lung lobes]}``.
         **config_overrides: Training fields of :class:`TrainConfig` (``epochs``,
-            ``iterations_per_epoch``, ``initial_lr``, ``freeze_encoder_epochs``, ...);
+            ``iterations_per_epoch``, ``initial_lr``, ``freeze_encoder_epochs``, ...),
+            and ``spacing_mm`` / ``max_patch_size`` to work at another pixel size (mm)
+            or patch (pixels) with the same network (:func:`resolution_overrides`);
             the rest is the coronal model's configuration.
 
     Returns:
@@ -377,6 +322,6 @@ def adapt(coronal_model: str | PathLike | CoronalModel, xray_dataset: Dataset | 
         ValueError: Unknown or planning fields in ``config_overrides``.
     """
     trainer = adaptation_trainer(coronal_model, xray_dataset, out_dir, options, coronal_fold=coronal_fold,
-                                 augmentation=augmentation, **config_overrides)
+                                 augmentation=augmentation, new_heads=new_heads, **config_overrides)
     return trainer.fit()
 

@@ -40,15 +40,18 @@ __all__ = ["XRAY_TRAINING_AUGMENT", "Augmentation", "NnUNetAugmentation", "XrayA
 
 #: Radiograph augmentation during training.  Intensity: inversion, gamma, contrast,
 #: noise, blur and CLAHE, the ways real radiographs differ from each other and from
-#: DRRs.  Geometry: the affine only (rotation ±10°, zoom 0.85-1.15, no shift, since the
-#: sampler already places patches anywhere), no grid or elastic distortion, JPEG or
-#: downscaling (patches at the network's pixel size are coarse already).
+#: DRRs, and burnt-in text markers.  Geometry: the affine (rotation ±10°, zoom
+#: 0.85-1.15, no shift, since the sampler already places patches anywhere) and an
+#: aspect-ratio jitter of 0.8-1.25 (films resized to a square from other aspect ratios),
+#: no grid or elastic distortion, JPEG or downscaling (patches at the network's pixel
+#: size are coarse already).
 XRAY_TRAINING_AUGMENT = XrayAugmentParams(
     invert_probability=0.1, gamma_range=(0.7, 1.5), gamma_probability=0.3, contrast_range=(0.75, 1.25),
     contrast_probability=0.3, rotate_deg=10.0, scale_range=(0.85, 1.15), translate_fraction=0.0,
     affine_probability=0.3, grid_distortion_probability=0.0, elastic_probability=0.0,
     noise_std_range=(0.005, 0.03), noise_probability=0.2, blur_sigma_range=(0.3, 1.0), blur_probability=0.2,
     clahe_clip_range=(1.0, 3.0), clahe_probability=0.2, jpeg_probability=0.0, downscale_probability=0.0,
+    aspect_range=(0.8, 1.25), aspect_probability=0.3, marker_probability=0.2,
 )
 
 
@@ -157,6 +160,8 @@ class XrayAugmentation:
         # translate_fraction of the crop on either side needs that much more.
         angle = math.radians(params.rotate_deg if params.affine_probability > 0 else 0.0)
         zoom = min(1.0, params.scale_range[0]) if params.affine_probability > 0 else 1.0
+        if params.aspect_probability > 0:
+            zoom *= min(1.0, params.aspect_range[0])
         shift = params.translate_fraction if params.affine_probability > 0 else 0.0
         grow = (abs(math.cos(angle)) + abs(math.sin(angle))) / zoom / (1 - 2 * shift)
         self.input_size = tuple(int(math.ceil(p * grow)) for p in self.patch_size)

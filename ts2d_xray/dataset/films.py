@@ -1,0 +1,174 @@
+"""Data sets of real radiographs with partial labels, and data sets combined from others.
+
+A real film rarely comes with all 117 TotalSegmentator structures: a chest film set
+labels the lung fields and the heart, say.  :func:`write_film_dataset` writes such films
+as an ``xray`` data set (:mod:`ts2d_xray.dataset.format`) whose structures are the ones
+a model learns, and whose case records list every structure a film does not label in
+``unlabelled_structures``: training leaves those (film, structure) pairs out of the
+loss (:class:`ts2d_xray.train.loss.MultiLabelDiceBCELoss`), so a chest film teaches
+"lung field here" without teaching "no liver anywhere".
+
+:func:`combine_datasets` joins data sets of one kind (e.g. synthetic radiographs with
+all structures and real films with three) into one, over the union of their
+structures; a structure that a source lacks is unlabelled in that source's cases.
+
+Images are read with :func:`ts2d_xray.io.read_radiograph` (display convention: head
+up, the patient's right on the image left; a file without pixel spacing gets the
+reader's stated fallback, recorded in the case record as ``spacing_source``).  Mask
+files are read with :func:`ts2d_xray.io.mask_sources.read_mask_source` (inside =
+non-zero) and must have the image's pixel grid.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from ts2d_xray.dataset.format import CASES_FILE, DATASET_JSON
+from ts2d_xray.dataset.read import Dataset, iter_cases, load_dataset
+from ts2d_xray.dataset.write import finalize, write_case
+from ts2d_xray.errors import InputError
+from ts2d_xray.image import Masks
+
+__all__ = ["LabelledFilm", "combine_datasets", "write_film_dataset"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LabelledFilm:
+    """One real radiograph and the masks drawn on it.
+
+    Attributes:
+        case_id: The case id in the data set (letters, digits, ``.``, ``_``, ``-``).
+        image: The radiograph file (DICOM, PNG, JPEG, NRRD, ...).
+        masks: Structure name -> mask file on the image's pixel grid (inside = non-zero).
+        meta: Extra facts for the case record (e.g. the vendor group).
+    """
+
+    case_id: str
+    image: Path
+    masks: Mapping[str, Path]
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _read_film(film: LabelledFilm, structures: Sequence[str]) -> tuple[Any, Masks, dict[str, Any]]:
+    """The film's image, its masks in ``structures`` order, and its case record."""
+    from ts2d_xray.io.mask_sources import read_mask_source
+    from ts2d_xray.io.radiograph import read_radiograph
+
+    unknown = sorted(set(film.masks) - set(structures))
+    if unknown:
+        raise ValueError(f"film {film.case_id}: masks of {unknown}, which are not among the data set's structures")
+    with warnings.catch_warnings():  # the fallbacks are recorded in the case record instead
+        warnings.simplefilter("ignore")
+        image = read_radiograph(film.image)
+    array = np.zeros((len(structures), *image.plane.shape), dtype=bool)
+    for name, path in film.masks.items():
+        mask = read_mask_source(path).masks.array[0]
+        if mask.shape != image.plane.shape:
+            raise InputError(path, f"mask of {mask.shape[1]}x{mask.shape[0]} px for the image {film.image} of "
+                                   f"{image.plane.shape[1]}x{image.plane.shape[0]} px")
+        array[list(structures).index(name)] = mask
+    masks = Masks(array, tuple(structures), image.plane)
+    record = {
+        "case": film.case_id, "source": str(film.image), "kind": "real radiograph",
+        "mask_files": {n: str(p) for n, p in film.masks.items()},
+        "spacing_source": image.meta.get("spacing_source"), "orientation_source": image.meta.get("orientation_source"),
+        "empty_structures": [n for n, m in zip(structures, array) if not m.any()],
+        "unlabelled_structures": [n for n in structures if n not in film.masks],
+        **dict(film.meta),
+    }
+    return image, masks, record
+
+
+def write_film_dataset(out: str | PathLike, films: Iterable[LabelledFilm], structures: Sequence[str], *,
+                       description: str = "real radiographs with partial labels") -> Dataset:
+    """Write real films with the masks they have as an ``xray`` data set.
+
+    Args:
+        out: The data set folder (created; it must not hold another data set).
+        films: The films; their case ids must be unique.
+        structures: The data set's structures, in order (e.g. a model's outputs); each
+            film's masks must be among them, the others are unlabelled for it.
+        description: Stored in ``dataset.json["source"]``.
+
+    Raises:
+        InputError: An unreadable image or mask, or a mask on another pixel grid.
+        ValueError: Duplicate case ids, or masks of structures not in ``structures``.
+    """
+    out = Path(out)
+    _check_new(out)
+    films = list(films)
+    ids = [f.case_id for f in films]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"duplicate case ids: {sorted({i for i in ids if ids.count(i) > 1})[:5]}")
+    out.mkdir(parents=True, exist_ok=True)
+    for film in films:
+        image, masks, record = _read_film(film, structures)
+        write_case(out, film.case_id, image, masks, record)
+    finalize(out, structures, (), {"kind": "xray", "source": description})
+    log.info("%s: %d films, %d structures", out, len(films), len(structures))
+    return load_dataset(out)
+
+
+def combine_datasets(sources: Sequence[str | PathLike | Dataset], out: str | PathLike) -> Dataset:
+    """One data set holding every case of ``sources``, over the union of their structures.
+
+    Structures keep the first source's order, then each later source's new ones.  A case
+    keeps its record, with ``unlabelled_structures`` grown by the structures its source
+    lacks (their layers are empty), and gains ``combined_from`` (its source folder).
+
+    Raises:
+        InputError: Sources of different kinds, channels or display conventions, or two
+            cases with the same id.
+    """
+    datasets = [s if isinstance(s, Dataset) else load_dataset(s) for s in sources]
+    if not datasets:
+        raise ValueError("combine_datasets needs at least one source")
+    out = Path(out)
+    _check_new(out)
+    first = datasets[0]
+    for ds in datasets[1:]:
+        for key in ("kind", "channels", "display"):
+            if ds.meta.get(key) != first.meta.get(key):
+                raise InputError(ds.root / DATASET_JSON, f"{key} {ds.meta.get(key)!r}, but {first.root} has "
+                                                         f"{first.meta.get(key)!r}: they cannot be combined")
+    structures = list(dict.fromkeys(s for ds in datasets for s in ds.structures))
+    seen: dict[str, Path] = {}
+    out.mkdir(parents=True, exist_ok=True)
+    for ds in datasets:
+        for record in iter_cases(ds):
+            _copy_case(ds, dict(record), structures, seen, out)
+    finalize(out, structures, sorted({g for ds in datasets for g in ds.meta.get("groups", ())}),
+             {"kind": first.meta["kind"], "source": "combined", "combined_from": [str(ds.root) for ds in datasets]})
+    return load_dataset(out)
+
+
+def _copy_case(ds: Dataset, record: dict[str, Any], structures: Sequence[str], seen: dict[str, Path],
+               out: Path) -> None:
+    """Write one case of ``ds`` into ``out`` with its masks spread over ``structures``."""
+    case_id = record["case"]
+    if case_id in seen:
+        raise InputError(ds.root / CASES_FILE, f"case {case_id} is also in {seen[case_id]}: case ids must be unique")
+    seen[case_id] = ds.root
+    image, masks = ds.read(case_id)
+    array = np.zeros((len(structures), *masks.plane.shape), dtype=bool)
+    for k, name in enumerate(masks.names):
+        array[structures.index(name)] = masks.array[k]
+    missing = [s for s in structures if s not in masks.names]
+    record["unlabelled_structures"] = list(record.get("unlabelled_structures", ())) + missing
+    record["empty_structures"] = list(record.get("empty_structures", ())) + missing
+    record["combined_from"] = str(ds.root)
+    write_case(out, case_id, image, Masks(array, tuple(structures), masks.plane), record)
+
+
+def _check_new(out: Path) -> None:
+    if (out / DATASET_JSON).exists() or (out.is_dir() and any(out.iterdir())):
+        raise InputError(out, "exists and is not empty; choose a new folder for the data set")
