@@ -164,9 +164,11 @@ def tube_spectrum(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Photon fluence spectrum of a tungsten-anode X-ray tube (spekpy).
 
-    spekpy computes the unfiltered spectrum once per ``kvp`` rounded to 1 kVp (about
-    0.5 s each, then cached); the aluminium filtration is applied here by Beer-Lambert
-    with xraydb's attenuation of aluminium, so sampled filtrations cost nothing.
+    spekpy computes the unfiltered spectrum once per ``kvp`` rounded to 1 kVp and
+    ``energy_bin_kev`` (with the attenuation tables of its energies: see
+    :func:`spectrum_table`), kept in the user cache on disk; the aluminium filtration is
+    applied here by Beer-Lambert with xraydb's attenuation of aluminium, so sampled
+    filtrations cost nothing.
 
     Args:
         kvp: Tube voltage in kVp, within :data:`KVP_RANGE`.
@@ -188,33 +190,67 @@ def tube_spectrum(
         raise ValueError(f"filtration_mm_al must be >= 0 mm, got {filtration_mm_al}")
     if not 0 < energy_bin_kev <= 10:
         raise ValueError(f"energy_bin_kev must be in (0, 10] keV, got {energy_bin_kev}")
-    energies, unfiltered = _unfiltered_spectrum(int(round(kvp)), float(energy_bin_kev))
-    fluence = unfiltered * np.exp(-_aluminium_mu_per_cm(tuple(energies.tolist())) * filtration_mm_al / 10.0)
+    table = spectrum_table(int(round(kvp)), float(energy_bin_kev))
+    energies, unfiltered = table["energies_keV"], table["fluence"]
+    fluence = unfiltered * np.exp(-table["aluminium_mu_per_cm"] * filtration_mm_al / 10.0)
     keep = fluence > SPECTRUM_REL_CUTOFF * fluence.max()
     return energies[keep].copy(), fluence[keep] / fluence[keep].sum()
 
 
 #: Density of aluminium in g/cm³ (NIST).
 ALUMINIUM_DENSITY_G_CM3 = 2.699
+# μ/ρ (cm²/g) by material and energy (keV) from the spectrum tables read so far: what
+# mass_attenuation answers without xraydb.
+_KNOWN_MU: dict[str, dict[float, float]] = {m: {} for m in ICRU44_COMPOSITION}
 
 
 @functools.lru_cache(maxsize=256)
-def _unfiltered_spectrum(kvp: int, energy_bin_kev: float) -> tuple[np.ndarray, np.ndarray]:
+def spectrum_table(kvp: int, energy_bin_kev: float) -> Mapping[str, np.ndarray]:
+    """The unfiltered spectrum of ``kvp`` and its attenuation tables, from the user cache.
+
+    Computed once per setting (spekpy and xraydb: about a second with their imports)
+    and kept in ``<cache home>/tables/spectra/`` (:func:`ts2d_xray.io.cache.cached_arrays`),
+    keyed by everything the values depend on: the voltage, the anode angle, the bin
+    width, the compositions and the versions of spekpy and xraydb.
+
+    Args:
+        kvp: Tube voltage in whole kVp.
+        energy_bin_kev: Width of the energy bins in keV.
+
+    Returns:
+        Read-only float64 arrays over the bins with fluence > 0: ``energies_keV`` (bin
+        centres), ``fluence`` (spekpy's, unnormalised), ``aluminium_mu_per_cm`` (1/cm)
+        and ``mu_rho_<material>`` (cm²/g) for each of :data:`ICRU44_COMPOSITION`.
+    """
+    from importlib.metadata import version
+
+    from ts2d_xray.io.cache import cached_arrays
+
+    settings = {"kvp": kvp, "anode_angle_deg": ANODE_ANGLE_DEG, "energy_bin_kev": energy_bin_kev,
+                "aluminium_density_g_cm3": ALUMINIUM_DENSITY_G_CM3, "compositions": ICRU44_COMPOSITION,
+                "spekpy": version("spekpy"), "xraydb": version("xraydb")}
+    table = cached_arrays("spectra", settings, lambda: _compute_spectrum_table(kvp, energy_bin_kev))
+    energies = table["energies_keV"].tolist()
+    for material, known in _KNOWN_MU.items():
+        known.update(zip(energies, table[f"mu_rho_{material}"].tolist()))
+    for array in table.values():
+        array.flags.writeable = False  # shared by every caller of this lru_cache
+    return table
+
+
+def _compute_spectrum_table(kvp: int, energy_bin_kev: float) -> dict[str, np.ndarray]:
+    """:func:`spectrum_table`'s arrays, computed with spekpy and xraydb."""
     import spekpy
+    import xraydb
 
     spek = spekpy.Spek(kvp=kvp, th=ANODE_ANGLE_DEG, dk=energy_bin_kev)
     energies, fluence = (np.asarray(a, dtype=np.float64) for a in spek.get_spectrum())
     keep = fluence > 0
-    return energies[keep], fluence[keep]
-
-
-@functools.lru_cache(maxsize=256)
-def _aluminium_mu_per_cm(energies_keV: tuple[float, ...]) -> np.ndarray:
-    """Linear attenuation of aluminium (1/cm, density :data:`ALUMINIUM_DENSITY_G_CM3`)."""
-    import xraydb
-
-    mu_rho = np.asarray(xraydb.mu_elam("Al", np.asarray(energies_keV) * 1000.0, kind="total"))
-    return mu_rho * ALUMINIUM_DENSITY_G_CM3
+    energies, fluence = energies[keep], fluence[keep]
+    mu_al = np.asarray(xraydb.mu_elam("Al", energies * 1000.0, kind="total")) * ALUMINIUM_DENSITY_G_CM3
+    key = tuple(energies.tolist())
+    return {"energies_keV": energies, "fluence": fluence, "aluminium_mu_per_cm": mu_al,
+            **{f"mu_rho_{m}": _mass_attenuation(m, key) for m in ICRU44_COMPOSITION}}
 
 
 def mass_attenuation(material: str, energies_keV: ArrayLike) -> np.ndarray:
@@ -244,6 +280,10 @@ def mass_attenuation(material: str, energies_keV: ArrayLike) -> np.ndarray:
         raise ValueError(
             f"energies_keV must be within [1, 800] keV, got {energies.min():g} to {energies.max():g}"
         )
+    known = _KNOWN_MU[material]
+    values = [known.get(e) for e in energies.tolist()]
+    if all(v is not None for v in values):  # every energy is on a spectrum table's grid
+        return np.array(values, dtype=np.float64)
     return _mass_attenuation(material, tuple(energies.tolist())).copy()
 
 

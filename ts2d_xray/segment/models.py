@@ -15,7 +15,7 @@ group and the manifest is inferred, which covers the published TS2D/TSXR zips (K
 sigmoid outputs with background as channel 0, trainer names nnU-Net does not know).
 
 Installed bundles live in ``$TS2D_XRAY_HOME/models/<name>/`` (default
-``~/.cache/ts2d-xray``); names are resolved exactly, never by prefix.  The *bundled*
+``$XDG_CACHE_HOME/ts2d-xray``, else ``~/.cache/ts2d-xray``: :func:`ts2d_xray.io.cache.cache_home`); names are resolved exactly, never by prefix.  The *bundled*
 default models ship inside the package (``ts2d_xray/weights/<name>/``, made by
 ``scripts/make_default_models.py``); an installed model of the same name wins.
 
@@ -42,6 +42,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ts2d_xray.errors import InputError
+from ts2d_xray.io.cache import HOME_ENV, cache_home
 from ts2d_xray.io.files import is_output_error, output_error, remove_tree, temp_sibling
 from ts2d_xray.segment.integrity import check_checkpoint
 from ts2d_xray.segment.manifest import (
@@ -70,9 +71,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Environment variable that moves the user cache (installed models live in ``<it>/models``).
-HOME_ENV = "TS2D_XRAY_HOME"
-DEFAULT_HOME = Path("~/.cache/ts2d-xray")
 #: Where the bundled default models live (package data).
 BUNDLED_DIR = Path(__file__).resolve().parents[1] / "weights"
 #: Largest total size of the files an archive may unpack to (a guard against zip bombs).
@@ -116,9 +114,8 @@ class ModelBundle:
 
 # --- the user cache ---------------------------------------------------------------
 def model_home() -> Path:
-    """The user cache folder (``$TS2D_XRAY_HOME``, default ``~/.cache/ts2d-xray``), read when called."""
-    value = os.environ.get(HOME_ENV)
-    return Path(value).expanduser() if value else DEFAULT_HOME.expanduser()
+    """The user cache folder (:func:`ts2d_xray.io.cache.cache_home`); installed models live in ``<it>/models``."""
+    return cache_home()
 
 
 def _models_dir() -> Path:
