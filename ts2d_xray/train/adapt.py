@@ -196,7 +196,7 @@ def resolution_overrides(coronal: CoronalModel, config: TrainConfig) -> dict[str
     changed: dict[str, Any] = {}
     if config.spacing_mm is not None and config.spacing_mm != coronal.config.spacing_mm:
         changed["spacing"] = [float(config.spacing_mm)] * 2
-    if config.max_patch_size is not None and tuple(config.max_patch_size) != tuple(configuration["patch_size"]):
+    if config.max_patch_size is not None and config.max_patch_size != coronal.config.max_patch_size:
         strides = configuration["architecture"]["arch_kwargs"]["strides"]
         total = [int(np.prod([s[i] for s in strides])) for i in range(2)]
         patch = [int(p) for p in config.max_patch_size]
