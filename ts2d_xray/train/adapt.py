@@ -149,22 +149,25 @@ def adapt_weights(weights: Mapping[str, torch.Tensor], shapes: Mapping[str, Sequ
             # Each output keeps the head of its structure; a new one starts as the mean
             # of the heads it is made from (a lung field from its side's lobes).
             tensor = torch.stack([tensor[r].mean(dim=0) for r in rows])
-        shape = tuple(shape)
-        if tuple(tensor.shape) != shape:
-            if tensor.ndim == 4 and shape[1] == 1 and (tensor.shape[0], *tensor.shape[2:]) == (shape[0], *shape[2:]):
-                # The input convolution, (F, C_in, k, k) -> (F, 1, k, k): summing over the
-                # input channels makes the 1-channel network compute exactly what the
-                # coronal one computed with the radiograph copied into every channel
-                # (conv(x, W0) + conv(x, W1) = conv(x, W0 + W1)).  The radiograph looks
-                # like both the mean and the maximum projection (bright bone, dark lung),
-                # so the pretrained filters respond to it as they learned to, at the
-                # activation scale they were trained at (timm's adapt_input_conv does the
-                # same for 1-channel inputs).
-                tensor = tensor.sum(dim=1, keepdim=True)
-            else:
-                raise ValueError(f"tensor {key!r}: coronal shape {tuple(tensor.shape)} cannot become {shape}")
+        tensor = _fitted(key, tensor, tuple(shape))
         out[key] = tensor.detach().clone()
     return out
+
+
+def _fitted(key: str, tensor: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """``tensor`` for a network whose tensor ``key`` has ``shape``: itself, or the input convolution summed."""
+    if tuple(tensor.shape) == shape:
+        return tensor
+    if tensor.ndim == 4 and shape[1] == 1 and (tensor.shape[0], *tensor.shape[2:]) == (shape[0], *shape[2:]):
+        # The input convolution, (F, C_in, k, k) -> (F, 1, k, k): summing over the input
+        # channels makes the 1-channel network compute exactly what the coronal one
+        # computed with the radiograph copied into every channel (conv(x, W0) +
+        # conv(x, W1) = conv(x, W0 + W1)).  The radiograph looks like both the mean and
+        # the maximum projection (bright bone, dark lung), so the pretrained filters
+        # respond to it as they learned to, at the activation scale they were trained at
+        # (timm's adapt_input_conv does the same for 1-channel inputs).
+        return tensor.sum(dim=1, keepdim=True)
+    raise ValueError(f"tensor {key!r}: coronal shape {tuple(tensor.shape)} cannot become {shape}")
 
 
 def _head_rows(name: str, coronal_structures: Sequence[str], new_heads: Mapping[str, Sequence[str]]) -> list[int]:
