@@ -1,6 +1,9 @@
 """``ts2d-xray train``, ``adapt`` and ``export-regions``: thin layers over
 :func:`ts2d_xray.train.train`, :func:`ts2d_xray.train.adapt` and
 :func:`ts2d_xray.dataset.regions.export_regions`.
+
+``train`` and ``adapt`` also run under ``torchrun --nproc_per_node N`` (distributed
+data-parallel, :mod:`ts2d_xray.train.distributed`); process 0 prints the result.
 """
 
 from __future__ import annotations
@@ -112,7 +115,8 @@ def run_train(args: argparse.Namespace) -> int:
     options = _train_options(args)
     started = time.perf_counter()
     result = train(args.dataset, args.output, config, options)
-    print(_finished(result, f"{result.epochs} epochs of config {config.name}", started))
+    if result.rank == 0:  # under torchrun: once
+        print(_finished(result, f"{result.epochs} epochs of config {config.name}", started))
     return 0
 
 
@@ -125,7 +129,8 @@ def run_adapt(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     result = adapt(args.coronal_model, args.dataset, args.output, options, coronal_fold=args.coronal_fold,
                    **overrides)
-    print(_finished(result, f"X-ray model adapted from {args.coronal_model}, {result.epochs} epochs", started))
+    if result.rank == 0:  # under torchrun: once
+        print(_finished(result, f"X-ray model adapted from {args.coronal_model}, {result.epochs} epochs", started))
     return 0
 
 

@@ -17,6 +17,11 @@ is a tensor or a plain Python value, so they pass the same safe reader as infere
 (:func:`ts2d_xray.nnunet.checkpoint.read_checkpoint`, ``weights_only=True``); they are
 written with :func:`ts2d_xray.nnunet.checkpoint.save_checkpoint` (atomically).
 
+:class:`TrainingState` is the trainer's side: what a checkpoint holds and how a
+training resumes from it.  The weights are the plain network's (never a
+DistributedDataParallel wrapper's), so a training may resume with another number of
+processes (:mod:`.distributed`).
+
 Example:
     >>> from ts2d_xray.train import load_trained_network
     >>> net, plans, dataset_json = load_trained_network("model/Ts2dMultiLabelTrainer__ts2dPlansTiny__2d")  # doctest: +SKIP
@@ -24,6 +29,8 @@ Example:
 
 from __future__ import annotations
 
+import logging
+from dataclasses import asdict
 from os import PathLike
 from pathlib import Path
 
@@ -32,9 +39,11 @@ import torch
 from ts2d_xray.errors import InputError
 from ts2d_xray.io.files import read_json
 from ts2d_xray.nnunet.checkpoint import load_network, network_weights, read_checkpoint
-from ts2d_xray.nnunet.layout import DATASET_FILE, FINAL, PLANS_FILE, fold_folder
+from ts2d_xray.nnunet.layout import CONFIGURATION, DATASET_FILE, FINAL, LATEST, PLANS_FILE, TRAINER_NAME, fold_folder
 
-__all__ = ["load_checkpoint", "load_trained_network"]
+__all__ = ["TrainingState", "load_checkpoint", "load_trained_network"]
+
+log = logging.getLogger(__name__)
 
 
 def load_checkpoint(path: str | PathLike, *, trust: bool = False) -> dict:
@@ -78,3 +87,58 @@ def load_trained_network(trainer_dir: str | PathLike, fold: int | str = 0, check
     network, _ = load_network(fold_folder(trainer_dir, fold) / checkpoint, plans, int(ours["in_channels"]),
                               len(ours["structures"]), device=device, plans_path=plans_path)
     return network, plans, dataset_json
+
+
+class TrainingState:
+    """Checkpoint writing and resuming, for :class:`~ts2d_xray.train.trainer.Trainer` (a mixin).
+
+    It reads and sets the trainer's ``network`` (the plain module), ``optimizer``,
+    ``grad_scaler``, ``logging``, ``best_ema``, ``current_epoch``, ``plans``,
+    ``dataset_json``, ``structures``, ``config``, ``options``, ``dataset``, ``device``,
+    ``fold_dir`` and ``dist``.
+    """
+
+    def checkpoint(self) -> dict:
+        """The state to save: nnU-Net's keys plus ours, all loadable with ``weights_only=True``."""
+        return {
+            "network_weights": self.network.state_dict(),
+            "optimizer_state": self.optimizer.state_dict(),
+            "grad_scaler_state": None if self.grad_scaler is None else self.grad_scaler.state_dict(),
+            "logging": {k: list(v) for k, v in self.logging.items()},
+            "_best_ema": self.best_ema,
+            "current_epoch": self.current_epoch,
+            "init_args": {"plans": self.plans, "configuration": CONFIGURATION, "fold": self.options.fold,
+                          "dataset_json": self.dataset_json, "device": str(self.device)},
+            "trainer_name": TRAINER_NAME,
+            "inference_allowed_mirroring_axes": None,
+            "plans": self.plans,
+            "config": self.config.to_dict(),
+            "options": {**asdict(self.options), "dataset": str(self.dataset.root),
+                        "world_size": self.dist.world_size},
+            "structures": list(self.structures),
+        }
+
+    def load_checkpoint(self, path: Path) -> None:
+        """Restore weights, optimiser, gradient scaler, logs and the epoch counter."""
+        state = load_checkpoint(path)
+        if state.get("structures") != list(self.structures) or state.get("plans") != self.plans:
+            raise InputError(path, "this checkpoint was trained with other plans or structures; "
+                                   "use another model folder")
+        self.network.load_state_dict(state["network_weights"])
+        self.optimizer.load_state_dict(state["optimizer_state"])
+        if self.grad_scaler is not None and state.get("grad_scaler_state") is not None:
+            self.grad_scaler.load_state_dict(state["grad_scaler_state"])
+        self.logging = {k: list(v) for k, v in state["logging"].items()}
+        self.best_ema = state.get("_best_ema")
+        self.current_epoch = int(state["current_epoch"])
+        if self.dist.is_main:
+            log.info("resumed %s at epoch %d", path, self.current_epoch)
+
+    def _checkpoint_to_resume(self) -> Path | None:
+        """The fold's checkpoint with the most epochs (final wins a tie), or None."""
+        found = []
+        for name in (FINAL, LATEST):
+            path = self.fold_dir / name
+            if path.is_file():
+                found.append((load_checkpoint(path)["current_epoch"], name == FINAL, path))
+        return max(found)[2] if found else None

@@ -20,15 +20,17 @@ class TrainOptions:
     """How to run a training (the configuration says what to train).
 
     Attributes:
-        device: ``"cpu"``, ``"cuda"`` (``"cuda:N"``) or ``"auto"`` (CUDA if available).
+        device: ``"cpu"``, ``"cuda"`` (``"cuda:N"``) or ``"auto"`` (CUDA if available);
+            under ``torchrun`` each process takes ``cuda:LOCAL_RANK`` (:mod:`.distributed`).
         fold: Fold of the split (``0 .. num_folds - 1``) or ``"all"``.
         num_folds: Folds of a new split (nnU-Net: 5).
         seed: Seeds the network's initialisation and every batch.  On the CPU a seed
             gives the same model bit for bit (also after resuming, and whatever
             ``num_workers``); CUDA kernels are not deterministic.
         resume: Continue from the fold's last checkpoint (start afresh if none).
-        num_workers: Data-loader worker processes; ``None``: 0 on the CPU (batches are
-            made between steps), up to 8 with CUDA.
+        num_workers: Data-loader worker processes (per training process); ``None``: 0 on
+            the CPU (batches are made between steps), up to 8 with CUDA (the machine's
+            cores shared by its training processes).
         progress: Show a progress bar per epoch (loss, and Dice after validation).
     """
 
@@ -49,13 +51,18 @@ class TrainOptions:
 
 @dataclass(frozen=True)
 class TrainResult:
-    """What a training left: the folders, the epochs done and the per-epoch records."""
+    """What a training left: the folders, the epochs done and the per-epoch records.
+
+    In a distributed training (:mod:`.distributed`) only process 0 (``rank``) validates
+    and logs: the other processes' results have no ``history``.
+    """
 
     trainer_dir: Path
     fold_dir: Path
     epochs: int
     history: tuple[dict, ...]
     skipped_weights: tuple[str, ...] = field(default=())
+    rank: int = 0
 
     @property
     def final_checkpoint(self) -> Path:

@@ -69,17 +69,25 @@ class PatchSampler:
         seed: Base seed.
         masked: Return per-structure validity ``valid (B, K, 1, 1)`` (structures a case's
             labels do not cover are 0) instead of ``None``.
+        shard: ``(start, stop)``: return only these patches of each batch (one process's
+            share in distributed training, :mod:`.distributed`); default all ``B``.
 
     A call ``sampler(i)`` returns batch ``i``: ``{"data": (B, C, H, W) float32,
     "target": [(B, K, h, w) uint8 per scale], "valid": (B, K, 1, 1) float32 or None,
-    "keys": case ids}``.
+    "keys": case ids}``, with ``stop - start`` patches for a shard.  A shard's patches are
+    exactly those of the whole batch: the patches before it are made too (the
+    augmentation draws its random numbers from generators that run through the batch in
+    order) and dropped, the ones after it are not made.
     """
 
     def __init__(self, cases: Sequence[TrainingCase], patch_size: Sequence[int], batch_size: int,
                  augmentation: Callable, input_size: Sequence[int], ds_scales: Sequence[Sequence[float]] | None,
-                 oversample: float, seed: int, masked: bool):
+                 oversample: float, seed: int, masked: bool, shard: tuple[int, int] | None = None):
         if not cases:
             raise ValueError("cases must hold at least one training case")
+        self.shard = (0, int(batch_size)) if shard is None else (int(shard[0]), int(shard[1]))
+        if not 0 <= self.shard[0] < self.shard[1] <= batch_size:
+            raise ValueError(f"shard {shard} is not a non-empty part of a batch of {batch_size} patches")
         self.cases = list(cases)
         self.patch_size = tuple(int(p) for p in patch_size)
         self.input_size = tuple(int(p) for p in input_size)
@@ -104,14 +112,14 @@ class PatchSampler:
             np.random.set_state(saved)
 
     def _batch(self, rng: np.random.Generator) -> dict:
-        b = self.batch_size
+        b, (start, stop) = self.batch_size, self.shard
         n_channels, n_structures = self.cases[0].image.shape[0], self.cases[0].masks.shape[0]
-        data = torch.empty((b, n_channels, *self.patch_size), dtype=torch.float32)
-        target = torch.empty((b, n_structures, *self.patch_size), dtype=torch.uint8)
-        valid = torch.empty((b, n_structures, 1, 1), dtype=torch.float32)
+        data = torch.empty((stop - start, n_channels, *self.patch_size), dtype=torch.float32)
+        target = torch.empty((stop - start, n_structures, *self.patch_size), dtype=torch.uint8)
+        valid = torch.empty((stop - start, n_structures, 1, 1), dtype=torch.float32)
         keys = []
         with torch.no_grad():
-            for j in range(b):
+            for j in range(stop):
                 case = self.cases[int(rng.integers(len(self.cases)))]
                 # nnU-Net: the last round(B * oversample) patches are forced onto foreground.
                 force_fg = j >= round(b * (1 - self.oversample))
@@ -122,9 +130,11 @@ class PatchSampler:
                 if tuple(image.shape[1:]) != self.patch_size or tuple(masks.shape[1:]) != self.patch_size:
                     raise ValueError(f"augmentation returned image {tuple(image.shape)} and masks "
                                      f"{tuple(masks.shape)}; expected (C, *{self.patch_size}) patches")
-                data[j] = image
-                target[j] = masks
-                valid[j, :, 0, 0] = torch.from_numpy(case.labelled.astype(np.float32))
+                if j < start:
+                    continue  # another process's patch
+                data[j - start] = image
+                target[j - start] = masks
+                valid[j - start, :, 0, 0] = torch.from_numpy(case.labelled.astype(np.float32))
                 keys.append(case.id)
         return {"data": data, "target": downsample_targets(target, self.ds_scales),
                 "valid": valid if self.masked else None, "keys": keys}

@@ -14,6 +14,8 @@ folder (see :mod:`.checkpoint`).  What it does, per nnU-Net's ``nnUNetTrainer``:
 
 Everything that can be wrong with the input is checked before the first iteration
 (and before anything is written): the split, every case's files and labels, the plans.
+Under ``torchrun`` it trains with DistributedDataParallel on the same global batches
+(:mod:`.distributed`); process 0 validates and writes.
 
 Reuse (e.g. for radiographs): pass another data set, ``in_channels``, an
 ``augmentation``, ``initial_weights`` (a state dict or checkpoint) and a ``planner``
@@ -38,7 +40,6 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict
 from os import PathLike
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -52,14 +53,15 @@ from ts2d_xray.errors import InputError
 from ts2d_xray.io.files import json_default, read_json, write_json
 from ts2d_xray.nnunet.checkpoint import load_weights, save_checkpoint
 from ts2d_xray.nnunet.layout import (BEST, CONFIGURATION, DATASET_FILE, FINAL, FINGERPRINT_FILE, LATEST, PLANS_FILE,
-                                     TRAINER_NAME, fold_folder, trainer_folder)
+                                     fold_folder, trainer_folder)
 from ts2d_xray.nnunet.network import build_network, input_divisor
 from ts2d_xray.nnunet.predict import whole_image_logits
-from ts2d_xray.train.checkpoint import load_checkpoint
+from ts2d_xray.train.checkpoint import TrainingState
 from ts2d_xray.train.config import TrainConfig, get_config
 from ts2d_xray.train.data import RawCase, TrainingCase, check_channels, prepare_case, read_cases
+from ts2d_xray.train.distributed import Distributed
 from ts2d_xray.train.loss import MultiLabelDiceBCELoss, build_loss, deep_supervision_scales
-from ts2d_xray.train.options import TrainOptions, TrainResult, resolve_device
+from ts2d_xray.train.options import TrainOptions, TrainResult
 from ts2d_xray.train.plans import check_plans, dataset_fingerprint, plan
 from ts2d_xray.train.sampling import BatchSource, PatchSampler, iterate_batches
 from ts2d_xray.train.splits import fold_cases, write_splits
@@ -77,7 +79,7 @@ POLY_EXPONENT = 0.9
 EMA_WEIGHT = 0.1
 
 
-class Trainer:
+class Trainer(TrainingState):
     """Train one fold of one configuration on a data set.
 
     Args:
@@ -115,6 +117,7 @@ class Trainer:
             "epoch_start_timestamps", "epoch_end_timestamps")}
         self.best_ema: float | None = None
         self.skipped_weights: tuple[str, ...] = ()
+        self.dist = Distributed.from_environment()
         self._prepared = False
 
     # --- setup ----------------------------------------------------------------------
@@ -122,8 +125,23 @@ class Trainer:
         """Check everything, plan, load the data and build the network (idempotent)."""
         if self._prepared:
             return
+        self.device = self.dist.start(self.options.device)
+        with self.dist.main_first():  # process 0 checks and writes the folder, then the others read it
+            raw, train_ids, val_ids, resume_from = self._prepare_folder()
+        self._setup_training(raw, train_ids, val_ids)
+        if resume_from is not None:
+            self.load_checkpoint(resume_from)
+        elif self.initial_weights is not None:
+            self.skipped_weights = tuple(load_weights(self.network, self.initial_weights))
+            if self.skipped_weights and self.dist.is_main:
+                log.warning("initial_weights: %d tensors of another shape keep their initialisation: %s",
+                            len(self.skipped_weights), ", ".join(self.skipped_weights[:6]))
+        self.model = self.dist.wrap(self.network, self.device)  # the network itself for one process
+        self._prepared = True
+
+    def _prepare_folder(self) -> tuple[dict[str, RawCase], Sequence[str], Sequence[str], Path | None]:
+        """Check the inputs, plan, write the folder: ``(cases read, training ids, validation ids, checkpoint)``."""
         opts, dataset = self.options, self.dataset
-        self.device = resolve_device(opts.device)
         if not opts.resume and any((self.fold_dir / n).exists() for n in (FINAL, LATEST)):
             raise FileExistsError(f"{self.fold_dir} already holds checkpoints; resume to continue it, or "
                                   "choose another model folder or fold")
@@ -136,25 +154,19 @@ class Trainer:
         if arch["n_stages"] < 2:
             raise InputError(dataset.root, f"images of {plans['configurations'][CONFIGURATION]['patch_size']} px at "
                                            f"{self.config.spacing_mm or 'native'} mm are too small for a U-Net")
+        self.dist.shard(plans["configurations"][CONFIGURATION]["batch_size"])  # enough patches for the processes
         # Inputs are fine: write the folder (as nnU-Net: plans and dataset.json beside the folds).
         self.plans = plans
         self.dataset_json = json.loads(json.dumps(dict(dataset.meta), default=json_default))  # as read back
-        self.fold_dir.mkdir(parents=True, exist_ok=True)
-        if fingerprint is not None:
-            write_json(self.trainer_dir / FINGERPRINT_FILE, fingerprint)
-            write_json(self.trainer_dir / PLANS_FILE, plans)
-        write_json(self.trainer_dir / DATASET_FILE, self.dataset_json)
-        if new_split is not None:
-            write_splits(new_split, dataset.case_ids, opts.num_folds)
-        self._setup_training(raw, train_ids, val_ids)
-        if resume_from is not None:
-            self.load_checkpoint(resume_from)
-        elif self.initial_weights is not None:
-            self.skipped_weights = tuple(load_weights(self.network, self.initial_weights))
-            if self.skipped_weights:
-                log.warning("initial_weights: %d tensors of another shape keep their initialisation: %s",
-                            len(self.skipped_weights), ", ".join(self.skipped_weights[:6]))
-        self._prepared = True
+        if self.dist.is_main:
+            self.fold_dir.mkdir(parents=True, exist_ok=True)
+            if fingerprint is not None:
+                write_json(self.trainer_dir / FINGERPRINT_FILE, fingerprint)
+                write_json(self.trainer_dir / PLANS_FILE, plans)
+            write_json(self.trainer_dir / DATASET_FILE, self.dataset_json)
+            if new_split is not None:
+                write_splits(new_split, dataset.case_ids, opts.num_folds)
+        return raw, train_ids, val_ids, resume_from
 
     def _plan(self, inputs: tuple[int, list[int]],
               fold_ids: Sequence[str]) -> tuple[dict, dict | None, dict[str, RawCase]]:
@@ -179,15 +191,6 @@ class Trainer:
                              channel_source=channel_source)
         return json.loads(json.dumps(plans)), fingerprint, raw  # the plans as plans.json will read back
 
-    def _checkpoint_to_resume(self) -> Path | None:
-        """The fold's checkpoint with the most epochs (final wins a tie), or None."""
-        found = []
-        for name in (FINAL, LATEST):
-            path = self.fold_dir / name
-            if path.is_file():
-                found.append((load_checkpoint(path)["current_epoch"], name == FINAL, path))
-        return max(found)[2] if found else None
-
     def _setup_training(self, raw: Mapping[str, RawCase], train_ids: Sequence[str], val_ids: Sequence[str]) -> None:
         cfg, plans = self.config, self.plans
         configuration = plans["configurations"][CONFIGURATION]
@@ -204,6 +207,7 @@ class Trainer:
         if cfg.freeze_encoder_epochs and not isinstance(getattr(self.network, "encoder", None), torch.nn.Module):
             raise ValueError(f"freeze_encoder_epochs: {type(self.network).__name__} has no 'encoder' to freeze")
         self.loss = build_loss(len(self.ds_scales), batch_dice=configuration["batch_dice"])
+        self.dist.share_batch_dice(self.loss)
         self.val_loss = MultiLabelDiceBCELoss(batch_dice=configuration["batch_dice"])
         self.optimizer = torch.optim.SGD(self.network.parameters(), cfg.initial_lr, weight_decay=cfg.weight_decay,
                                          momentum=cfg.momentum, nesterov=True)
@@ -215,37 +219,52 @@ class Trainer:
         augmentation = self.augmentation or NnUNetAugmentation(configuration["patch_size"], cfg.rotation_deg,
                                                                cfg.scaling)
         masked = any(not c.labelled.all() for c in self.train_cases)
-        self.sampler = PatchSampler(self.train_cases, configuration["patch_size"], configuration["batch_size"],
-                                    augmentation, input_size_of(augmentation, configuration["patch_size"]),
-                                    self.ds_scales, cfg.oversample_foreground, self.options.seed, masked)
+        if masked and self.dist.active and self.dist.is_main:
+            log.warning("cases with unlabelled structures: with %d processes, their BCE and labelled-structure "
+                        "counts are normalised per process, not over the global batch", self.dist.world_size)
+        batch = configuration["batch_size"]
+        self.loss_weight = self.dist.loss_weight(batch)
+        self.sampler = PatchSampler(self.train_cases, configuration["patch_size"], batch, augmentation,
+                                    input_size_of(augmentation, configuration["patch_size"]), self.ds_scales,
+                                    cfg.oversample_foreground, self.options.seed, masked, self.dist.shard(batch))
 
     # --- training -------------------------------------------------------------------
     def fit(self) -> TrainResult:
         """Train until ``config.epochs`` (from the resumed epoch, if any); return the result."""
         self.prepare()
-        cfg = self.config
-        log.info("training %s fold %s on %s: %d training / %d validation cases, patch %s, batch %d, epochs %d-%d",
-                 self.trainer_dir.name, self.options.fold, self.device, len(self.train_cases), len(self.val_cases),
-                 self.sampler.patch_size, self.sampler.batch_size, self.current_epoch, cfg.epochs - 1)
+        cfg, main = self.config, self.dist.is_main
+        if main:
+            log.info("training %s fold %s on %s x %d: %d training / %d validation cases, patch %s, batch %d, "
+                     "epochs %d-%d", self.trainer_dir.name, self.options.fold, self.device, self.dist.world_size,
+                     len(self.train_cases), len(self.val_cases), self.sampler.patch_size, self.sampler.batch_size,
+                     self.current_epoch, cfg.epochs - 1)
         batches = self._batches(self.current_epoch)
-        history = read_log(self.fold_dir / LOG_FILE, self.current_epoch)
+        history = read_log(self.fold_dir / LOG_FILE, self.current_epoch) if main else []
         for epoch in range(self.current_epoch, cfg.epochs):
-            history.append(self._epoch(epoch, batches))
-            if (epoch + 1) % cfg.save_every == 0 or epoch + 1 == cfg.epochs:
-                save_checkpoint(self.fold_dir / LATEST, self.checkpoint())
-        save_checkpoint(self.fold_dir / FINAL, self.checkpoint())
-        return TrainResult(self.trainer_dir, self.fold_dir, self.current_epoch, tuple(history), self.skipped_weights)
+            record = self._epoch(epoch, batches)
+            if main:  # the others wait at the barrier of the next epoch's end (or of the end below)
+                history.append(record)
+                if (epoch + 1) % cfg.save_every == 0 or epoch + 1 == cfg.epochs:
+                    save_checkpoint(self.fold_dir / LATEST, self.checkpoint())
+        if main:
+            save_checkpoint(self.fold_dir / FINAL, self.checkpoint())
+        self.dist.barrier()  # every process returns once the final checkpoint is there
+        self.dist.close()
+        return TrainResult(self.trainer_dir, self.fold_dir, self.current_epoch, tuple(history), self.skipped_weights,
+                           self.dist.rank)
 
     def _batches(self, start_epoch: int) -> Iterator[dict]:
         """Every remaining batch, in order: made here (default on the CPU), or by data-loader workers."""
         iters = self.config.iterations_per_epoch
         source = BatchSource(self.sampler, start_epoch * iters, max(0, self.config.epochs - start_epoch) * iters)
         workers = self.options.num_workers
-        if workers is None:
-            workers = 0 if self.device.type == "cpu" else min(8, max(1, (os.cpu_count() or 2) - 1))
+        if workers is None:  # the machine's cores shared by its processes
+            cores = (os.cpu_count() or 2) // self.dist.local_world_size
+            workers = 0 if self.device.type == "cpu" else min(8, max(1, cores - 1))
         return iterate_batches(source, workers, pin_memory=self.device.type == "cuda")
 
-    def _epoch(self, epoch: int, batches: Iterator[dict]) -> dict:
+    def _epoch(self, epoch: int, batches: Iterator[dict]) -> dict | None:
+        """Train an epoch; process 0 validates and logs it (its record; None in the others)."""
         cfg = self.config
         started = time.time()
         self.lr_scheduler.step(epoch)
@@ -257,15 +276,19 @@ class Trainer:
         self._freeze_encoder(frozen)
         losses = []
         desc = f"epoch {epoch + 1}/{cfg.epochs}" + (" (encoder frozen)" if frozen else "")
-        bar = _progress(cfg.iterations_per_epoch, desc, self.options.progress)
+        bar = _progress(cfg.iterations_per_epoch, desc, self.options.progress and self.dist.is_main)
         for _ in range(cfg.iterations_per_epoch):
             losses.append(self.train_step(next(batches)))
             bar.update()
             bar.set_postfix_str(f"loss {np.mean(losses):.4f}")
+        self.current_epoch = epoch + 1
+        if not self.dist.is_main:
+            bar.close()
+            self.dist.barrier()  # process 0 validates, logs and saves
+            return None
         val = self.validate()
         dice = val["dice"]
         mean = float(np.nanmean(dice)) if np.isfinite(dice).any() else math.nan
-        self.current_epoch = epoch + 1
         ema = _moving_average(self.logging["ema_fg_dice"][-1] if self.logging["ema_fg_dice"] else None, mean)
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val["loss"], "lr": lr,
                   "mean_dice": mean, "ema_dice": ema, "dice": dict(zip(self.structures, map(float, dice))),
@@ -283,6 +306,7 @@ class Trainer:
         if not math.isnan(ema) and (self.best_ema is None or ema > self.best_ema):
             self.best_ema = ema
             save_checkpoint(self.fold_dir / BEST, self.checkpoint())
+        self.dist.barrier()
         return record
 
     def _freeze_encoder(self, frozen: bool) -> None:
@@ -299,7 +323,10 @@ class Trainer:
             param.requires_grad_(not frozen)
 
     def train_step(self, batch: Mapping[str, Any]) -> float:
-        """One optimiser step on a batch of :class:`PatchSampler`; returns the loss."""
+        """One optimiser step on a batch of :class:`PatchSampler` (this process's share); returns the loss.
+
+        With several processes, the loss is the mean over processes: the global batch's.
+        """
         device = self.device
         data = batch["data"].to(device, non_blocking=True)
         target = [t.to(device, non_blocking=True) for t in batch["target"]]
@@ -308,8 +335,10 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         amp = torch.autocast(device.type) if device.type == "cuda" else contextlib.nullcontext()
         with amp:
-            output = self.network(data)
+            output = self.model(data)
             loss = self.loss(output, target, valid)
+            if self.loss_weight != 1.0:  # an uneven share of the global batch (see .distributed)
+                loss = loss * self.loss_weight
         if self.grad_scaler is not None:
             self.grad_scaler.scale(loss).backward()
             self.grad_scaler.unscale_(self.optimizer)
@@ -320,7 +349,7 @@ class Trainer:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.config.grad_clip)
             self.optimizer.step()
-        return float(loss.detach())
+        return self.dist.mean(loss.detach())
 
     @torch.no_grad()
     def validate(self) -> dict:
@@ -333,41 +362,6 @@ class Trainer:
             losses.append(float(self.val_loss(logits[None], target, None if case.labelled.all() else valid)))
             counts.add((logits > 0).numpy(), case.masks.astype(bool), case.labelled)  # sigmoid > 0.5
         return {"loss": float(np.mean(losses)) if losses else math.nan, "dice": counts.dice()}
-
-    # --- checkpoints ----------------------------------------------------------------
-    def checkpoint(self) -> dict:
-        """The state to save: nnU-Net's keys plus ours, all loadable with ``weights_only=True``."""
-        return {
-            "network_weights": self.network.state_dict(),
-            "optimizer_state": self.optimizer.state_dict(),
-            "grad_scaler_state": None if self.grad_scaler is None else self.grad_scaler.state_dict(),
-            "logging": {k: list(v) for k, v in self.logging.items()},
-            "_best_ema": self.best_ema,
-            "current_epoch": self.current_epoch,
-            "init_args": {"plans": self.plans, "configuration": CONFIGURATION, "fold": self.options.fold,
-                          "dataset_json": self.dataset_json, "device": str(self.device)},
-            "trainer_name": TRAINER_NAME,
-            "inference_allowed_mirroring_axes": None,
-            "plans": self.plans,
-            "config": self.config.to_dict(),
-            "options": {**asdict(self.options), "dataset": str(self.dataset.root)},
-            "structures": list(self.structures),
-        }
-
-    def load_checkpoint(self, path: Path) -> None:
-        """Restore weights, optimiser, gradient scaler, logs and the epoch counter."""
-        state = load_checkpoint(path)
-        if state.get("structures") != list(self.structures) or state.get("plans") != self.plans:
-            raise InputError(path, "this checkpoint was trained with other plans or structures; "
-                                   "use another model folder")
-        self.network.load_state_dict(state["network_weights"])
-        self.optimizer.load_state_dict(state["optimizer_state"])
-        if self.grad_scaler is not None and state.get("grad_scaler_state") is not None:
-            self.grad_scaler.load_state_dict(state["grad_scaler_state"])
-        self.logging = {k: list(v) for k, v in state["logging"].items()}
-        self.best_ema = state.get("_best_ema")
-        self.current_epoch = int(state["current_epoch"])
-        log.info("resumed %s at epoch %d", path, self.current_epoch)
 
 
 def train(dataset: Dataset | str | PathLike, model_dir: str | PathLike, config: TrainConfig | str = "default",
