@@ -47,8 +47,9 @@ def add_parser(sub: Any) -> None:
     b.add_argument("--workers", type=positive_int, default=1, metavar="W",
                    help="worker processes (default 1: build in this process)")
     b.add_argument("--seed", type=non_negative_int, default=0, metavar="S", help="base random seed (default 0)")
-    b.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                   help="dask.distributed scheduler address (e.g. tcp://host:8786); overrides --workers")
+    b.add_argument("--scheduler", default=None, metavar="ADDRESS|local[:N]",
+                   help="dask.distributed scheduler address (e.g. tcp://host:8786), or local[:N] for a local "
+                        "cluster of N worker processes (default: one per CPU); overrides --workers")
     b.add_argument("--spacing", type=spacing_mm, default=None, metavar="MM",
                    help="pixel size of coronal projections in mm (default 1.5)")
     b.add_argument("--shape", type=pixel_shape, default=None, metavar="H,W",

@@ -22,6 +22,7 @@ LAYERS: dict[str, int] = {
     "ts2d_xray.errors": 0, "ts2d_xray.kinds": 0, "ts2d_xray.labels": 0, "ts2d_xray.records": 0,
     "ts2d_xray.image": 0, "ts2d_xray.orientation": 0, "ts2d_xray.measure": 0, "ts2d_xray.projection": 0,
     "ts2d_xray.device": 0, "ts2d_xray.examples": 0, "ts2d_xray.radiographic": 0,
+    "ts2d_xray.parallel": 0,
     "ts2d_xray.io": 1, "ts2d_xray.xray_randomize": 1,
     "ts2d_xray.dataset": 2, "ts2d_xray.nnunet": 2,
     "ts2d_xray.segment": 3,
@@ -210,6 +211,8 @@ def test_parameters_and_returns_are_typed():
     ("def read_checkpoint", "ts2d_xray/nnunet/checkpoint.py"),
     ("def normalize", "ts2d_xray/nnunet/normalize.py"),
     ("def resolve_device", "ts2d_xray/device.py"),
+    ("def run_dask", "ts2d_xray/parallel.py"),
+    ("def run_pool", "ts2d_xray/parallel.py"),
 ])
 def test_each_idea_has_one_home(idea, home):
     """The idea is defined once, public or private (``_name``), at any indentation."""

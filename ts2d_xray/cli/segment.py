@@ -7,15 +7,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ts2d_xray.cli.argtypes import SubParsers, name_list, spacing_mm, spacing_pair_mm
 from ts2d_xray.cli.outputs import check_folder, check_outputs
 
+from ts2d_xray.errors import InputError
+
 if TYPE_CHECKING:
-    from ts2d_xray.segment import Result, Segmenter
+    from ts2d_xray.segment import Result
+    from ts2d_xray.segment.batch import SegmentJob
 
 __all__ = ["add_parser", "run_models", "run_segment", "segment_summary"]
 
@@ -60,6 +63,10 @@ def add_parser(sub: SubParsers) -> None:
     s.add_argument("--trust-checkpoint", action="store_true",
                    help="load checkpoints that torch.load(weights_only=True) refuses (can run code "
                         "from the file: only for models from a trusted source)")
+    s.add_argument("--scheduler", default=None, metavar="ADDRESS|local[:N]",
+                   help="segment on a dask.distributed cluster: a scheduler address (tcp://host:8786; its "
+                        "workers must see the same paths and models) or local[:N] for N local worker "
+                        "processes (default: one per CPU); same outputs as without it")
     _add_models_parser(sub)
 
 
@@ -85,11 +92,12 @@ def _add_models_parser(sub: SubParsers) -> None:
 # --- segment ------------------------------------------------------------------------
 def run_segment(args: argparse.Namespace) -> int:
     """Run ``segment``: 0 all done, 1 some inputs failed, 2 all failed (or bad input, raised)."""
-    from ts2d_xray.errors import InputError
     from ts2d_xray.kinds import INPUT_MODEL_KIND
-    from ts2d_xray.segment import SegmentOptions, Segmenter, default_model
+    from ts2d_xray.segment import SegmentOptions, default_model
+    from ts2d_xray.segment.batch import SegmentJob, cached_segmenter, forget_segmenters, model_specs
     from ts2d_xray.segment.inputs import expand_inputs, inspect_input, output_stems
     from ts2d_xray.segment.result import check_formats
+    from ts2d_xray.segment.segmenter import model_checksum
 
     formats = check_formats(args.format) if args.format else None  # None: each result's default_formats
     if args.threshold is not None and not 0 < args.threshold < 1:
@@ -104,66 +112,79 @@ def run_segment(args: argparse.Namespace) -> int:
         for info in infos:
             if info.kind != "radiograph":
                 raise InputError(info.path, f"--spacing is for radiographs; this {info.kind} carries its own spacing")
-    specs = [args.model if args.model else default_model(INPUT_MODEL_KIND[i.kind]) for i in infos]
+    specs = model_specs([args.model if args.model else default_model(INPUT_MODEL_KIND[i.kind]) for i in infos])
     options = SegmentOptions(device=args.device, groups=args.groups, structures=args.structures, tta=args.tta,
                              threshold=args.threshold, invert=_INVERT[args.invert],
                              trust_checkpoint=args.trust_checkpoint, exact=not args.fast)
-    segmenters: dict[str, Segmenter] = {}
     try:
-        for spec in dict.fromkeys(specs):
-            segmenters[spec] = Segmenter(spec, options=options)
+        # Loaded in this process, which is also the worker of a local run (the cache serves both).
+        segmenters = {spec: cached_segmenter(spec, options) for spec in dict.fromkeys(specs)}
         for path, spec in zip(paths, specs):
             segmenters[spec].check(path)
-        failed = _segment_all(list(zip(paths, stems, (segmenters[s] for s in specs))), args.output, formats,
-                              args.spacing)
+        out = args.output.absolute()
+        jobs = [SegmentJob(p, out / stem, spec, options, formats, args.spacing,
+                           model_checksum(segmenters[spec].manifest)) for p, stem, spec in zip(paths, stems, specs)]
+        failed = _segment_all(jobs, [args.output / s for s in stems], [len(segmenters[s].groups) for s in specs],
+                              args.scheduler)
     finally:
-        for seg in segmenters.values():
-            seg.close()
+        forget_segmenters()
     if failed:
         return 2 if failed == len(paths) else 1
     return 0
 
 
-def _segment_all(jobs: list[tuple[Path, str, Segmenter]], out: Path, formats: tuple[str, ...] | None,
-                 spacing: tuple[float, float] | None = None) -> int:
-    """Segment each ``(path, output stem, segmenter)`` and save the result; returns how many failed.
+def _segment_all(jobs: Sequence[SegmentJob], outs: Sequence[Path], models: Sequence[int],
+                 scheduler: str | None) -> int:
+    """Run the jobs here or on ``scheduler``'s cluster, one line per input in input order; returns how many failed.
 
-    With several inputs a bad one is reported and skipped; a single bad input raises.
+    ``outs``: the output folders as the user named them (for the lines); ``models``: the
+    group models each job runs (the bar's steps).  With several inputs a bad one is
+    reported and skipped; a single bad input raises, as does an output that cannot be written.
     """
     from tqdm import tqdm
 
-    from ts2d_xray.errors import InputError
+    from ts2d_xray.parallel import open_runner
+    from ts2d_xray.segment.batch import forget_segmenters, segment_job
 
     failed = 0
-    with tqdm(total=sum(len(seg.groups) for _, _, seg in jobs), unit="model", desc="segment", disable=None,
-              leave=False) as bar:
-        for path, stem, seg in jobs:
-            started = time.perf_counter()
-            try:
-                result = seg(path, spacing=spacing, progress=lambda: bar.update(1))
-                result.save(out / stem, formats)
-            except InputError as err:
-                if len(jobs) == 1:
-                    raise
+    with open_runner(scheduler, cleanup=forget_segmenters) as run, \
+            tqdm(total=sum(models), unit="model", desc="segment", disable=None, leave=False) as bar:
+        outcomes = run(segment_job, jobs, labels=[p.name for p in outs], ordered=True)
+        try:
+            for done in outcomes:
+                job = jobs[done.index]
+                bar.update(models[done.index])
+                if not done.ok:
+                    if not done.lost:
+                        raise done.error  # a bug, as in a local run
+                    message = f"{job.path}: {done.describe()}"
+                elif done.value.report is None:
+                    if done.value.output_error is not None or len(jobs) == 1:
+                        done.value.raise_error()
+                    message = f"{InputError(*done.value.error)}"
+                else:
+                    tqdm.write(segment_summary(job.path, done.value.report, done.value.seconds, outs[done.index]))
+                    continue
                 failed += 1
-                tqdm.write(f"ts2d-xray segment: error: {err}", file=sys.stderr)
-                continue
-            tqdm.write(segment_summary(path, result, time.perf_counter() - started, out / stem))
+                tqdm.write(f"ts2d-xray segment: error: {message}", file=sys.stderr)
+        finally:
+            outcomes.close()  # the runner cancels the inputs not yet started
     return failed
 
 
-def segment_summary(path: Path, result: Result, seconds: float, out: Path) -> str:
+def segment_summary(path: Path, result: Result | Mapping[str, Any], seconds: float, out: Path) -> str:
     """One line per input: size, kind, structures present, body regions, CTR, time, output folder.
 
-    A guessed pixel spacing reads ``mm (assumed)``; a flagged result ends in ``NOT TRUSTED
-    (no CTR): <reasons>`` instead of a CTR (:mod:`ts2d_xray.segment.trust`).
+    ``result``: the Result, or its :meth:`~ts2d_xray.segment.result.Result.report` (what a
+    worker sends back).  A guessed pixel spacing reads ``mm (assumed)``; a flagged result
+    ends in ``NOT TRUSTED (no CTR): <reasons>`` instead of a CTR (:mod:`ts2d_xray.segment.trust`).
     """
-    report = result.report()
-    h, w = result.masks.plane.shape
-    row, col = result.masks.plane.spacing
+    report = result if isinstance(result, Mapping) else result.report()
+    h, w = report["image"]["shape_hw"]
+    row, col = report["image"]["spacing_mm"]
     assumed = " (assumed)" if report["trust"]["spacing_assumed"] else ""
-    line = (f"{path}: {w}x{h} px at {col:.3g}x{row:.3g} mm{assumed}, {result.input_kind}, model {result.model}, "
-            f"{len(report['present'])}/{len(result.names)} structures")
+    line = (f"{path}: {w}x{h} px at {col:.3g}x{row:.3g} mm{assumed}, {report['input_kind']}, "
+            f"model {report['model']}, {len(report['present'])}/{len(report['structures'])} structures")
     if report["body_regions"]:
         line += ", regions " + "+".join(report["body_regions"])
     if report["cardiothoracic_ratio"]:
