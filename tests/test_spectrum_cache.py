@@ -1,4 +1,5 @@
-"""The user cache of tube spectra and attenuation tables (ts2d_xray.io.cache, synth.materials).
+"""Cold start of synth: the user cache of tube spectra and attenuation tables (ts2d_xray.io.cache,
+synth.materials), and HU -> densities on one thread.
 
 Each test starts as a new process would: an empty cache home and cleared in-process
 caches.  spekpy and xraydb are the real libraries, wrapped to count their calls.
@@ -175,3 +176,27 @@ def test_one_home_for_models_and_tables(tmp_path, monkeypatch):
     assert cache_home() == Path("~/.cache/ts2d-xray").expanduser()
     monkeypatch.setenv("TS2D_XRAY_HOME", str(tmp_path / "mine"))
     assert cache_home() == model_home() == tmp_path / "mine"
+
+
+def test_hu_to_densities_runs_on_one_thread_and_restores_the_pool():
+    import torch
+
+    hu = torch.linspace(-1100.0, 3100.0, 3_000_000).reshape(3, 1000, 1000)  # several chunks
+    threads = torch.get_num_threads()
+    seen = []
+    fill = materials._fill_densities
+
+    def watched(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return fill(*args, **kwargs)
+
+    materials._fill_densities = watched
+    try:
+        d = materials.hu_to_densities(hu)
+    finally:
+        materials._fill_densities = fill
+    assert seen == [1] and torch.get_num_threads() == threads
+    # the same values as the Schneider curve split by the bone ramp, voxel by voxel
+    rho = np.interp(hu.numpy().ravel(), materials.SCHNEIDER_2000_HU, materials.SCHNEIDER_2000_DENSITY_G_CM3)
+    rho[hu.numpy().ravel() <= -950.0] = 0.0
+    np.testing.assert_allclose(d.numpy().reshape(2, -1).sum(axis=0), rho, rtol=1e-5, atol=1e-5)
