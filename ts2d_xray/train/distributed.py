@@ -161,9 +161,12 @@ class Distributed:
     def wrap(self, network: torch.nn.Module, device: torch.device) -> torch.nn.Module:
         """The module to train with: ``network`` itself, or it in DistributedDataParallel.
 
-        ``find_unused_parameters``: the coarsest deep-supervision output has loss weight 0
-        and a frozen encoder gets no gradient; those parameters are left untouched
-        (their gradient stays None), as in a single process.
+        ``find_unused_parameters``: some parameters get no gradient (the coarsest
+        deep-supervision output has loss weight 0; a frozen encoder); DistributedDataParallel
+        leaves them untouched (gradient None), as a single process does.  Without it, the
+        second iteration fails.  (torch may warn that it found no unused parameter: it
+        looks from the network's outputs, and the coarsest output is computed, just not
+        in the loss.)
         """
         if not self.active:
             return network
