@@ -201,3 +201,24 @@ def replace_shard(sampler, shard):
     return PatchSampler(sampler.cases, sampler.patch_size, sampler.batch_size, sampler.augmentation,
                         sampler.input_size, sampler.ds_scales, sampler.oversample, sampler.seed, sampler.masked,
                         shard)
+
+
+def test_two_processes_reproduce_the_one_process_loss_with_partial_labels(tmp_path):
+    """Cases with unlabelled structures (real films): the loss normalises over the global batch."""
+    from ts2d_xray.dataset import finalize
+
+    dataset = synthetic_dataset(tmp_path / "Dataset901_Partial")
+    for case in ("s1_000", "s3_000", "s4_000"):
+        record_path = dataset / "cases" / f"{case}.json"
+        record = json.loads(record_path.read_text())
+        record["unlabelled_structures"] = ["spleen"] if case != "s4_000" else ["spleen", "liver"]
+        record_path.write_text(json.dumps(record))
+    meta = json.loads((dataset / "dataset.json").read_text())
+    finalize(dataset, meta["structures"], meta["groups"], {k: meta[k] for k in ("kind", "preset", "seed",
+                                                                                 "spacing", "shape")})
+    epochs = 8
+    one = _one_process(dataset, tmp_path / "one", epochs)
+    done = _torchrun(*_train_args(dataset, tmp_path / "two", epochs))
+    assert done.returncode == 0, done.stderr[-3000:]
+    fold = one.fold_dir.relative_to(tmp_path / "one")
+    np.testing.assert_allclose(_losses(tmp_path / "two" / fold), _losses(one.fold_dir), rtol=0.01, atol=1e-3)

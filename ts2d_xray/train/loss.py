@@ -9,7 +9,9 @@ That is exactly our case: K outputs, one per structure, no background channel.
 structure that a case's labels do not cover (``unlabelled_structures`` of the case
 record) is ignored for that case, rather than taken as background.  Given
 ``valid (B, K, 1, 1)`` (1 = labelled), the Dice and BCE leave those (case, structure)
-pairs out; without it, the loss is nnU-Net's, value for value.
+pairs out; without it, the loss is nnU-Net's, value for value.  Under
+DistributedDataParallel (the Dice's ``ddp`` flag set, :mod:`ts2d_xray.train.distributed`)
+both are taken over the global batch, whatever share of it each process holds.
 
 :func:`build_loss` wraps it in nnU-Net's ``DeepSupervisionWrapper`` with nnU-Net's
 weights: 1/2^i for output i, the lowest resolution 0, normalised to sum to 1.
@@ -48,10 +50,13 @@ class MultiLabelDiceBCELoss(DC_and_BCE_loss):
         if valid is None:
             return super().forward(net_output, target)
         valid = valid.to(net_output.dtype)
+        # Several processes (DistributedDataParallel, nnU-Net's ``ddp`` batch Dice): the
+        # Dice sums run over the global batch, so the counts below must too.
+        world = _world_size() if getattr(self.dc, "ddp", False) else 1
         # The soft Dice of a (case, structure) pair with valid = 0 has no pixels: it is
         # exactly (0 + smooth) / (0 + smooth) = 1.  Average over the others only.
         dice_sum = -self.dc(net_output, target, loss_mask=valid)  # mean Dice over all entries
-        entries = valid.sum(0).flatten() if self.batch_dice else valid.flatten()
+        entries = _summed(valid.sum(0).flatten(), world) if self.batch_dice else valid.flatten()
         n_all = entries.numel()
         n_valid = int((entries > 0).sum())
         if n_valid == 0:
@@ -59,8 +64,29 @@ class MultiLabelDiceBCELoss(DC_and_BCE_loss):
         else:
             dc_loss = -(dice_sum * n_all - (n_all - n_valid)) / n_valid
         bce = self.bce_per_pixel(net_output, target.to(net_output.dtype)) * valid
-        ce_loss = bce.sum() / torch.clip(valid.expand_as(bce).sum(), min=1e-8)
+        # The mean over the labelled pixels of the global batch: DistributedDataParallel
+        # averages the processes' gradients, hence the factor ``world``.
+        count = _summed(valid.expand_as(bce).sum().detach(), world)
+        ce_loss = bce.sum() * world / torch.clip(count, min=1e-8)
         return self.weight_ce * ce_loss + self.weight_dice * dc_loss
+
+
+def _world_size() -> int:
+    """Processes of the default process group (1 without one)."""
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _summed(value: torch.Tensor, world: int) -> torch.Tensor:
+    """``value`` summed over the processes (itself for one process; no gradient flows)."""
+    if world == 1:
+        return value
+    import torch.distributed as dist
+
+    total = value.detach().clone()
+    dist.all_reduce(total)
+    return total
 
 
 def deep_supervision_scales(strides: Sequence[Sequence[int]]) -> list[list[float]]:

@@ -219,11 +219,9 @@ class Trainer(TrainingState):
         augmentation = self.augmentation or NnUNetAugmentation(configuration["patch_size"], cfg.rotation_deg,
                                                                cfg.scaling)
         masked = any(not c.labelled.all() for c in self.train_cases)
-        if masked and self.dist.active and self.dist.is_main:
-            log.warning("cases with unlabelled structures: with %d processes, their BCE and labelled-structure "
-                        "counts are normalised per process, not over the global batch", self.dist.world_size)
         batch = configuration["batch_size"]
-        self.loss_weight = self.dist.loss_weight(batch)
+        # With partial labels the loss normalises over the global batch itself (.loss).
+        self.loss_weight = 1.0 if masked else self.dist.loss_weight(batch)
         self.sampler = PatchSampler(self.train_cases, configuration["patch_size"], batch, augmentation,
                                     input_size_of(augmentation, configuration["patch_size"]), self.ds_scales,
                                     cfg.oversample_foreground, self.options.seed, masked, self.dist.shard(batch))
