@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from idle import wait_until_idle
 from ts2d_xray import labels, read_ct
 from ts2d_xray.examples import shared_data_dir
 from ts2d_xray.projection import project_ct
@@ -121,27 +122,6 @@ def write_models(root: Path, kind: str, spacing: float) -> list[Path]:
                    folder / "fold_0" / "checkpoint_final.pth")
         folders.append(folder)
     return folders
-
-
-def busy_fraction(seconds: float = 2.0) -> float:
-    """Share of all CPUs busy over ``seconds`` while this process sleeps (other processes' load)."""
-    def sample():
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
-
-    total0, idle0 = sample()
-    time.sleep(seconds)
-    total1, idle1 = sample()
-    return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
-
-
-def wait_until_idle(limit_s: float, threshold: float = 0.1) -> float:
-    """Wait (up to ``limit_s``) until other processes use less than ``threshold`` of the CPUs; returns their share."""
-    deadline = time.monotonic() + limit_s
-    busy = busy_fraction()
-    while busy >= threshold and time.monotonic() < deadline:
-        busy = busy_fraction(5.0)
-    return busy
 
 
 def time_ours(bundle: Path, path: Path, runs: int, exact: bool = True) -> dict:
