@@ -25,6 +25,7 @@ from ts2d_xray.image import Image2D, LabelMap, Masks, Volume
 
 from synth import materials, randomize
 from synth.physics import radiograph
+from synth.processing import field_of_view
 from synth.physics_params import PhysicsRanges, as_dict
 from synth.geometry import View, detector_rays, view_plane, volume_center
 from synth.presets import LabelThresholds, Preset, load_preset
@@ -153,7 +154,8 @@ def synthesize(
     result = render(_scaled(prepared, scales), prepared.ct.grid, sources, targets,
                     labels=prepared.layers, renderer=renderer)
     # Densities in g/cm³ integrated over mm: / 10 gives g/cm².
-    image = radiograph(result.integrals / 10.0, phys, view.detector_spacing, rng)
+    image = radiograph(result.integrals / 10.0, phys, view.detector_spacing, rng,
+                       fov=field_of_view(sources, targets, prepared.ct.grid))
     plane = view_plane(view)
     masks = None
     if prepared.labels is not None:

@@ -6,8 +6,10 @@ integrals in g/cm² (one channel per entry of :data:`~synth.materials.MATERIALS`
 display image: polyenergetic Beer-Lambert attenuation with a tube spectrum
 (:func:`~synth.materials.tube_spectrum`) and mass attenuation coefficients
 (:func:`~synth.materials.mass_attenuation`), scatter, quantum noise, detector blur,
-negative log, a vendor-style tone curve and unsharp masking.  Every step is
-switchable in :class:`~synth.physics_params.PhysicsParams`;
+negative log, then clinical film processing (:mod:`synth.processing`): a continuation
+of the anatomy past the CT's field of view, equalisation, detail and edge enhancement of
+the log image and a film-like gradation curve.  Every step is switchable in
+:class:`~synth.physics_params.PhysicsParams`;
 :class:`~synth.physics_params.PhysicsRanges` samples them for domain randomisation
 (both are importable from here too).
 
@@ -21,8 +23,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from synth import processing
 from synth.materials import MATERIALS, mass_attenuation, tube_spectrum
 from synth.physics_params import PhysicsParams, PhysicsRanges, as_dict
+from synth.processing import gaussian, sigma_px
 
 __all__ = [
     "PhysicsParams",
@@ -36,16 +40,6 @@ __all__ = [
 
 #: Floor of the relative intensity before the log (a ray with no detected photons).
 MIN_INTENSITY = 1e-6
-#: Pixels attenuated less than this (``-log I``; ~5 mm of soft tissue at 60 keV) are
-#: direct beam, left out of the tone curve's percentile window.
-DIRECT_EXPOSURE_MAX_ATTENUATION = 0.1
-#: Below this fraction of anatomy pixels the window uses every pixel.
-MIN_ANATOMY_FRACTION = 0.01
-#: Narrowest attenuation window (``-log I`` units) the tone step stretches; a flat
-#: image maps to 0.
-_MIN_WINDOW = 1e-6
-#: Gaussian blurs wider than this many pixels are computed on a block-averaged image.
-_PYRAMID_MIN_SIGMA_PX = 6.0
 #: Pixels per energy-bin batch in the Beer-Lambert sum (bounds the temporary memory).
 _BEER_LAMBERT_CHUNK = 1 << 14
 
@@ -55,10 +49,12 @@ def radiograph(
     params: PhysicsParams,
     pixel_spacing_mm: tuple[float, float],
     rng: np.random.Generator,
+    fov: np.ndarray | None = None,
 ) -> np.ndarray:
     """A radiograph from per-material line integrals.
 
-    Steps, in order (each but the log switchable in ``params``):
+    Steps, in order (each but the log switchable in ``params``; 6-9 are
+    :mod:`synth.processing`):
 
     1. Beer-Lambert.  Energy-integrating detector, ideal absorption: each photon
        contributes its energy, so the spectrum is weighted by ``E``:
@@ -69,18 +65,24 @@ def radiograph(
     3. Quantum noise: ``I = Poisson(I·dose)/dose``.
     4. Detector blur: Gaussian of ``blur_sigma_mm``.
     5. Negative log: ``p = -log(max(I, MIN_INTENSITY))``, the attenuation.
-    6. Tone: optional dynamic-range compression ``p -= a·G(p)``, a percentile window
-       over the anatomy (pixels with ``p > DIRECT_EXPOSURE_MAX_ATTENUATION`` before
-       compression) to [0, 1], then a sigmoid of slope
-       ``tone_contrast`` rescaled to map 0 -> 0 and 1 -> 1.  Off: min-max of ``p``, so
-       with every step off the result is a monotone (linear) function of ``p``.
-    7. Unsharp mask: ``y + amount·(y - G(y))`` with ``G`` of ``unsharp_sigma_mm``.
+    6. Field of view (``fov_fill``, needs ``fov``): the anatomy is continued past the
+       CT's field of view, fading with distance, so the CT's cut leaves no hard edge.
+    7. Equalisation: ``q -= tone_equalization·G(q)``, the large-scale attenuation.
+    8. Detail (``detail_gain``) and edge (``unsharp``) enhancement of the log image:
+       ``q += gain·(q - G(q))`` for each band.
+    9. Tone: a percentile window over the anatomy, then a logistic film curve between
+       ``tone_black`` and ``tone_white`` (strictly increasing, never clipping).  Off:
+       min-max of ``q``: with every step off, a linear function of ``p``.
 
     Args:
         line_integrals: ``(M, H, W)`` g/cm², channels in :data:`~synth.materials.MATERIALS` order.
         params: Physics parameters.
         pixel_spacing_mm: ``(row, column)`` detector pixel spacing in mm.
-        rng: Source of the quantum noise (the only random step).
+        rng: Source of the quantum noise; the continuation's noise (step 6) comes from
+            ``rng.spawn(1)[0]``, which leaves ``rng``'s own stream untouched, so what
+            ``rng`` gives after this call does not depend on steps 6-9.
+        fov: ``(H, W)`` bool, the pixels whose ray crosses the CT
+            (:func:`synth.processing.field_of_view`); None (unknown): step 6 is skipped.
 
     Returns:
         ``(H, W)`` float32 in [0, 1], bone bright (white = high attenuation).
@@ -97,8 +99,11 @@ def radiograph(
     intensity = _quantum_noise(intensity, params, rng)  # 3.
     intensity = _detector_blur(intensity, params, spacing)  # 4.
     p = _attenuation(intensity)  # 5.
-    y = _tone(p, params, spacing)  # 6.
-    return _unsharp(y, params, spacing).astype(np.float32)  # 7.
+    anatomy = processing.anatomy_mask(p)
+    fill_rng = rng.spawn(1)[0] if params.fov_fill and params.noise and fov is not None else None
+    q = processing.fill_outside_fov(p, fov, params, spacing, fill_rng)  # 6.
+    q = processing.equalize(q, params, spacing)  # 7., 8.
+    return np.clip(processing.tone(q, anatomy, params), 0.0, 1.0).astype(np.float32)  # 9.
 
 
 def _checked(line_integrals: torch.Tensor | np.ndarray, pixel_spacing_mm: tuple[float, float]
@@ -129,7 +134,7 @@ def _scatter(intensity: np.ndarray, params: PhysicsParams, spacing: tuple[float,
     """2. Scatter: a broad, mass-preserving blur of the primary, ``scatter_fraction`` of it in total."""
     if not (params.scatter and params.scatter_fraction > 0):
         return intensity
-    blurred = _gaussian(intensity, _sigma_px(params.scatter_sigma_mm, spacing))
+    blurred = gaussian(intensity, sigma_px(params.scatter_sigma_mm, spacing))
     return intensity + params.scatter_fraction * blurred * (intensity.mean() / max(blurred.mean(), 1e-12))
 
 
@@ -144,48 +149,12 @@ def _detector_blur(intensity: np.ndarray, params: PhysicsParams, spacing: tuple[
     """4. Detector blur: a Gaussian of ``blur_sigma_mm``."""
     if not (params.detector_blur and params.blur_sigma_mm > 0):
         return intensity
-    return _gaussian(intensity, _sigma_px(params.blur_sigma_mm, spacing))
+    return gaussian(intensity, sigma_px(params.blur_sigma_mm, spacing))
 
 
 def _attenuation(intensity: np.ndarray) -> np.ndarray:
     """5. The attenuation image ``-log I``, floored at :data:`MIN_INTENSITY` (no photons)."""
     return -np.log(np.maximum(intensity, MIN_INTENSITY))
-
-
-def _tone(p: np.ndarray, params: PhysicsParams, spacing: tuple[float, float]) -> np.ndarray:
-    """6. The tone curve (or plain min-max) of the attenuation image, clipped to [0, 1]."""
-    if params.tone:
-        y = _film_curve(p, params, spacing)
-    else:
-        lo, hi = p.min(), p.max()
-        y = (p - lo) / (hi - lo) if hi - lo > _MIN_WINDOW else np.zeros_like(p)
-    return np.clip(y, 0.0, 1.0)
-
-
-def _film_curve(p: np.ndarray, params: PhysicsParams, spacing: tuple[float, float]) -> np.ndarray:
-    """Step 6 with ``tone`` on: compression, percentile window over the anatomy, rescaled sigmoid."""
-    # Window from the anatomy's histogram: pixels of the direct beam (outside the
-    # patient) are left out, as vendors' exposure analysis does.
-    anatomy = p > DIRECT_EXPOSURE_MAX_ATTENUATION
-    if anatomy.sum() < MIN_ANATOMY_FRACTION * p.size:
-        anatomy[:] = True
-    if params.tone_equalization > 0:
-        p = p - params.tone_equalization * _gaussian(p, _sigma_px(params.tone_equalization_sigma_mm, spacing))
-    lo, hi = np.percentile(p[anatomy], [params.tone_low_percentile, params.tone_high_percentile])
-    if not hi - lo > _MIN_WINDOW:  # uniform anatomy: window the whole image instead
-        lo, hi = p.min(), p.max()
-    x = (p - lo) / (hi - lo) if hi - lo > _MIN_WINDOW else np.zeros_like(p)
-    c = params.tone_contrast
-    s0, s1 = _sigmoid(-c / 2), _sigmoid(c / 2)
-    return (_sigmoid(c * (x - 0.5)) - s0) / (s1 - s0)
-
-
-def _unsharp(y: np.ndarray, params: PhysicsParams, spacing: tuple[float, float]) -> np.ndarray:
-    """7. Unsharp mask: ``y + amount·(y - G(y))``, clipped to [0, 1]."""
-    if not (params.unsharp and params.unsharp_amount > 0):
-        return y
-    detail = y - _gaussian(y, _sigma_px(params.unsharp_sigma_mm, spacing))
-    return np.clip(y + params.unsharp_amount * detail, 0.0, 1.0)
 
 
 def _beer_lambert(L: torch.Tensor, mu: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -204,36 +173,3 @@ def _beer_lambert(L: torch.Tensor, mu: np.ndarray, weights: np.ndarray) -> np.nd
             exponent.addr_(neg_mu[:, m], x[m])
         torch.mv(exponent.exp_().T, w_t, out=out[start:start + chunk])
     return out.reshape(H, W).cpu().numpy().astype(np.float64)
-
-
-def _sigmoid(x: np.ndarray | float) -> np.ndarray | float:
-    from scipy.special import expit
-
-    return expit(x)
-
-
-def _sigma_px(sigma_mm: float, spacing: tuple[float, float]) -> tuple[float, float]:
-    return sigma_mm / spacing[0], sigma_mm / spacing[1]
-
-
-def _gaussian(image: np.ndarray, sigma_px: tuple[float, float]) -> np.ndarray:
-    """Gaussian blur with reflecting edges; wide ones via a block-averaged image.
-
-    For sigma >= 6 px the image is block-averaged by ``f = floor(sigma/3)``, blurred
-    with ``sigma/f`` and bilinearly upsampled: the extra blur of averaging and
-    upsampling (variance ~ f²/4 px²) is under 3 % of sigma² and the cost drops by f².
-    """
-    from scipy.ndimage import gaussian_filter
-
-    factor = int(min(sigma_px) // 3) if min(sigma_px) >= _PYRAMID_MIN_SIGMA_PX else 1
-    if factor < 2:
-        return gaussian_filter(image, sigma_px, mode="reflect", truncate=3.0)
-    H, W = image.shape
-    small = torch.nn.functional.avg_pool2d(
-        torch.from_numpy(np.ascontiguousarray(image))[None, None], factor, ceil_mode=True, count_include_pad=False
-    )[0, 0].numpy()
-    small = gaussian_filter(small, (sigma_px[0] / factor, sigma_px[1] / factor), mode="reflect", truncate=3.0)
-    up = torch.nn.functional.interpolate(
-        torch.from_numpy(small)[None, None], scale_factor=factor, mode="bilinear", align_corners=False
-    )[0, 0, :H, :W]
-    return up.numpy()

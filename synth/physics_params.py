@@ -23,7 +23,7 @@ from ts2d_xray.records import check_keys, field_types, is_bool_field, record_fro
 
 from synth.materials import KVP_RANGE
 
-__all__ = ["PhysicsParams", "PhysicsRanges", "as_dict"]
+__all__ = ["CHILD_STREAM_FIELDS", "PhysicsParams", "PhysicsRanges", "as_dict"]
 
 #: What each bounded parameter must be (the words of its error message).
 _EXPECTED = {
@@ -34,7 +34,16 @@ _EXPECTED = {
     "tone_high_percentile": "in (tone_low_percentile, 100]",
     "tone_equalization": "in [0, 1]", "tone_equalization_sigma_mm": "> 0 mm",
     "unsharp_sigma_mm": "> 0 mm", "unsharp_amount": ">= 0",
+    "fov_fill_decay_mm": "> 0 mm", "detail_gain": ">= 0", "detail_sigma_mm": "> 0 mm",
+    "tone_midpoint": "in [0, 1]", "tone_black": "in [0, tone_white)", "tone_white": "in (tone_black, 1]",
 }
+
+#: Fields added with the film processing of issue 12.  :meth:`PhysicsRanges.sample` draws
+#: them from a child generator (``rng.spawn``), which leaves the parent's stream where it
+#: was: the draws that follow the physics (augmentation, and with it the masks) are the
+#: same for a seed as before these fields existed, whatever their ranges.
+CHILD_STREAM_FIELDS = ("fov_fill", "fov_fill_decay_mm", "detail_gain", "detail_sigma_mm",
+                       "tone_midpoint", "tone_black", "tone_white")
 
 
 @dataclass(frozen=True)
@@ -59,19 +68,31 @@ class PhysicsParams:
         scatter_sigma_mm: Gaussian sigma of the scatter kernel in mm.
         detector_blur: Gaussian blur of the detector (scintillator light spread).
         blur_sigma_mm: Its sigma in mm.
-        tone: Vendor-style tone mapping (percentile window, then a sigmoid "film"
-            curve); False: min-max normalisation of the log image.
-        tone_contrast: Slope of the sigmoid (> 0; ~0 is linear, 10 is harsh).
-        tone_low_percentile: Percentile of the log image mapped to the window bottom.
-        tone_high_percentile: Percentile mapped to the window top.
-        tone_equalization: Dynamic-range compression before the window, as vendors'
+        tone: Vendor-style gradation: percentile window over the anatomy, then a
+            logistic "film" curve between ``tone_black`` and ``tone_white``; False:
+            min-max normalisation of the processed log image.
+        tone_contrast: Slope of the logistic per window width (> 0; ~0 is linear, 10 is harsh).
+        tone_low_percentile: Percentile of the anatomy's log image at window position 0.
+        tone_high_percentile: Percentile at window position 1.
+        tone_equalization: Dynamic-range compression of the log image, as vendors'
             multiscale processing does: this fraction (0-1) of the large-scale
             attenuation ``G(p)`` is removed, so e.g. the spine stays visible behind the
-            heart; 0 = none.
+            heart and the abdomen does not burn out; 0 = none.
         tone_equalization_sigma_mm: Sigma in mm of ``G``.
-        unsharp: Unsharp masking (edge enhancement) of the display image.
+        unsharp: Edge enhancement (unsharp masking) of the log image.
         unsharp_sigma_mm: Sigma in mm of the blur subtracted.
         unsharp_amount: Gain of the detail added back (0 = none).
+        fov_fill: Continue the anatomy past the CT's field of view (see
+            :func:`synth.processing.fill_outside_fov`) instead of the hard edge the cut
+            leaves.
+        fov_fill_decay_mm: Distance in mm over which the continuation of a cut through
+            thick tissue fades (``exp(-d/λ)``).
+        detail_gain: Gain of the mid-frequency band of the log image (ribs, clavicles,
+            vessels), as multiscale processing amplifies it; 0 = none.
+        detail_sigma_mm: Sigma in mm of the blur that bounds that band.
+        tone_midpoint: Window position (0-1) at the film curve's midpoint; lower is brighter.
+        tone_black: Display value the film curve tends to for the thinnest parts (its toe).
+        tone_white: Display value it tends to for the thickest (its shoulder), > ``tone_black``.
     """
 
     polyenergetic: bool = True
@@ -87,14 +108,21 @@ class PhysicsParams:
     detector_blur: bool = True
     blur_sigma_mm: float = 0.2
     tone: bool = True
-    tone_contrast: float = 6.0
-    tone_low_percentile: float = 0.5
+    tone_contrast: float = 3.5
+    tone_low_percentile: float = 1.0
     tone_high_percentile: float = 99.5
-    tone_equalization: float = 0.0
-    tone_equalization_sigma_mm: float = 25.0
+    tone_equalization: float = 0.8
+    tone_equalization_sigma_mm: float = 40.0
     unsharp: bool = True
-    unsharp_sigma_mm: float = 5.0
-    unsharp_amount: float = 0.5
+    unsharp_sigma_mm: float = 1.5
+    unsharp_amount: float = 1.0
+    fov_fill: bool = True
+    fov_fill_decay_mm: float = 80.0
+    detail_gain: float = 1.5
+    detail_sigma_mm: float = 8.0
+    tone_midpoint: float = 0.65
+    tone_black: float = 0.02
+    tone_white: float = 0.85
 
     def __post_init__(self) -> None:
         for name in field_types(PhysicsParams):
@@ -126,6 +154,12 @@ class PhysicsParams:
             "tone_equalization_sigma_mm": self.tone_equalization_sigma_mm > 0,
             "unsharp_sigma_mm": self.unsharp_sigma_mm > 0,
             "unsharp_amount": self.unsharp_amount >= 0,
+            "fov_fill_decay_mm": self.fov_fill_decay_mm > 0,
+            "detail_gain": self.detail_gain >= 0,
+            "detail_sigma_mm": self.detail_sigma_mm > 0,
+            "tone_midpoint": 0 <= self.tone_midpoint <= 1,
+            "tone_black": 0 <= self.tone_black < self.tone_white,
+            "tone_white": self.tone_black < self.tone_white <= 1,
         }
 
     @classmethod
@@ -157,7 +191,9 @@ class PhysicsRanges:
     * for a switch (bool field), a number ``p`` in [0, 1]: on with probability ``p``.
 
     Fields not given keep :class:`PhysicsParams`' defaults.  Draws happen in field
-    order, so the JSON key order does not change what a seed gives.
+    order, so the JSON key order does not change what a seed gives; the fields of
+    :data:`CHILD_STREAM_FIELDS` are drawn from ``rng.spawn(1)[0]`` (only when one of
+    them varies), so they never move ``rng`` itself.
 
     Attributes:
         spec: ``(field, kind, values)`` triples, kind one of ``"fixed"``,
@@ -178,26 +214,29 @@ class PhysicsRanges:
         spec = [(name, *_parse_range(name, d[name])) for name in field_types(PhysicsParams) if name in d]
         ranges = cls(tuple(spec))
         # Both ends of every range must make valid parameters.
-        ranges._build(lambda kind, values: values[0] if kind != "bernoulli" else True)
-        ranges._build(lambda kind, values: values[-1] if kind != "bernoulli" else False)
+        ranges._build(lambda name, kind, values: values[0] if kind != "bernoulli" else True)
+        ranges._build(lambda name, kind, values: values[-1] if kind != "bernoulli" else False)
         return ranges
 
     def sample(self, rng: np.random.Generator) -> PhysicsParams:
-        """Draw one :class:`PhysicsParams`."""
+        """Draw one :class:`PhysicsParams` (the :data:`CHILD_STREAM_FIELDS` from a child of ``rng``)."""
+        varies = any(kind != "fixed" for name, kind, _ in self.spec if name in CHILD_STREAM_FIELDS)
+        child = rng.spawn(1)[0] if varies else rng
 
-        def draw(kind: RangeKind, values: tuple[float | bool, ...]) -> float | bool:
+        def draw(name: str, kind: RangeKind, values: tuple[float | bool, ...]) -> float | bool:
+            source = child if name in CHILD_STREAM_FIELDS else rng
             if kind == "fixed":
                 return values[0]
             if kind == "uniform":
-                return float(rng.uniform(values[0], values[1]))
+                return float(source.uniform(values[0], values[1]))
             if kind == "log_uniform":
-                return float(math.exp(rng.uniform(math.log(values[0]), math.log(values[1]))))
-            return bool(rng.random() < values[0])
+                return float(math.exp(source.uniform(math.log(values[0]), math.log(values[1]))))
+            return bool(source.random() < values[0])
 
         return self._build(draw)
 
-    def _build(self, value_of: Callable[[RangeKind, tuple[float | bool, ...]], float | bool]) -> PhysicsParams:
-        return PhysicsParams(**{name: value_of(kind, values) for name, kind, values in self.spec})
+    def _build(self, value_of: Callable[[str, RangeKind, tuple[float | bool, ...]], float | bool]) -> PhysicsParams:
+        return PhysicsParams(**{name: value_of(name, kind, values) for name, kind, values in self.spec})
 
 
 def _parse_range(name: str, value: Any) -> tuple[RangeKind, tuple[float | bool, ...]]:
