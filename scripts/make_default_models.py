@@ -138,9 +138,13 @@ def adapt_films(recipe: dict, work: Path, device: str, start: Path | None) -> Pa
     part = recipe["films"]
     options = TrainOptions(device=device, fold="all", seed=recipe["seed"], resume=True, progress=True)
     settings = {k: tuple(v) if isinstance(v, list) else v for k, v in part["adapt"].items()}
+    extend_to = settings.pop("extend_to_epochs", None)
     start = _trainer_dir(work / "xray_model") if start is None else start
     result = adapt(start, work / "films_data", work / "films_model", options=options, new_heads=part["new_heads"],
                    **settings)
+    if extend_to:  # the schedule extended from where the first one ended, as for the coronal model
+        result = adapt(start, work / "films_data", work / "films_model", options=options,
+                       new_heads=part["new_heads"], **{**settings, "epochs": extend_to})
     return result.trainer_dir
 
 

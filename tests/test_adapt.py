@@ -222,15 +222,44 @@ def test_inference_normalises_radiographs_as_training_did(adapted, xray):
     assert np.mean(masks == (trained > 0).numpy()) > 0.99
 
 
+def test_adaptation_at_a_finer_pixel_size_with_new_outputs_resumes_and_continues(coronal_model, tmp_path):
+    """A new output started from named heads, another pixel size and patch; the run resumes with more epochs."""
+    coronal = load_coronal_model(coronal_model)
+    source = load_dataset(_mismatched(tmp_path / "films", blobs=True))  # the coronal model lacks heart
+    new_heads = {"heart": ["lung_lower_lobe_left", "liver"]}
+    overrides = {"spacing_mm": 4.5, "max_patch_size": (48, 48), "iterations_per_epoch": 1}
+    trainer = adaptation_trainer(coronal, source, tmp_path / "m", _options(fold="all"), new_heads=new_heads,
+                                 epochs=1, **overrides)
+    trainer.prepare()
+    heads = [k for k in trainer.network.state_dict() if ".seg_layers." in k]
+    rows = [coronal.structures.index(s) for s in new_heads["heart"]]
+    for key in heads:
+        value, start = trainer.network.state_dict()[key], coronal.weights[key]
+        assert torch.equal(value[0], start[coronal.structures.index("liver")]), key
+        torch.testing.assert_close(value[1], start[rows].mean(dim=0))  # the new head: the mean of its sources
+    configuration = trainer.plans["configurations"]["2d"]
+    assert configuration["spacing"] == [4.5, 4.5] and configuration["patch_size"] == [48, 48]
+    assert trainer.plans["ts2d"]["planning"]["spacing_mm"] == 4.5
+    first = trainer.fit()
+    assert first.epochs == 1
+    again = adapt(coronal, source, tmp_path / "m", _options(fold="all", resume=True), new_heads=new_heads, epochs=2,
+                  **overrides)
+    assert again.epochs == 2 and len(again.history) == 2
+    with pytest.raises(ValueError, match=r"new_heads\['heart'\] must name outputs of the coronal model"):
+        adaptation_trainer(coronal, source, tmp_path / "n", _options(), new_heads={"heart": ["brain"]})
+
+
 # --- bad input ------------------------------------------------------------------------
-def _mismatched(root: Path) -> Path:
-    """A 1-channel data set with a structure the coronal model lacks (heart)."""
+def _mismatched(root: Path, blobs: bool = False) -> Path:
+    """A 1-channel data set with a structure the coronal model lacks (heart); empty masks unless ``blobs``."""
     plane = Plane((40, 40), (3.0, 3.0))
     rng = np.random.default_rng(0)
     for i in range(2):
         masks = Masks(np.zeros((2, 40, 40), bool), ("liver", "heart"), plane)
+        if blobs:
+            masks.array[0, 20:34, 6:22] = masks.array[1, 8:20, 14:30] = True
         write_case(root, f"s{i}_000", Image2D(rng.random((1, 40, 40), dtype=np.float32), plane, ("xray",)), masks,
-                   {"case": f"s{i}_000", "empty_structures": ["liver", "heart"], "unlabelled_structures": []})
+                   {"case": f"s{i}_000", "empty_structures": [] if blobs else ["liver", "heart"], "unlabelled_structures": []})
     finalize(root, ("liver", "heart"), ("organs",), {"kind": "xray", "preset": "chest-pa", "seed": 0,
                                                      "spacing": None, "shape": None})
     return root

@@ -86,6 +86,8 @@ def adapted_plans(coronal: CoronalModel, fingerprint: Mapping[str, Any], dataset
     configuration = plans["configurations"][CONFIGURATION]
     if config is not None:
         configuration.update(resolution_overrides(coronal, config))
+        # What a resumed adaptation checks its configuration against (plans.check_plans).
+        plans["ts2d"]["planning"] = {k: config.to_dict()[k] for k in PLANNING_FIELDS}
     # By default the network works at the coronal model's pixel size: the anatomy has
     # the size in pixels that its filters learned.
     data = data_fields(fingerprint, dataset_meta, configuration["spacing"])
