@@ -93,7 +93,8 @@ def time_cases(tree: Path, cases: list[str], runs: int, wait_idle: float, tmp: P
             args, count = plans[case]
             make = (lambda: drr_args(out(), 10)) if case == "drr-10" else \
                 (lambda: [*args, str(out())] if case == "segment" else args)
-            run_once(tree, make(), home)  # warm-up: page cache, caches, compiled files
+            warm = drr_args(out(), 1) if case == "drr-10" else make()  # -n 1 warms what -n 10 would
+            run_once(tree, warm, home)  # warm-up: page cache, caches, compiled files
             timed = [run_once(tree, make(), home) for _ in range(count)]
         results[case] = {**summary(timed), "background_cpu": round(busy, 3)}
         print(f"{case:12s} {results[case]['wall_s']:6.2f} s (best {results[case]['best_s']:.2f}), "
