@@ -10,6 +10,10 @@ holds an SGD momentum buffer per weight, as nnU-Net's ``checkpoint_final.pth`` d
 * **ours**: one ``Segmenter`` (all five networks loaded once), timed from the input
   path to the masks on the input grid (read, project, predict, resample back,
   threshold).  *Cold* includes loading the models; *warm* is the median of later calls.
+  Per backend (``--backends``): ``torch``, and ``onnx`` (ONNX Runtime's CPU execution
+  provider, :mod:`ts2d_xray.nnunet.backend`), whose one-time export goes into a
+  temporary ``$TS2D_XRAY_HOME`` before the timed load, so its *cold* is a start from
+  cached exports.
 * **baseline**: per group, a new ``nnUNetPredictor`` (no mirroring, Gaussian, step
   0.5, CPU), ``initialize_from_trained_model_folder``, then
   ``predict_single_npy_array`` on the projection at the CT's own pixel size, as TS2D
@@ -24,6 +28,7 @@ work per network as the baseline.
 Usage::
 
     .venv/bin/python benchmarks/bench_segment.py [--runs 5] [--baseline-runs 1] [--skip-baseline] [--fast]
+        [--backends torch,onnx] [--cases chest-ct,ts-ct,xray-2048] [--wait-idle S]
 """
 
 from __future__ import annotations
@@ -124,11 +129,11 @@ def write_models(root: Path, kind: str, spacing: float) -> list[Path]:
     return folders
 
 
-def time_ours(bundle: Path, path: Path, runs: int, exact: bool = True) -> dict:
+def time_ours(bundle: Path, path: Path, runs: int, exact: bool = True, backend: str = "torch") -> dict:
     from ts2d_xray import Segmenter
 
     started = time.perf_counter()
-    with Segmenter(bundle, device="cpu", exact=exact) as seg:
+    with Segmenter(bundle, device="cpu", exact=exact, backend=backend) as seg:
         loaded = time.perf_counter() - started
         first = seg(path)
         cold = time.perf_counter() - started
@@ -138,10 +143,19 @@ def time_ours(bundle: Path, path: Path, runs: int, exact: bool = True) -> dict:
             result = seg(path)
             warm.append(time.perf_counter() - t)
             predict.append(result.timings["predict"])
-    return {"load_s": loaded, "cold_s": cold, "warm_s": statistics.median(warm), "warm_min_s": min(warm),
+    return {"backend": backend, "load_s": loaded, "cold_s": cold, "warm_s": statistics.median(warm), "warm_min_s": min(warm),
             "warm_runs_s": [round(w, 3) for w in warm],
             "predict_s": statistics.median(predict), "shape": list(first.masks.plane.shape),
             "structures": len(first.names)}
+
+
+def export_once(bundle: Path) -> float:
+    """Export the bundle's networks to ONNX (cached in $TS2D_XRAY_HOME/onnx); returns the seconds it took."""
+    from ts2d_xray import Segmenter
+
+    started = time.perf_counter()
+    Segmenter(bundle, device="cpu", backend="onnx").close()
+    return time.perf_counter() - started
 
 
 def time_baseline(folders: list[Path], image: np.ndarray, spacing: tuple[float, float], runs: int) -> dict:
@@ -200,6 +214,9 @@ def main() -> None:
     parser.add_argument("--baseline-runs", type=int, default=1)
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--fast", action="store_true", help="also time SegmentOptions(exact=False)")
+    parser.add_argument("--backends", default="torch,onnx",
+                        help="backends of ours to time, comma list of torch, onnx (onnx: exported once into "
+                             "$TS2D_XRAY_HOME/onnx before the timed load, so 'cold' is a cached-export start)")
     parser.add_argument("--xray-spacing", type=float, default=1.0, help="pixel size of the X-ray networks, mm")
     parser.add_argument("--cases", default="chest-ct,ts-ct,xray-2048", help="which inputs to time (comma list)")
     parser.add_argument("--wait-idle", type=float, default=0.0, metavar="S",
@@ -212,6 +229,7 @@ def main() -> None:
           f"load average before: {os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        os.environ["TS2D_XRAY_HOME"] = str(tmp / "home")  # the ONNX exports, not in the user's cache
         chosen = set(args.cases.split(","))
         coronal = write_models(tmp, "coronal", 1.5)
         xray = write_models(tmp, "xray", args.xray_spacing) if "xray-2048" in chosen else []
@@ -221,13 +239,17 @@ def main() -> None:
                  ("radiograph 2048x2048", lambda: radiograph_2048(tmp), tmp / "xray", xray, "xray-2048")]
         cases = [(name, make(), bundle, folders) for name, make, bundle, folders, key in cases if key in chosen]
         rows = []
+        backends = [b for b in args.backends.split(",") if b]
         for name, path, bundle, folders in cases:
-            busy = wait_until_idle(args.wait_idle)
-            ours = time_ours(bundle, path, args.runs)
-            line = {"case": name, "ours": ours, "background_cpu_before_ours": round(busy, 3)}
-            if args.fast:
-                line["background_cpu_before_fast"] = round(wait_until_idle(args.wait_idle), 3)
-                line["ours_fast"] = time_ours(bundle, path, args.runs, exact=False)
+            line = {"case": name}
+            for b in backends:
+                if b == "onnx":
+                    export_once(bundle)
+                line[f"background_cpu_before_{b}"] = round(wait_until_idle(args.wait_idle), 3)
+                line[f"ours_{b}"] = time_ours(bundle, path, args.runs, backend=b)
+                if args.fast:
+                    line[f"background_cpu_before_{b}_fast"] = round(wait_until_idle(args.wait_idle), 3)
+                    line[f"ours_{b}_fast"] = time_ours(bundle, path, args.runs, exact=False, backend=b)
             if not args.skip_baseline:
                 if folders is coronal:  # TS2D's input: the projection on the CT's own grid, in its display
                     image = project_ct(read_ct(path), spacing=None, display="ts2d")
@@ -247,20 +269,20 @@ def main() -> None:
         bare256 = bare_network(coronal[0], (256, 256))
     print(f"\nbare network (one TS2D-size model, 46 M parameters): 512x512 {bare512:.2f} s, 256x256 {bare256:.2f} s")
     print(f"load average after: {os.getloadavg()[0]:.2f}\n")
-    print("| input | grid | ours cold | ours warm, median (min) | baseline (5 predictors) | speed-up warm | speed-up cold |")
+    print("| input | grid | run | cold | warm, median (min) | speed-up warm vs baseline | speed-up cold |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        o, b = r["ours"], r.get("baseline")
-        base = f"{b['total_s']:.2f} s (init {b['init_s']:.1f} s)" if b else "-"
-        up_w = f"{b['total_s'] / o['warm_s']:.1f}x" if b else "-"
-        up_c = f"{b['total_s'] / o['cold_s']:.1f}x" if b else "-"
-        print(f"| {r['case']} | {o['shape'][1]}x{o['shape'][0]} px, {o['structures']} structures | {o['cold_s']:.2f} s "
-              f"| {o['warm_s']:.2f} s ({o['warm_min_s']:.2f} s; predict {o['predict_s']:.2f} s) | {base} | {up_w} "
-              f"| {up_c} |")
-        if "ours_fast" in r:
-            f = r["ours_fast"]
-            print(f"| {r['case']}, exact=False | | {f['cold_s']:.2f} s | {f['warm_s']:.2f} s ({f['warm_min_s']:.2f} s) "
-                  f"| | {b['total_s'] / f['warm_s']:.1f}x |" if b else "| | - |")
+        b = r.get("baseline")
+        for key in [k for k in r if k.startswith("ours_")]:
+            o = r[key]
+            up_w = f"{b['total_s'] / o['warm_s']:.1f}x" if b else "-"
+            up_c = f"{b['total_s'] / o['cold_s']:.1f}x" if b else "-"
+            run = key[len("ours_"):].replace("_fast", ", exact=False")
+            print(f"| {r['case']} | {o['shape'][1]}x{o['shape'][0]} px, {o['structures']} structures | ours, {run} "
+                  f"| {o['cold_s']:.2f} s | {o['warm_s']:.2f} s ({o['warm_min_s']:.2f} s; predict {o['predict_s']:.2f} s) "
+                  f"| {up_w} | {up_c} |")
+        if b:
+            print(f"| {r['case']} | | 5 x nnUNetPredictor | | {b['total_s']:.2f} s (init {b['init_s']:.1f} s) | 1.0x | |")
 
 
 if __name__ == "__main__":

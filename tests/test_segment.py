@@ -200,7 +200,7 @@ def test_published_layout_runs_as_ts2d(data, tmp_path):
 
     _, archive = mf.random_pair(tmp_path)
     ct = data / "ct" / "ts_example" / "ct.nii.gz"
-    with Segmenter(archive, device="cpu") as seg:
+    with Segmenter(archive, device="cpu", backend="torch") as seg:  # inspects the torch network
         assert seg.exact and seg.manifest.display == "ts2d"
         result = seg(ct)
         assert result.masks.plane.shape == (112, 122) and result.masks.plane.spacing == (3.0, 3.0)  # TS2D's grid

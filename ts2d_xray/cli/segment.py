@@ -54,6 +54,9 @@ def add_parser(sub: SubParsers) -> None:
     s.add_argument("--fast", action="store_true",
                    help="published TS2D models: pad only to the network's stride, not the full patch (faster; "
                         "not TS2D's exact masks)")
+    s.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
+                   help="what runs the networks: onnx (ONNX Runtime on the CPU, pip install 'ts2d-xray[onnx]'), "
+                        "torch, or auto (default: onnx on a CPU when installed)")
     s.add_argument("--tta", action="store_true", help="test-time augmentation (slower; off by default)")
     s.add_argument("--threshold", type=float, default=None, metavar="P",
                    help="sigmoid threshold for every structure (default: the model's, usually 0.5)")
@@ -115,7 +118,7 @@ def run_segment(args: argparse.Namespace) -> int:
     specs = model_specs([args.model if args.model else default_model(INPUT_MODEL_KIND[i.kind]) for i in infos])
     options = SegmentOptions(device=args.device, groups=args.groups, structures=args.structures, tta=args.tta,
                              threshold=args.threshold, invert=_INVERT[args.invert],
-                             trust_checkpoint=args.trust_checkpoint, exact=not args.fast)
+                             trust_checkpoint=args.trust_checkpoint, exact=not args.fast, backend=args.backend)
     try:
         # Loaded in this process, which is also the worker of a local run (the cache serves both).
         segmenters = {spec: cached_segmenter(spec, options) for spec in dict.fromkeys(specs)}

@@ -35,8 +35,10 @@ import numpy as np
 import torch
 
 from ts2d_xray.errors import InputError
+from ts2d_xray.nnunet.backend import network_device
 from ts2d_xray.nnunet.layout import CONFIGURATION
 from ts2d_xray.nnunet.normalize import NORMALIZATIONS, normalize
+from ts2d_xray.nnunet.predict import Forward
 
 __all__ = [
     "ExactPlan",
@@ -172,7 +174,7 @@ def _tile(shape: Sequence[int], plan: ExactPlan, divisor: Sequence[int] | None) 
     return tuple(min(p, -(-int(s) // int(d)) * int(d)) for s, p, d in zip(shape[-2:], plan.patch_size, divisor))
 
 
-def _mirrored(network: torch.nn.Module, x: torch.Tensor, mirror_axes: Sequence[int]) -> torch.Tensor:
+def _mirrored(network: Forward, x: torch.Tensor, mirror_axes: Sequence[int]) -> torch.Tensor:
     """nnU-Net's ``_internal_maybe_mirror_and_predict``: the mean over every combination of mirrored axes."""
     prediction = network(x)
     axes = [a + 2 for a in mirror_axes]
@@ -182,7 +184,7 @@ def _mirrored(network: torch.nn.Module, x: torch.Tensor, mirror_axes: Sequence[i
     return prediction / (len(combos) + 1) if combos else prediction
 
 
-def _one_network(network: torch.nn.Module, data: torch.Tensor, tile: Sequence[int], step: float,
+def _one_network(network: Forward, data: torch.Tensor, tile: Sequence[int], step: float,
                  mirror_axes: Sequence[int], accumulate: torch.dtype) -> torch.Tensor:
     """Logits ``(K, 1, H, W)`` of one network over a padded image, Gaussian-blended in ``accumulate``."""
     from nnunetv2.inference.sliding_window_prediction import compute_gaussian
@@ -205,13 +207,14 @@ def _one_network(network: torch.nn.Module, data: torch.Tensor, tile: Sequence[in
 
 
 @torch.inference_mode()
-def predict_logits(networks: Sequence[torch.nn.Module], pre: Preprocessed, plan: ExactPlan, *,
+def predict_logits(networks: Sequence[Forward], pre: Preprocessed, plan: ExactPlan, *,
                    step: float = 0.5, mirror_axes: Sequence[int] = (),
                    accumulate: torch.dtype = torch.half, divisor: Sequence[int] | None = None) -> torch.Tensor:
     """nnU-Net's logits ``(K + 1, 1, h', w')`` (float16, on the CPU) of the folds for a preprocessed image.
 
     Args:
-        networks: One network per fold, eval mode, all outputs (background included).
+        networks: One network per fold, eval mode, all outputs (background included): torch
+            modules or :class:`~ts2d_xray.nnunet.backend.OnnxNetwork` sessions.
         pre: From :func:`preprocess`.
         plan: The group's plan.
         step: Window step as a fraction of the patch (nnU-Net and TS2D: 0.5).
@@ -227,7 +230,7 @@ def predict_logits(networks: Sequence[torch.nn.Module], pre: Preprocessed, plan:
     """
     from acvl_utils.cropping_and_padding.padding import pad_nd_image
 
-    device = next(networks[0].parameters()).device
+    device = network_device(networks[0])
     data = torch.from_numpy(pre.data).to(device)
     tile = _tile(data.shape, plan, divisor)
     data, revert = pad_nd_image(data, tile, "constant", {"value": 0}, True, None)

@@ -26,14 +26,17 @@ from __future__ import annotations
 import contextlib
 import math
 from functools import lru_cache
-from typing import ContextManager, Sequence
+from typing import Callable, ContextManager, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["DEFAULT_STEP", "gaussian_map", "sliding_window_logits", "whole_image_logits", "window_starts"]
+__all__ = ["DEFAULT_STEP", "Forward", "gaussian_map", "sliding_window_logits", "whole_image_logits", "window_starts"]
 
+#: A network's forward pass: ``(B, C, H, W)`` float32 tensor -> ``(B, K, H, W)`` logits (a torch module or an
+#: :class:`~ts2d_xray.nnunet.backend.OnnxNetwork`).
+Forward = Callable[[torch.Tensor], torch.Tensor]
 #: Sliding-window step as a fraction of the tile (nnU-Net: 0.5).
 DEFAULT_STEP = 0.5
 #: Gaussian importance map: sigma as a fraction of the tile size (nnU-Net: 1/8).
@@ -87,7 +90,7 @@ def _centre_pad(x: torch.Tensor, padded: Sequence[int]) -> tuple[torch.Tensor, t
     return xp, (slice(lo[0], lo[0] + size[0]), slice(lo[1], lo[1] + size[1]))
 
 
-def _forward(networks: Sequence[torch.nn.Module], batch: torch.Tensor) -> torch.Tensor:
+def _forward(networks: Sequence[Forward], batch: torch.Tensor) -> torch.Tensor:
     """Network-averaged logits ``(B, K, h, w)`` float32."""
     with _autocast(batch.device):
         out = None
@@ -97,7 +100,7 @@ def _forward(networks: Sequence[torch.nn.Module], batch: torch.Tensor) -> torch.
     return out if len(networks) == 1 else out.div_(len(networks))
 
 
-def _sliding(networks: Sequence[torch.nn.Module], x: torch.Tensor, patch_size: Sequence[int],
+def _sliding(networks: Sequence[Forward], x: torch.Tensor, patch_size: Sequence[int],
              divisor: Sequence[int], step: float, batch_size: int) -> torch.Tensor:
     """Logits ``(K, H, W)`` of one ``(C, H, W)`` input: one padded pass, or Gaussian-blended windows."""
     size = x.shape[-2:]
@@ -124,13 +127,15 @@ def _sliding(networks: Sequence[torch.nn.Module], x: torch.Tensor, patch_size: S
 
 
 @torch.inference_mode()
-def sliding_window_logits(networks: Sequence[torch.nn.Module], image: torch.Tensor, patch_size: Sequence[int],
+def sliding_window_logits(networks: Sequence[Forward], image: torch.Tensor, patch_size: Sequence[int],
                           divisor: Sequence[int], *, step: float = DEFAULT_STEP, batch_size: int = 1,
                           tta: bool = False, mirror_axes: Sequence[int] = ()) -> torch.Tensor:
     """Logits of networks (folds, averaged) for a normalised image, by sliding windows.
 
     Args:
-        networks: Networks in eval mode, without deep supervision, on the image's device.
+        networks: Networks in eval mode, without deep supervision, on the image's device:
+            torch modules, or any forward callable of the same contract
+            (:class:`~ts2d_xray.nnunet.backend.OnnxNetwork`).
         image: ``(C_in, H, W)`` float32 network input (normalised, channels arranged).
         patch_size: ``(H, W)`` training patch in pixels: the largest window.
         divisor: ``(H, W)``: window sizes must be multiples of these (stride products).

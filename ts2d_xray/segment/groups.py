@@ -17,6 +17,7 @@ the window step (``nnu.predict.stepsize``) and switch mirroring off
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -26,14 +27,15 @@ import torch
 
 from ts2d_xray.errors import InputError
 from ts2d_xray.io.files import read_json
+from ts2d_xray.nnunet.backend import OnnxNetwork, export_key, onnx_network, parameter_count, resolve_backend
 from ts2d_xray.nnunet.checkpoint import load_network
-from ts2d_xray.nnunet.exact import (ExactPlan, exact_plan, is_published, multilabel_masks, native_logits,
+from ts2d_xray.nnunet.exact import (ExactPlan, Preprocessed, exact_plan, is_published, multilabel_masks, native_logits,
                                     predict_logits, preprocess)
 from ts2d_xray.nnunet.layout import CONFIGURATION, DATASET_FILE, PLANS_FILE
 from ts2d_xray.nnunet.network import input_divisor, speed_up_for_cpu
 from ts2d_xray.nnunet.normalize import plans_normalization
 from ts2d_xray.nnunet.predict import DEFAULT_STEP, sliding_window_logits
-from ts2d_xray.segment.manifest import GroupSpec
+from ts2d_xray.segment.manifest import GroupSpec, sha256_file
 
 #: Probability maps are brought back to the input grid this many bytes at a time.
 _CHUNK_BYTES = 256 * 2**20
@@ -51,7 +53,8 @@ class GroupNetwork:
     Attributes:
         name: Group name.
         structures: Output structures, in output order (K).
-        networks: One network per fold (eval mode, on the device); logits are averaged.
+        networks: One network per fold (eval mode, on the device; or its ONNX Runtime
+            session, :class:`~ts2d_xray.nnunet.backend.OnnxNetwork`); logits are averaged.
         spacing: ``(row, column)`` pixel size the network works at, in mm.
         patch_size: ``(H, W)`` training patch in pixels.
         divisor: ``(H, W)``: input sizes must be multiples of these (product of strides).
@@ -71,7 +74,7 @@ class GroupNetwork:
 
     name: str
     structures: tuple[str, ...]
-    networks: list[torch.nn.Module]
+    networks: list[torch.nn.Module | OnnxNetwork]
     spacing: tuple[float, float]
     patch_size: tuple[int, int]
     divisor: tuple[int, int]
@@ -109,8 +112,15 @@ def _group_plan(plans: Mapping[str, Any], dataset: Mapping[str, Any], path: Path
     return fields
 
 
-def load_group(root: Path, spec: GroupSpec, *, device: torch.device, trust: bool = False) -> GroupNetwork:
+def load_group(root: Path, spec: GroupSpec, *, device: torch.device, trust: bool = False, backend: str = "torch",
+               checksums: Mapping[str, str] | None = None) -> GroupNetwork:
     """Build and load one group model of a bundle onto ``device``.
+
+    ``backend`` (:mod:`ts2d_xray.nnunet.backend`): ``torch`` keeps the torch networks;
+    ``onnx`` replaces each by its ONNX Runtime session, exported once into the model
+    cache (``$TS2D_XRAY_HOME/onnx``) under a key made from the checkpoint's SHA-256
+    (``checksums``, relative path -> hex, as in the manifest; hashed here when absent);
+    ``auto`` picks one (:func:`~ts2d_xray.nnunet.backend.resolve_backend`).
 
     Raises:
         InputError: Naming the file: unreadable or unusable plans, a checkpoint that
@@ -125,16 +135,34 @@ def load_group(root: Path, spec: GroupSpec, *, device: torch.device, trust: bool
     if published:
         fields.update(_ts2d_fields(folder, root, plans, dataset, plans_path))
     networks, mirror = [], ()
+    backend = resolve_backend(backend, device)
     for rel in spec.checkpoints():
         network, checkpoint = load_network(root / rel, plans, len(fields["channel_source"]), len(spec.structures),
                                            device="cpu", trust=trust, plans_path=plans_path,
                                            keep_background=published)
-        if device.type == "cpu":
-            network.float()  # half-precision weights would run slowly (or not at all) on CPUs
-            speed_up_for_cpu(network)
-        networks.append(network.to(device).eval())
+        if backend == "onnx":
+            checksum = (checksums or {}).get(rel) or sha256_file(root / rel)
+            n_out = len(spec.structures) + int(published)
+            network = _onnx_network(network, plans, fields, checksum, n_out)
+        else:
+            if device.type == "cpu":
+                network.float()  # half-precision weights would run slowly (or not at all) on CPUs
+                speed_up_for_cpu(network)
+            network = network.to(device).eval()
+        networks.append(network)
         mirror = tuple(int(a) for a in (checkpoint.get("inference_allowed_mirroring_axes") or ()))
     return GroupNetwork(name=spec.name, structures=spec.structures, networks=networks, mirror_axes=mirror, **fields)
+
+
+def _onnx_network(network: torch.nn.Module, plans: Mapping[str, Any], fields: Mapping[str, Any], checksum: str,
+                  n_out: int) -> OnnxNetwork:
+    """A loaded group network (``n_out`` outputs) as its ONNX Runtime session, exported into the model cache once."""
+    from ts2d_xray.segment.models import model_home
+
+    in_channels = len(fields["channel_source"])
+    key = export_key(checksum, plans["configurations"][CONFIGURATION]["architecture"], in_channels, n_out)
+    example = [2 * d for d in fields["divisor"]]
+    return onnx_network(network.float(), in_channels, example, key, model_home() / "onnx")
 
 
 def _ts2d_fields(folder: Path, root: Path, plans: Mapping[str, Any], dataset: Mapping[str, Any],
@@ -171,13 +199,36 @@ def predict_exact(group: GroupNetwork, image: np.ndarray, spacing: Sequence[floa
     plan = group.exact
     if plan is None:
         raise ValueError(f"group {group.name!r} is not a published TS2D model")
-    pre = preprocess(image, spacing, plan)
+    pre = _preprocessed(image, spacing, plan)
     mirror_axes = group.mirror_axes if group.mirror else ()
     logits = predict_logits(group.networks, pre, plan, step=group.step or step, mirror_axes=mirror_axes,
                             accumulate=accumulate, divisor=None if exact else group.divisor)
     native = native_logits(logits, pre, plan)
     masks, probs = multilabel_masks(native, pre, plan, thresholds)
     return masks, probs, native
+
+
+#: Per thread, the last image preprocessed for a published group and its result (see :func:`_preprocessed`).
+_LAST_PREPROCESSED = threading.local()
+
+
+def _preprocessed(image: np.ndarray, spacing: Sequence[float], plan: ExactPlan) -> Preprocessed:
+    """:func:`~ts2d_xray.nnunet.exact.preprocess`, reused for the next group of the same image and settings.
+
+    TS2D's groups share their plans' spacing, normalisation and resampling, so the five
+    groups of a CT would each crop, normalise and spline-resample the same projection;
+    the result is a pure function of the image, its spacing and those plan fields, so the
+    last one is kept (per thread) and reused when all of them are equal.
+    """
+    config = plan.configuration
+    key = (tuple(map(float, spacing)), plan.spacing, plan.transpose_forward, plan.schemes, plan.use_mask,
+           plan.properties, config.get("resampling_fn_data"), config.get("resampling_fn_data_kwargs"))
+    last = getattr(_LAST_PREPROCESSED, "entry", None)
+    if last is not None and last[0] == key and last[1].shape == image.shape and np.array_equal(last[1], image):
+        return last[2]
+    pre = preprocess(image, spacing, plan)
+    _LAST_PREPROCESSED.entry = (key, np.array(image, copy=True), pre)
+    return pre
 
 
 def predict_group(group: GroupNetwork, image: torch.Tensor, *, step: float = DEFAULT_STEP, batch_size: int = 1,
@@ -215,7 +266,7 @@ def describe(groups: Sequence[GroupNetwork]) -> str:
     """One line per group: outputs, spacing, patch and parameter count."""
     lines = []
     for g in groups:
-        params = sum(p.numel() for p in g.networks[0].parameters())
+        params = parameter_count(g.networks[0])
         lines.append(f"{g.name}: {len(g.structures)} structures, {g.spacing[0]:g}x{g.spacing[1]:g} mm, "
                      f"patch {g.patch_size[0]}x{g.patch_size[1]}, {params / 1e6:.1f} M parameters x "
                      f"{len(g.networks)} fold(s)")

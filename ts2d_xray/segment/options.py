@@ -13,6 +13,7 @@ from typing import Sequence
 
 from ts2d_xray.errors import InputError
 from ts2d_xray.labels import expand, is_known
+from ts2d_xray.nnunet.backend import BACKENDS
 from ts2d_xray.segment.inputs import MAX_CT_VOXELS, MAX_PIXELS
 from ts2d_xray.segment.models import bundled_models, installed_summary, list_models
 
@@ -47,6 +48,10 @@ class SegmentOptions:
         max_voxels: Largest CT, in voxels.
         exact: Run published TS2D/TSXR models exactly as TS2D does (default); False pads
             only to the network's stride, not the full patch: faster, not TS2D's masks.
+        backend: What runs the networks (:mod:`ts2d_xray.nnunet.backend`): ``"torch"``,
+            ``"onnx"`` (ONNX Runtime on the CPU, ``pip install 'ts2d-xray[onnx]'``; each
+            network exported once into ``$TS2D_XRAY_HOME/onnx``, keyed by its weights'
+            checksum) or ``"auto"`` (default: onnx on a CPU when it is installed, else torch).
     """
 
     device: str = "auto"
@@ -63,8 +68,11 @@ class SegmentOptions:
     max_pixels: int = MAX_PIXELS
     max_voxels: int = MAX_CT_VOXELS
     exact: bool = True
+    backend: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.threshold is not None and not 0 < self.threshold < 1:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
         if not 0 < self.step <= 1:

@@ -91,7 +91,7 @@ class Segmenter:
         options: A :class:`SegmentOptions`; or give its fields as the keyword arguments
             below (None: the option's default; not both).
         device, groups, structures, tta, threshold, step, batch_size, trust_checkpoint,
-            verify, display, invert, max_pixels, max_voxels, exact: The
+            verify, display, invert, max_pixels, max_voxels, exact, backend: The
             :class:`SegmentOptions` fields of the same names.
 
     Call it on a path (CT file or DICOM folder, projection, radiograph), a
@@ -105,17 +105,23 @@ class Segmenter:
                  structures: Sequence[str] | None = None, tta: bool | None = None, threshold: float | None = None,
                  step: float | None = None, batch_size: int | None = None, trust_checkpoint: bool | None = None,
                  verify: bool | None = None, display: str | None = None, invert: bool | None = None,
-                 max_pixels: int | None = None, max_voxels: int | None = None, exact: bool | None = None) -> None:
+                 max_pixels: int | None = None, max_voxels: int | None = None, exact: bool | None = None,
+                 backend: str | None = None) -> None:
         given = {k: v for k, v in dict(
             device=device, groups=groups, structures=structures, tta=tta, threshold=threshold, step=step,
             batch_size=batch_size, trust_checkpoint=trust_checkpoint, verify=verify, display=display,
-            invert=invert, max_pixels=max_pixels, max_voxels=max_voxels, exact=exact).items() if v is not None}
+            invert=invert, max_pixels=max_pixels, max_voxels=max_voxels, exact=exact,
+            backend=backend).items() if v is not None}
         if options is not None and given:
             raise TypeError("give either options= or keyword options, not both")
         self.options = options or SegmentOptions(**given)
         from ts2d_xray.device import resolve_device  # imports torch: not at module import time
 
+        from ts2d_xray.nnunet.backend import resolve_backend
+
         self.device = resolve_device(self.options.device)
+        #: ``"torch"`` or ``"onnx"``: what runs the networks (``options.backend`` resolved for the device).
+        self.backend = resolve_backend(self.options.backend, self.device)
         self._by_kind: dict[str, Segmenter] = {}  # model None: one per model kind, made when first needed
         self._closed = False
         self.bundle = None if model is None else open_model(model, display=self.options.display)
@@ -146,8 +152,9 @@ class Segmenter:
             import torch
 
             torch.backends.cudnn.benchmark = True
-        self.groups = [load_group(self.bundle.root, s, device=self.device, trust=self.options.trust_checkpoint)
-                       for s in specs]
+        checksums = manifest.sha256 if self.options.verify is not False else None  # verified: the export's key
+        self.groups = [load_group(self.bundle.root, s, device=self.device, trust=self.options.trust_checkpoint,
+                                  backend=self.backend, checksums=checksums) for s in specs]
         self.exact = any(g.exact is not None for g in self.groups)
         threshold = self.options.threshold
         #: Per structure of the loaded groups (those not asked for too: a published group's rule reads them all).
