@@ -186,6 +186,9 @@ def export(recipe: dict, work: Path, out: Path) -> list[Path]:
 
     written = []
     for kind, model, data_dir in (("coronal", "coronal_model", "coronal_data"), ("films", "films_model", "films_data")):
+        if not (work / model).is_dir():  # e.g. films-adapt started from the shipped X-ray bundle (--films-start)
+            print(f"export: no {work / model}, the {kind} bundle is left as it is", flush=True)
+            continue
         part = recipe[kind]
         data = json.loads((work / data_dir / "dataset.json").read_text())
         training = {"recipe": str(RECIPE.relative_to(ROOT)), "subjects": recipe["subjects"],

@@ -72,7 +72,7 @@ def test_scoring_two_validation_films(data, stored):
             image = read_radiograph(wingspan / "png" / name, display=None)
             rows.append(score_film(seg(image), read_truth(wingspan, name, image.plane), reference[name]))
     for row in rows:
-        assert row["fields_from"] == "lung_right/lung_left"  # the proxy of a model without lung fields
+        assert row["fields_from"] == "lung_field_right/lung_field_left"  # the model's own lung fields
         assert all(0.0 <= row[k] <= 1.0 for k in ("lung_field_right", "lung_field_left", "heart"))
         assert abs(row["ctr_manual"] - row["ctr_authors"]) < 0.01
     s = summary(rows)
