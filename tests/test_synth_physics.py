@@ -214,3 +214,134 @@ def test_presets_physics_section(path):
     assert all(lo <= p.kvp <= hi for p in params)
     img = radiograph(phantom(48, 48), params[0], (0.7, 0.7), rng)
     assert img.shape == (48, 48) and 0 <= img.min() and img.max() <= 1
+
+
+# --- film processing (synth.processing) ------------------------------------------------------
+
+
+def tone_only(**changes) -> PhysicsParams:
+    """Only the gradation curve on (no noise, scatter, blur, equalisation, enhancement)."""
+    return replace(ALL_OFF, tone=True, **changes)
+
+
+@pytest.mark.parametrize("contrast, midpoint, high", [(2.5, 0.55, 99.0), (5.0, 0.8, 99.9), (3.5, 0.65, 99.5)])
+def test_tone_curve_is_strictly_monotone_and_never_clips(contrast, midpoint, high):
+    """Soft tissue from 2 to 45 g/cm² (a thin edge to a thick abdomen): every step of
+    thickness stays a distinct, strictly brighter grey inside (tone_black, tone_white),
+    even beyond the window's high percentile."""
+    L = np.zeros((2, 4, 400), np.float32)
+    L[0] = np.linspace(2.0, 45.0, 400)[None, :]
+    params = tone_only(tone_contrast=contrast, tone_midpoint=midpoint, tone_high_percentile=high,
+                       tone_black=0.03, tone_white=0.9)
+    y = radiograph(L, params, (1.0, 1.0), np.random.default_rng(0))[0]
+    assert np.all(np.diff(y.astype(np.float64)) > 0)
+    assert 0.03 < y.min() and y.max() < 0.9
+    # The thickest 10 % of the ramp still spans a visible range (no white plateau).
+    assert y[-40:].max() - y[-40:].min() > 0.01
+
+
+def test_processing_keeps_thick_soft_tissue_below_white():
+    """With every step on (defaults), a 40 g/cm² abdomen next to 8 g/cm² lung is not burnt out."""
+    L = np.zeros((2, 128, 128), np.float32)
+    L[0] = 40.0
+    L[0, 10:60, 20:108] = 8.0  # lungs
+    L[1, 30:33, 10:118] = 1.5  # a rib crossing lung and abdomen
+    img = radiograph(L, ALL_ON, (1.0, 1.0), np.random.default_rng(0))
+    assert img.max() < ALL_ON.tone_white + 0.02 and (img >= 0.98).mean() == 0
+    abdomen, lung = img[80:120, 30:100], img[15:28, 30:100]
+    assert 0.25 < abdomen.mean() < 0.8 and lung.mean() < abdomen.mean() - 0.1
+    # The rib is visible over the lung: brighter than the lung beside it.
+    assert img[30:33, 40:90].mean() > lung.mean() + 0.05
+
+
+def border_jump(img: np.ndarray, fov: np.ndarray) -> float:
+    """Mean absolute step across the field of view's border: between each pixel just
+    inside and its neighbour just outside (rows and columns)."""
+    steps = []
+    for axis in (0, 1):
+        a, b = np.moveaxis(fov, axis, 0), np.moveaxis(img.astype(np.float64), axis, 0)
+        cross = a[1:] != a[:-1]
+        steps.append(np.abs(b[1:] - b[:-1])[cross])
+    return float(np.concatenate(steps).mean())
+
+
+def test_fov_fill_leaves_no_hard_edge():
+    """A body cut by the CT's field of view: with the fill, the step across the cut is no
+    larger than the image's own pixel-to-pixel variation inside; without, it is a wall."""
+    L, fov = cut_phantom(128, 128)
+    params = replace(ALL_ON, noise=False)
+    filled = radiograph(L, params, (1.0, 1.0), np.random.default_rng(0), fov=fov)
+    cut = radiograph(L, replace(params, fov_fill=False), (1.0, 1.0), np.random.default_rng(0), fov=fov)
+    inner = np.abs(np.diff(filled[20:70, 40:90].astype(np.float64), axis=1)).mean()
+    assert border_jump(cut, fov) > 0.1
+    assert border_jump(filled, fov) < max(3 * inner, 0.02)
+    # Inside, away from the border, the fill changes nothing but the window.
+    assert filled[fov].std() > 0.05
+    # Outside it fades with distance: the far corner is darker than next to the cut.
+    assert filled[100:, 100:].mean() < filled[82:86, 40:60].mean()
+
+
+def test_processing_does_not_move_the_callers_random_stream():
+    """radiograph draws the continuation's noise from a child generator: the caller's
+    generator (whose next draws make the augmentation, hence the masks) ends where it
+    would with any processing settings."""
+    L, fov = cut_phantom()
+    after = []
+    for changes in ({}, {"fov_fill": False}, {"detail_gain": 0.0, "tone_midpoint": 0.3, "fov_fill_decay_mm": 10.0}):
+        rng = np.random.default_rng(11)
+        radiograph(L, replace(ALL_ON, **changes), (1.0, 1.0), rng, fov=fov)
+        after.append(rng.random(4))
+    np.testing.assert_array_equal(after[0], after[1])
+    np.testing.assert_array_equal(after[0], after[2])
+
+
+def test_radiograph_with_fov_is_deterministic():
+    L, fov = cut_phantom()
+    a = radiograph(L, ALL_ON, (1.0, 1.0), np.random.default_rng(3), fov=fov)
+    b = radiograph(L, ALL_ON, (1.0, 1.0), np.random.default_rng(3), fov=fov)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, radiograph(L, ALL_ON, (1.0, 1.0), np.random.default_rng(4), fov=fov))
+
+
+def test_new_processing_ranges_leave_the_main_stream_alone():
+    """Adding the processing fields' ranges changes neither the other fields' draws nor
+    where the generator ends (so masks of a seed stay as they were)."""
+    from synth.physics_params import CHILD_STREAM_FIELDS
+
+    section = json.loads(PRESETS[[p.stem for p in PRESETS].index("chest-pa")].read_text())["physics"]
+    without = {k: v for k, v in section.items() if k not in CHILD_STREAM_FIELDS}
+    assert len(without) < len(section)
+    r_with, r_without = np.random.default_rng(5), np.random.default_rng(5)
+    p_with = PhysicsRanges.from_dict(section).sample(r_with)
+    p_without = PhysicsRanges.from_dict(without).sample(r_without)
+    assert {k: v for k, v in as_dict(p_with).items() if k not in CHILD_STREAM_FIELDS} == \
+        {k: v for k, v in as_dict(p_without).items() if k not in CHILD_STREAM_FIELDS}
+    np.testing.assert_array_equal(r_with.random(3), r_without.random(3))
+    # The processing fields themselves vary with the seed and stay in their ranges.
+    draws = [PhysicsRanges.from_dict(section).sample(np.random.default_rng(s)) for s in range(30)]
+    mids = [d.tone_midpoint for d in draws]
+    assert min(mids) >= section["tone_midpoint"][0] and max(mids) <= section["tone_midpoint"][1]
+    assert np.std(mids) > 0.03
+
+
+def test_field_of_view_matches_the_rays_that_cross_the_volume():
+    """field_of_view's slab test against the renderer: a ray crosses the CT exactly where
+    a volume of ones gives a positive line integral."""
+    from synth.geometry import View, detector_rays
+    from synth.processing import field_of_view
+    from synth.render import render as cast
+    from ts2d_xray.image import Grid
+
+    grid = Grid(shape=(20, 16, 24), spacing=(10.0, 10.0, 10.0), origin=(-115.0, -75.0, -95.0),
+                direction=tuple(np.eye(3).ravel()))
+    view = View("AP", (48, 48), (12.0, 12.0), sdd=1500.0, sid=1300.0, isocenter=(0.0, 0.0, 0.0),
+                rotation=(0.0, 0.0, 7.0))
+    sources, targets = detector_rays(view)
+    fov = field_of_view(sources, targets, grid)
+    integrals = cast(torch.ones((1, *grid.shape)), grid, sources, targets).integrals[0].numpy()
+    assert 0.2 < fov.mean() < 0.9
+    # Equal but for rays grazing an edge (partial samples), a pixel wide at most.
+    assert np.mean(fov != (integrals > 1.0)) < 0.05
+    from scipy.ndimage import binary_dilation
+
+    assert np.all(integrals[~binary_dilation(fov, iterations=2)] == 0)
