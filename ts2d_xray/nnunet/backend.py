@@ -173,14 +173,9 @@ def parameter_count(network: Any) -> int:
 
 def _stable_instance_norm(network: torch.nn.Module) -> torch.nn.Module:
     """Swap stateless ``InstanceNorm2d`` layers for :class:`_ExportInstanceNorm` (in place, for export only)."""
-    import torch
+    from ts2d_xray.nnunet.network import replace_instance_norms
 
-    swaps = [(parent, name, child) for parent in network.modules() for name, child in list(parent.named_children())
-             if isinstance(child, torch.nn.InstanceNorm2d) and not child.track_running_stats]
-    replaced: dict[int, torch.nn.Module] = {}
-    for parent, name, child in swaps:  # a norm can be reachable twice (e.g. .norm and .all_modules[1])
-        setattr(parent, name, replaced.setdefault(id(child), _export_norm(child)))
-    return network
+    return replace_instance_norms(network, _export_norm)
 
 
 def _export_norm(norm: torch.nn.InstanceNorm2d) -> torch.nn.Module:

@@ -24,7 +24,7 @@ import contextlib
 import pydoc
 import re
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -151,11 +151,20 @@ class _InstanceNormAsGroupNorm(torch.nn.Module):
         return torch.nn.functional.group_norm(x, x.shape[1], self.weight, self.bias, self.eps)
 
 
-def speed_up_for_cpu(network: torch.nn.Module) -> torch.nn.Module:
-    """Swap stateless ``InstanceNorm2d`` layers for the equivalent, faster group norm (in place)."""
+def replace_instance_norms(network: torch.nn.Module,
+                           make: Callable[[torch.nn.InstanceNorm2d], torch.nn.Module]) -> torch.nn.Module:
+    """Swap every stateless ``InstanceNorm2d`` of ``network`` for ``make(norm)`` (in place).
+
+    A norm reachable twice (e.g. ``.norm`` and ``.all_modules[1]``) gets one replacement.
+    """
     swaps = [(parent, name, child) for parent in network.modules() for name, child in list(parent.named_children())
              if isinstance(child, torch.nn.InstanceNorm2d) and not child.track_running_stats]
     replaced: dict[int, torch.nn.Module] = {}
-    for parent, name, child in swaps:  # a norm can be reachable twice (e.g. .norm and .all_modules[1])
-        setattr(parent, name, replaced.setdefault(id(child), _InstanceNormAsGroupNorm(child)))
+    for parent, name, child in swaps:
+        setattr(parent, name, replaced.setdefault(id(child), make(child)))
     return network
+
+
+def speed_up_for_cpu(network: torch.nn.Module) -> torch.nn.Module:
+    """Swap stateless ``InstanceNorm2d`` layers for the equivalent, faster group norm (in place)."""
+    return replace_instance_norms(network, _InstanceNormAsGroupNorm)
