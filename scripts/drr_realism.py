@@ -209,7 +209,7 @@ def figure(drrs: Sequence[tuple[str, np.ndarray]], films: Sequence[tuple[str, np
             ax.set_axis_off()
             if c < len(items):
                 ax.imshow(common_form(items[c][1]), cmap="gray", vmin=0, vmax=1, interpolation="lanczos")
-                ax.set_title(f"{kind}: {items[c][0][:18]}", fontsize=6)
+                ax.set_title(f"{kind}: {items[c][0][:24]}", fontsize=5)
     fig.tight_layout(pad=0.3)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
