@@ -319,9 +319,17 @@ def expand(name: str) -> tuple[str, ...]:
 
 
 def preview_subset(names) -> tuple[str, ...]:
-    """The :data:`PREVIEW_STRUCTURES` that can be formed from ``names`` (directly or as unions)."""
+    """The :data:`PREVIEW_STRUCTURES` that can be formed from ``names`` (directly or as unions).
+
+    Where both radiographic lung fields are among ``names``, they stand in for the lung
+    projections (``lung_right``, ``lung_left``): what a film shows, and what the
+    cardiothoracic ratio is measured on.
+    """
     present = set(names)
-    return tuple(n for n in PREVIEW_STRUCTURES if any(m in present for m in expand(n)))
+    coarse = tuple(n for n in PREVIEW_STRUCTURES if any(m in present for m in expand(n)))
+    if all(f in present for f in LUNG_FIELDS):
+        coarse = (*LUNG_FIELDS, *(n for n in coarse if n not in ("lung_right", "lung_left")))
+    return coarse
 
 
 def v1_to_v2(name: str) -> str | None:
