@@ -92,11 +92,13 @@ def test_film_data_sets_refuse_wrong_masks(wingspan, tmp_path):
         write_film_dataset(tmp_path / "a", [film], ("heart",))
     small = tmp_path / "small.png"
     Image.new("L", (100, 100)).save(small)
-    bad = replace(film, masks={**film.masks, "heart": small})
+    bad = replace(film, case_id="ws_bad", masks={**film.masks, "heart": small})
     with pytest.raises(InputError, match=r"small\.png: mask of 100x100 px for the image"):
-        write_film_dataset(tmp_path / "b", [bad], STRUCTURES)
+        write_film_dataset(tmp_path / "b", [film, bad], STRUCTURES)  # the first film is written, then removed
+    assert not (tmp_path / "b").exists()  # no half-written data set
     with pytest.raises(ValueError, match="duplicate case ids"):
         write_film_dataset(tmp_path / "c", [film, film], STRUCTURES)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
 
 
 def _synthetic_xray(root: Path, structures: tuple[str, ...], ids: tuple[str, ...], kind: str = "xray") -> Path:
@@ -131,6 +133,7 @@ def test_combined_data_sets_keep_every_case_over_the_union_of_structures(wingspa
     # Clashing ids and other kinds are refused; nothing is left half-written in a new folder.
     with pytest.raises(InputError, match="case d_000 is also in"):
         combine_datasets([drr, drr], tmp_path / "twice")
+    assert not (tmp_path / "twice").exists()  # the cases written before the clash are gone
     coronal = _synthetic_xray(tmp_path / "coronal", ("liver",), ("c_000",), kind="coronal")
     with pytest.raises(InputError, match="kind 'coronal', but .* has 'xray'"):
         combine_datasets([drr, coronal], tmp_path / "mixed")

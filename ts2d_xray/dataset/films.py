@@ -21,12 +21,14 @@ non-zero) and must have the image's pixel grid.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import shutil
 import warnings
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -104,16 +106,15 @@ def write_film_dataset(out: str | PathLike, films: Iterable[LabelledFilm], struc
         ValueError: Duplicate case ids, or masks of structures not in ``structures``.
     """
     out = Path(out)
-    _check_new(out)
     films = list(films)
     ids = [f.case_id for f in films]
     if len(set(ids)) != len(ids):
         raise ValueError(f"duplicate case ids: {sorted({i for i in ids if ids.count(i) > 1})[:5]}")
-    out.mkdir(parents=True, exist_ok=True)
-    for film in films:
-        image, masks, record = _read_film(film, structures)
-        write_case(out, film.case_id, image, masks, record)
-    finalize(out, structures, (), {"kind": "xray", "source": description})
+    with _new_dataset(out):
+        for film in films:
+            image, masks, record = _read_film(film, structures)
+            write_case(out, film.case_id, image, masks, record)
+        finalize(out, structures, (), {"kind": "xray", "source": description})
     log.info("%s: %d films, %d structures", out, len(films), len(structures))
     return load_dataset(out)
 
@@ -133,7 +134,6 @@ def combine_datasets(sources: Sequence[str | PathLike | Dataset], out: str | Pat
     if not datasets:
         raise ValueError("combine_datasets needs at least one source")
     out = Path(out)
-    _check_new(out)
     first = datasets[0]
     for ds in datasets[1:]:
         for key in ("kind", "channels", "display"):
@@ -142,12 +142,13 @@ def combine_datasets(sources: Sequence[str | PathLike | Dataset], out: str | Pat
                                                          f"{first.meta.get(key)!r}: they cannot be combined")
     structures = list(dict.fromkeys(s for ds in datasets for s in ds.structures))
     seen: dict[str, Path] = {}
-    out.mkdir(parents=True, exist_ok=True)
-    for ds in datasets:
-        for record in iter_cases(ds):
-            _copy_case(ds, dict(record), structures, seen, out)
-    finalize(out, structures, sorted({g for ds in datasets for g in ds.meta.get("groups", ())}),
-             {"kind": first.meta["kind"], "source": "combined", "combined_from": [str(ds.root) for ds in datasets]})
+    with _new_dataset(out):
+        for ds in datasets:
+            for record in iter_cases(ds):
+                _copy_case(ds, dict(record), structures, seen, out)
+        finalize(out, structures, sorted({g for ds in datasets for g in ds.meta.get("groups", ())}),
+                 {"kind": first.meta["kind"], "source": "combined",
+                  "combined_from": [str(ds.root) for ds in datasets]})
     return load_dataset(out)
 
 
@@ -169,6 +170,19 @@ def _copy_case(ds: Dataset, record: dict[str, Any], structures: Sequence[str], s
     write_case(out, case_id, image, Masks(array, tuple(structures), masks.plane), record)
 
 
-def _check_new(out: Path) -> None:
-    if (out / DATASET_JSON).exists() or (out.is_dir() and any(out.iterdir())):
+@contextlib.contextmanager
+def _new_dataset(out: Path) -> Iterator[Path]:
+    """``out`` as a new data set folder; on any error, no half-written data set is left there."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(out, "exists and is not empty; choose a new folder for the data set")
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        yield out
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        else:  # it was empty: empty it again
+            for item in out.iterdir():
+                shutil.rmtree(item, ignore_errors=True) if item.is_dir() else item.unlink(missing_ok=True)
+        raise
