@@ -54,6 +54,18 @@ def read_truth(wingspan: Path, name: str, plane: Any) -> Any:
     return Masks(np.stack(layers), tuple(TRUTH.values()), plane)
 
 
+def labelled_films(wingspan: Path, names: Sequence[str]) -> list[Any]:
+    """Films with their manual masks, for a training data set (:mod:`ts2d_xray.dataset.films`).
+
+    Case ids are ``wingspan_<file stem>``; each film labels the structures of :data:`TRUTH`.
+    """
+    from ts2d_xray.dataset.films import LabelledFilm
+
+    return [LabelledFilm(f"wingspan_{Path(n).stem}", wingspan / "png" / n,
+                         {s: wingspan / "mask" / folder / n for folder, s in TRUTH.items()}, {"wingspan_name": n})
+            for n in names]
+
+
 def authors_ctr(wingspan: Path) -> dict[str, float]:
     """The authors' CTR by file name (``ctr.csv``)."""
     with open(wingspan / "ctr.csv", newline="") as f:

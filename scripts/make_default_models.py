@@ -93,22 +93,15 @@ def build_data(recipe: dict, work: Path, kind: str, part: dict | None = None, ou
     return out
 
 
-#: Wingspan mask folders -> structure names (patient's right and left lung fields, heart silhouette).
-WINGSPAN_MASKS = {"right_lung": "lung_field_right", "left_lung": "lung_field_left", "heart": "heart"}
-
-
 def wingspan_films(recipe: dict) -> list:
     """The Wingspan films of the recipe's split part, with their masks (never the validation part)."""
-    from ts2d_xray.dataset.films import LabelledFilm
+    from evaluate_wingspan import labelled_films
 
     settings = recipe["films"]["wingspan"]
     if settings["part"] == "validation":
         raise SystemExit(f"{RECIPE}: films.wingspan.part must not be the validation split")
     names = json.loads((ROOT / settings["split"]).read_text())[settings["part"]]
-    root = DATA / "xray" / "wingspan"
-    return [LabelledFilm(f"wingspan_{Path(n).stem}", root / "png" / n,
-                         {s: root / "mask" / folder / n for folder, s in WINGSPAN_MASKS.items()},
-                         {"wingspan_name": n}) for n in names]
+    return labelled_films(DATA / "xray" / "wingspan", names)
 
 
 def build_films_data(recipe: dict, work: Path) -> Path:

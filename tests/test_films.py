@@ -6,6 +6,7 @@ Real data: three films of the Wingspan *training* split with their manual masks.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,8 +25,10 @@ from ts2d_xray.train.transforms import XRAY_TRAINING_AUGMENT
 from ts2d_xray.xray_randomize import XrayAugmentParams, augment
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from evaluate_wingspan import labelled_films  # noqa: E402
 STRUCTURES = ("heart", "liver", "lung_field_right", "lung_field_left")
-MASK_FOLDERS = {"right_lung": "lung_field_right", "left_lung": "lung_field_left", "heart": "heart"}
 
 
 # --- the partial-label loss ------------------------------------------------------------
@@ -59,10 +62,9 @@ def wingspan(data) -> Path:
 
 
 def _films(wingspan: Path, n: int = 3) -> list[LabelledFilm]:
+    """The first ``n`` training films, as the model recipe reads them, with short case ids."""
     names = json.loads((ROOT / "configs" / "wingspan_split.json").read_text())["train"][:n]
-    return [LabelledFilm(f"ws_{i}", wingspan / "png" / name,
-                         {s: wingspan / "mask" / folder / name for folder, s in MASK_FOLDERS.items()},
-                         {"wingspan_name": name}) for i, name in enumerate(names)]
+    return [replace(f, case_id=f"ws_{i}") for i, f in enumerate(labelled_films(wingspan, names))]
 
 
 def test_real_films_become_a_data_set_whose_missing_structures_are_unlabelled(wingspan, tmp_path):
