@@ -45,14 +45,13 @@ from os import PathLike
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-import numpy as np
 import torch
 
 from ts2d_xray.dataset import Dataset, load_dataset
 from ts2d_xray.errors import InputError
 from ts2d_xray.io.files import read_json
 from ts2d_xray.nnunet.layout import CONFIGURATION, DATASET_FILE, PLANS_FILE, trainer_folder
-from ts2d_xray.nnunet.network import SEG_LAYER
+from ts2d_xray.nnunet.network import SEG_LAYER, input_divisor
 from ts2d_xray.train.config import PLANNING_FIELDS, TrainConfig
 from ts2d_xray.train.coronal import CoronalModel, load_coronal_model, network_shapes
 from ts2d_xray.train.options import TrainOptions, TrainResult
@@ -87,7 +86,7 @@ def adapted_plans(coronal: CoronalModel, fingerprint: Mapping[str, Any], dataset
     if config is not None:
         configuration.update(resolution_overrides(coronal, config))
         # What a resumed adaptation checks its configuration against (plans.check_plans).
-        plans["ts2d"]["planning"] = {k: config.to_dict()[k] for k in PLANNING_FIELDS}
+        plans["ts2d"]["planning"] = config.planning()
     # By default the network works at the coronal model's pixel size: the anatomy has
     # the size in pixels that its filters learned.
     data = data_fields(fingerprint, dataset_meta, configuration["spacing"])
@@ -197,13 +196,11 @@ def resolution_overrides(coronal: CoronalModel, config: TrainConfig) -> dict[str
     Raises:
         ValueError: A patch that is not a multiple of the total stride.
     """
-    configuration = coronal.plans["configurations"][CONFIGURATION]
     changed: dict[str, Any] = {}
     if config.spacing_mm is not None and config.spacing_mm != coronal.config.spacing_mm:
         changed["spacing"] = [float(config.spacing_mm)] * 2
     if config.max_patch_size is not None and config.max_patch_size != coronal.config.max_patch_size:
-        strides = configuration["architecture"]["arch_kwargs"]["strides"]
-        total = [int(np.prod([s[i] for s in strides])) for i in range(2)]
+        total = list(input_divisor(coronal.plans))
         patch = [int(p) for p in config.max_patch_size]
         if any(p % t for p, t in zip(patch, total)):
             raise ValueError(f"max_patch_size {patch} must be a multiple of the network's total stride {total}")

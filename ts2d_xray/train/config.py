@@ -124,6 +124,11 @@ class TrainConfig:
         """Plain values (for JSON and checkpoints that load with ``weights_only=True``)."""
         return record_to_dict(self)
 
+    def planning(self) -> dict:
+        """The planning fields' plain values: what ``plans["ts2d"]["planning"]`` records."""
+        values = self.to_dict()
+        return {k: values[k] for k in PLANNING_FIELDS}
+
 
 #: Fields that the plans depend on: a training may resume with other values of the rest.
 PLANNING_FIELDS = ("name", "spacing_mm", "max_patch_size", "base_features", "max_features", "min_feature_map",

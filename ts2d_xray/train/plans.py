@@ -39,7 +39,7 @@ from ts2d_xray.errors import InputError
 from ts2d_xray.io.slice3d import NNUNET_NORMAL_SPACING_MM
 from ts2d_xray.nnunet.layout import CONFIGURATION, RESAMPLING_2D
 from ts2d_xray.nnunet.network import network_from_architecture
-from ts2d_xray.train.config import PLANNING_FIELDS, TrainConfig
+from ts2d_xray.train.config import TrainConfig
 
 __all__ = ["check_plans", "data_fields", "dataset_fingerprint", "network_topology", "plan"]
 
@@ -276,7 +276,7 @@ def _ts2d_block(config: TrainConfig, dataset_meta: Mapping[str, Any], in_channel
     channel_names = [dataset_meta["channel_names"][str(c)] for c in range(len(dataset_meta["channel_names"]))]
     return {
         "config": config.name,
-        "planning": {k: config.to_dict()[k] for k in PLANNING_FIELDS},
+        "planning": config.planning(),
         "structures": list(dataset_meta["structures"]),
         "outputs": "one logit per structure, in 'structures' order; sigmoid > 0.5 = inside (masks may overlap)",
         "kind": dataset_meta.get("kind"),
@@ -318,7 +318,7 @@ def check_plans(plans: Mapping[str, Any], dataset_meta: Mapping[str, Any], confi
     if ts2d.get("structures") != list(dataset_meta["structures"]):
         raise InputError(path, "these plans were made for other structures than the data set's; "
                                "use another model folder")
-    planning = {k: config.to_dict()[k] for k in PLANNING_FIELDS}
+    planning = config.planning()
     if ts2d.get("planning") != planning:
         changed = sorted(k for k in planning if ts2d.get("planning", {}).get(k) != planning[k])
         raise InputError(path, f"these plans were made with other settings of config {config.name!r} "
