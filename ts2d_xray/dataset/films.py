@@ -21,14 +21,12 @@ non-zero) and must have the image's pixel grid.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import shutil
 import warnings
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -37,6 +35,7 @@ from ts2d_xray.dataset.read import Dataset, iter_cases, load_dataset
 from ts2d_xray.dataset.write import finalize, write_case
 from ts2d_xray.errors import InputError
 from ts2d_xray.image import Masks
+from ts2d_xray.io.files import new_folder
 
 __all__ = ["LabelledFilm", "combine_datasets", "write_film_dataset"]
 
@@ -110,11 +109,12 @@ def write_film_dataset(out: str | PathLike, films: Iterable[LabelledFilm], struc
     ids = [f.case_id for f in films]
     if len(set(ids)) != len(ids):
         raise ValueError(f"duplicate case ids: {sorted({i for i in ids if ids.count(i) > 1})[:5]}")
-    with _new_dataset(out):
+    _check_new(out)
+    with new_folder(out) as temp:  # on any error, no half-written data set
         for film in films:
             image, masks, record = _read_film(film, structures)
-            write_case(out, film.case_id, image, masks, record)
-        finalize(out, structures, (), {"kind": "xray", "source": description})
+            write_case(temp, film.case_id, image, masks, record)
+        finalize(temp, structures, (), {"kind": "xray", "source": description}, name=out.name)
     log.info("%s: %d films, %d structures", out, len(films), len(structures))
     return load_dataset(out)
 
@@ -142,13 +142,14 @@ def combine_datasets(sources: Sequence[str | PathLike | Dataset], out: str | Pat
                                                          f"{first.meta.get(key)!r}: they cannot be combined")
     structures = list(dict.fromkeys(s for ds in datasets for s in ds.structures))
     seen: dict[str, Path] = {}
-    with _new_dataset(out):
+    _check_new(out)
+    with new_folder(out) as temp:  # on any error, no half-written data set
         for ds in datasets:
             for record in iter_cases(ds):
-                _copy_case(ds, dict(record), structures, seen, out)
-        finalize(out, structures, sorted({g for ds in datasets for g in ds.meta.get("groups", ())}),
+                _copy_case(ds, dict(record), structures, seen, temp)
+        finalize(temp, structures, sorted({g for ds in datasets for g in ds.meta.get("groups", ())}),
                  {"kind": first.meta["kind"], "source": "combined",
-                  "combined_from": [str(ds.root) for ds in datasets]})
+                  "combined_from": [str(ds.root) for ds in datasets]}, name=out.name)
     return load_dataset(out)
 
 
@@ -170,19 +171,6 @@ def _copy_case(ds: Dataset, record: dict[str, Any], structures: Sequence[str], s
     write_case(out, case_id, image, Masks(array, tuple(structures), masks.plane), record)
 
 
-@contextlib.contextmanager
-def _new_dataset(out: Path) -> Iterator[Path]:
-    """``out`` as a new data set folder; on any error, no half-written data set is left there."""
+def _check_new(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(out, "exists and is not empty; choose a new folder for the data set")
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        yield out
-    except BaseException:
-        if created:
-            shutil.rmtree(out, ignore_errors=True)
-        else:  # it was empty: empty it again
-            for item in out.iterdir():
-                shutil.rmtree(item, ignore_errors=True) if item.is_dir() else item.unlink(missing_ok=True)
-        raise

@@ -119,12 +119,14 @@ def discard_partial(root: str | PathLike) -> None:
 
 
 def finalize(root: str | PathLike, structures: Sequence[str], groups: Sequence[str],
-             settings: Mapping[str, Any]) -> int:
+             settings: Mapping[str, Any], name: str | None = None) -> int:
     """Make a data set's files agree with its complete cases; return how many there are.
 
     Removes ``.partial/`` and the files of incomplete cases (left by a killed writer),
     then rewrites ``cases.jsonl`` and ``dataset.json`` (see :func:`dataset_json` for the
-    arguments) from the case records.  Only one writer may use a data set at a time.
+    arguments; ``name`` defaults to the folder's name, give it when the data set is
+    written in a temporary folder) from the case records.  Only one writer may use a
+    data set at a time.
     """
     root = Path(root)
     discard_partial(root)
@@ -142,5 +144,5 @@ def finalize(root: str | PathLike, structures: Sequence[str], groups: Sequence[s
                     raise output_error(err, p) from err
     records = [read_json(root / RECORDS_DIR / f"{c}.json", what="case record") for c in complete]
     write_text(root / CASES_FILE, "".join(json.dumps(r) + "\n" for r in records))
-    write_json(root / DATASET_JSON, dataset_json(root.name, structures, groups, settings, records))
+    write_json(root / DATASET_JSON, dataset_json(name or root.name, structures, groups, settings, records))
     return len(records)
