@@ -11,6 +11,7 @@ line and nothing written.
 from __future__ import annotations
 
 import gzip
+import io
 import shutil
 import subprocess
 import sys
@@ -109,6 +110,38 @@ def test_corrupted_nrrd_projection_mha_and_mask_files_are_refused(data: Path, tm
     seg = data / "ct" / "dicom_misc" / "ct3slice" / "liver_seg.nrrd"
     with pytest.raises(InputError, match=r"liver\.seg\.nrrd: corrupt"):  # evaluate's masks
         read_mask_source(_flip(seg, tmp_path / "liver.seg.nrrd", 0.9, 4))
+
+
+def _scaled_nii_gz(small_ct: Path, target: Path, change_voxels: bool = False) -> tuple[Path, np.ndarray]:
+    """The shared CT as int16 with slope 2 and intercept -1024 in its header; with
+    ``change_voxels``, a few stored voxels differ but the gzip trailer is the sound file's."""
+    raw = bytearray(gzip.decompress(small_ct.read_bytes()))
+    header = nib.Nifti1Header.from_fileobj(io.BytesIO(bytes(raw[:348])))
+    assert header.get_data_dtype() == np.int16
+    raw[112:120] = np.array([2.0, -1024.0], "<f4").tobytes()
+    offset = int(header["vox_offset"])
+    stored = np.frombuffer(bytes(raw[offset:]), "<i2")
+    sound = gzip.compress(bytes(raw))
+    if change_voxels:
+        raw[offset + 1000:offset + 1008] = bytes(8)
+        target.write_bytes(gzip.compress(bytes(raw))[:-8] + sound[-8:])
+    else:
+        target.write_bytes(sound)
+    return target, stored
+
+
+def test_scaled_nii_gz_is_checked_without_decompressing_twice(small_ct: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import ts2d_xray.io.itk_data as itk_data
+
+    path, stored = _scaled_nii_gz(small_ct, tmp_path / "scaled.nii.gz")
+    with monkeypatch.context() as m:
+        m.setattr(itk_data, "_scan_stream", lambda *a: pytest.fail("the stream was decompressed a second time"))
+        ct = read_ct(path)
+    assert np.array_equal(np.sort(ct.array.ravel()), np.sort(stored.astype(np.float32) * 2 - 1024))
+    bad, _ = _scaled_nii_gz(small_ct, tmp_path / "changed.nii.gz", change_voxels=True)
+    with pytest.raises(InputError, match=r"changed\.nii\.gz: corrupt"):
+        read_ct(bad)
 
 
 def test_sound_files_pass_the_checks_unchanged(data: Path) -> None:

@@ -10,9 +10,10 @@ voxels come out as zeros, a normal-looking image.  The checks here refuse such f
   image never allocates it;
 * after SimpleITK has read the pixels (:func:`check_decoded`): for compressed data, the
   stream's own checksum (gzip CRC-32, zlib Adler-32) is compared with the checksum of
-  the decoded buffer, which costs a fraction of the decompression.  When the two cannot
-  be compared (scaled or byte-swapped data, data followed by more bytes) or differ, the
-  compressed stream is decompressed once more, in bounded memory, and decides.
+  the decoded buffer (a scaled NIfTI's values mapped back to the stored ones), which
+  costs a fraction of the decompression.  When the two cannot be compared (byte-swapped
+  data, data followed by more bytes) or differ, the compressed stream is decompressed
+  once more, in bounded memory (:mod:`ts2d_xray.io.inflate`), and decides.
 
 A sound, ordinarily written file is decompressed once, by SimpleITK.  Uncompressed
 pixel data carries no checksum: a flipped bit there is simply a different value.
@@ -20,18 +21,18 @@ pixel data carries no checksum: a flipped bit there is simply a different value.
 
 from __future__ import annotations
 
-import bz2
 import re
 import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
 from ts2d_xray.errors import InputError
 from ts2d_xray.image import non_finite
+from ts2d_xray.io.inflate import CHUNK, GZIP_MAGIC, inflate
 
 if TYPE_CHECKING:
     import SimpleITK as sitk
@@ -45,9 +46,9 @@ MAX_IMAGE_BYTES = 2**33
 # Deflate's largest compression ratio is 1032:1 (runs of one byte); with room for headers.
 _DEFLATE_RATIO = 1032
 _SLACK_BYTES = 1 << 16
-_CHUNK, _GZIP_MAGIC = 1 << 20, b"\x1f\x8b"
 _NIFTI_BYTES = {2: 1, 4: 2, 8: 4, 16: 4, 32: 8, 64: 8, 128: 3, 256: 1, 512: 2, 768: 4, 1024: 8, 1280: 8,
                 1536: 16, 1792: 16, 2048: 32, 2304: 4}
+_NIFTI_VALUES = {2: "u1", 4: "i2", 8: "i4", 16: "f4", 64: "f8", 256: "i1", 512: "u2", 768: "u4", 1024: "i8", 1280: "u8"}
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,9 @@ class StoredData:
         compression: ``"raw"``, ``"gzip"``, ``"zlib"`` or ``"bzip2"``.
         floats: The numpy dtype of stored floating-point values whose NaN and
             infinities SimpleITK hides (NIfTI: it reads them as 0), else None.
+        values: The numpy dtype (with byte order) of the stored values, where known.
+        scale: ``(slope, intercept)`` a NIfTI header applies to the stored values
+            (SimpleITK returns the scaled values), else None.
     """
 
     file: Path
@@ -71,6 +75,8 @@ class StoredData:
     nbytes: int
     compression: str
     floats: str | None = None
+    values: str | None = None
+    scale: tuple[float, float] | None = None
 
 
 def stored_data(path: Path) -> StoredData | None:
@@ -85,7 +91,7 @@ def stored_data(path: Path) -> StoredData | None:
     """
     name = path.name.lower()
     with open(path, "rb") as f:
-        head = f.read(_CHUNK)
+        head = f.read(CHUNK)
     if name.endswith((".nii", ".nii.gz")):
         return _nifti(path, head)
     if name.endswith((".nrrd", ".nhdr")) and head.startswith(b"NRRD"):
@@ -96,7 +102,7 @@ def stored_data(path: Path) -> StoredData | None:
 
 
 def _nifti(path: Path, head: bytes) -> StoredData | None:
-    gz = head.startswith(_GZIP_MAGIC)
+    gz = head.startswith(GZIP_MAGIC)
     if gz:
         head = _gunzip_head(path, head)
     if len(head) < 348:
@@ -122,14 +128,17 @@ def _nifti(path: Path, head: bytes) -> StoredData | None:
     count = int(np.prod([max(int(d), 1) for d in dims[1:dims[0] + 1]], dtype=object))  # the NIfTI library reads 0 as 1
     offset = max(int(offset), size)  # as the NIfTI library reads a single file
     floats = {16: order + "f4", 64: order + "f8"}.get(datatype)
+    slope, inter = struct.unpack_from(order + ("2f" if size == 348 else "2d"), head, 112 if size == 348 else 176)
+    scaled = np.isfinite(slope) and np.isfinite(inter) and slope != 0 and (slope, inter) != (1, 0)
     return StoredData(path, 0 if gz else offset, offset if gz else 0, count * _NIFTI_BYTES[datatype],
-                      "gzip" if gz else "raw", floats)
+                      "gzip" if gz else "raw", floats, _NIFTI_VALUES.get(datatype) and order + _NIFTI_VALUES[datatype],
+                      (float(slope), float(inter)) if scaled else None)
 
 
 def _gunzip_head(path: Path, head: bytes) -> bytes:
     """The first bytes (up to 1 MiB) of a gzip stream, decompressed: a ``.nii.gz`` header."""
     try:
-        return zlib.decompressobj(47).decompress(head, _CHUNK)
+        return zlib.decompressobj(47).decompress(head, CHUNK)
     except zlib.error as exc:
         raise InputError(path, f"corrupt gzip stream at its start ({exc})") from None
 
@@ -304,20 +313,40 @@ def _trailer_matches(stored: StoredData, image: sitk.Image) -> bool:
     import SimpleITK as sitk
 
     buffer = sitk.GetArrayViewFromImage(image)
-    if buffer.nbytes != stored.nbytes or not buffer.flags.c_contiguous:
-        return False  # rescaled, or another layout: not the stored bytes
-    data = memoryview(buffer.reshape(-1).view(np.uint8))
+    if not buffer.flags.c_contiguous:
+        return False
+    pieces = _stored_bytes(buffer.reshape(-1), stored)
+    if pieces is None:
+        return False  # another layout: not the stored bytes
     with open(stored.file, "rb") as f:
         f.seek(-8, 2)
         trailer = f.read(8)
         if stored.compression == "zlib":
-            return len(trailer) == 8 and zlib.adler32(data) == struct.unpack(">I", trailer[4:])[0]
+            adler = 1
+            for piece in pieces:
+                adler = zlib.adler32(piece, adler)
+            return len(trailer) == 8 and adler == struct.unpack(">I", trailer[4:])[0]
         f.seek(stored.start)
         # (max_length 0 would mean "no limit")
-        prefix = zlib.decompressobj(47).decompress(f.read(_CHUNK), stored.skip) if stored.skip else b""
-    crc, size = struct.unpack("<II", trailer)
-    return len(prefix) == stored.skip and size == (stored.skip + stored.nbytes) % 2**32 and \
-        zlib.crc32(data, zlib.crc32(prefix)) == crc
+        prefix = zlib.decompressobj(47).decompress(f.read(CHUNK), stored.skip) if stored.skip else b""
+    crc = zlib.crc32(prefix)
+    for piece in pieces:
+        crc = zlib.crc32(piece, crc)
+    expected, size = struct.unpack("<II", trailer)
+    return len(prefix) == stored.skip and size == (stored.skip + stored.nbytes) % 2**32 and crc == expected
+
+
+def _stored_bytes(buffer: np.ndarray, stored: StoredData) -> Iterator[memoryview] | None:
+    """The stored bytes of a decoded buffer, piece by piece: the buffer, or a NIfTI's scaled values
+    mapped back (where that is not what was stored, the checksum differs and the stream decides)."""
+    if buffer.nbytes == stored.nbytes:
+        return iter([memoryview(buffer.view(np.uint8))])
+    dtype = np.dtype(stored.values) if stored.values else None
+    if stored.scale is None or dtype is None or buffer.size * dtype.itemsize != stored.nbytes:
+        return None
+    slope, inter = stored.scale
+    unscaled = ((buffer[i:i + CHUNK].astype(np.float64) - inter) / slope for i in range(0, buffer.size, CHUNK))
+    return (memoryview((np.rint(v) if dtype.kind in "iu" else v).astype(dtype).view(np.uint8)) for v in unscaled)
 
 
 def _check_raw_floats(path: Path, stored: StoredData) -> None:
@@ -356,7 +385,7 @@ def _scan_stream(path: Path, stored: StoredData) -> None:
     try:
         with open(stored.file, "rb") as f:
             f.seek(stored.start)
-            complete = _inflate(f, stored.compression, counter.feed)
+            complete = inflate(f, stored.compression, counter.feed)
     except (zlib.error, OSError, EOFError, ValueError) as exc:
         raise InputError(path, f"corrupt compressed pixel data ({exc})") from None
     decoded, declared = counter.position, stored.skip + stored.nbytes
@@ -367,31 +396,3 @@ def _scan_stream(path: Path, stored: StoredData) -> None:
         raise InputError(path, f"truncated file: {decoded:,} bytes of data decoded, {declared:,} declared by the header")
     if counter.bad:
         raise non_finite(path, counter.bad, stored.nbytes // counter.dtype.itemsize)
-
-
-def _inflate(f: BinaryIO, compression: str, sink: Callable[[bytes], None]) -> bool:
-    """Feed the decoded bytes of the compressed members read from ``f`` to ``sink``; whether the last member ended."""
-    new = bz2.BZ2Decompressor if compression == "bzip2" else (lambda: zlib.decompressobj(47))  # 47: gzip or zlib
-    decoder, pending = new(), b""
-    while True:
-        chunk, pending = pending or f.read(_CHUNK), b""
-        if not chunk:
-            return bool(decoder.eof)
-        if decoder.eof:  # another gzip member follows (bgzip, concatenated files), or trailing bytes
-            if not chunk.startswith(_GZIP_MAGIC):
-                return True
-            decoder = new()
-        _drain(decoder, chunk, sink)
-        if decoder.eof:
-            pending = decoder.unused_data
-
-
-def _drain(decoder: Any, chunk: bytes, sink: Callable[[bytes], None]) -> None:
-    """Feed one chunk, holding at most one chunk's worth of output at a time."""
-    sink(decoder.decompress(chunk, _CHUNK))
-    if isinstance(decoder, bz2.BZ2Decompressor):
-        while not decoder.eof and not decoder.needs_input:
-            sink(decoder.decompress(b"", _CHUNK))
-        return
-    while decoder.unconsumed_tail and not decoder.eof:
-        sink(decoder.decompress(decoder.unconsumed_tail, _CHUNK))
