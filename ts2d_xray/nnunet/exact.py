@@ -185,22 +185,35 @@ def _mirrored(network: Forward, x: torch.Tensor, mirror_axes: Sequence[int]) -> 
 
 
 def _one_network(network: Forward, data: torch.Tensor, tile: Sequence[int], step: float,
-                 mirror_axes: Sequence[int], accumulate: torch.dtype) -> torch.Tensor:
-    """Logits ``(K, 1, H, W)`` of one network over a padded image, Gaussian-blended in ``accumulate``."""
+                 mirror_axes: Sequence[int], accumulate: torch.dtype, keep: tuple) -> torch.Tensor:
+    """Logits ``(K, 1, h, w)`` of one network over a padded image, Gaussian-blended in ``accumulate``.
+
+    ``keep`` slices the unpadded image out of the padded ``(K, 1, H, W)``: the blend is
+    computed for all of it, as nnU-Net does, but divided by the weights (and checked) only
+    inside ``keep``, the same values for far fewer pixels.
+    """
     from nnunetv2.inference.sliding_window_prediction import compute_gaussian
 
     device = data.device
     gaussian = compute_gaussian(tuple(tile), sigma_scale=1. / 8, value_scaling_factor=10, device=device)
-    logits = counts = None
-    for sl in _windows(data.shape[1:], tile, step):
-        prediction = _mirrored(network, data[sl][None], mirror_axes)[0].float()
-        if logits is None:
-            logits = torch.zeros((prediction.shape[0], *data.shape[1:]), dtype=accumulate, device=device)
-            counts = torch.zeros(data.shape[1:], dtype=accumulate, device=device)
-        prediction *= gaussian
-        logits[sl] += prediction
-        counts[sl[1:]] += gaussian
-    torch.div(logits, counts, out=logits)
+    windows = _windows(data.shape[1:], tile, step)
+    if len(windows) == 1:  # one window: nnU-Net's zeros + p * g, rounded to `accumulate`, is that rounding alone
+        prediction = _mirrored(network, data[windows[0]][None], mirror_axes)[0].float()[keep[:1] + keep[2:]]
+        weights = gaussian[keep[2:]]
+        logits = (prediction * weights).to(accumulate)[:, None]
+        counts = weights.to(accumulate)
+    else:
+        logits = counts = None
+        for sl in windows:
+            prediction = _mirrored(network, data[sl][None], mirror_axes)[0].float()
+            if logits is None:
+                logits = torch.zeros((prediction.shape[0], *data.shape[1:]), dtype=accumulate, device=device)
+                counts = torch.zeros(data.shape[1:], dtype=accumulate, device=device)
+            prediction *= gaussian
+            logits[sl] += prediction
+            counts[sl[1:]] += gaussian
+        logits, counts = logits[keep], counts[keep[1:]]
+    logits = torch.div(logits, counts)
     if torch.any(torch.isinf(logits)):
         raise RuntimeError("infinite logits in nnU-Net's float16 accumulation")
     return logits
@@ -234,10 +247,11 @@ def predict_logits(networks: Sequence[Forward], pre: Preprocessed, plan: ExactPl
     data = torch.from_numpy(pre.data).to(device)
     tile = _tile(data.shape, plan, divisor)
     data, revert = pad_nd_image(data, tile, "constant", {"value": 0}, True, None)
+    keep = (slice(None), *revert[1:])
     total = None
     for network in networks:
         with torch.autocast("cuda", enabled=True) if device.type == "cuda" else contextlib.nullcontext():
-            logits = _one_network(network, data, tile, step, mirror_axes, accumulate)[(slice(None), *revert[1:])].to("cpu")
+            logits = _one_network(network, data, tile, step, mirror_axes, accumulate, keep).to("cpu")
         total = logits if total is None else total.add_(logits)
     if len(networks) > 1:
         total /= len(networks)
