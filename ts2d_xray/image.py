@@ -156,6 +156,22 @@ class Grid:
         return f"{self.shape[::-1]} voxels (i, j, k) at {sp} mm, index axes toward {orient}"
 
 
+
+class _ImageBuffer:
+    """A SimpleITK image's pixels as a writable numpy array interface that keeps the image alive.
+
+    ``sitk.GetArrayViewFromImage`` does not hold a reference to its image, and
+    ``GetArrayFromImage`` copies (140 MB and about 0.1 s for a 512 x 512 x 133 float CT).
+    """
+
+    def __init__(self, image: sitk.Image) -> None:
+        import SimpleITK as sitk
+
+        self.image = image
+        interface = dict(sitk.GetArrayViewFromImage(image).__array_interface__)
+        interface["data"] = (interface["data"][0], False)
+        self.__array_interface__ = interface
+
 @dataclass(frozen=True, eq=False)
 class Volume:
     """A 3D scalar image (CT in HU, or an integer label map) on a :class:`Grid`.
@@ -176,10 +192,12 @@ class Volume:
 
     @classmethod
     def from_sitk(cls, image: sitk.Image, source: str | None = None) -> "Volume":
-        """Wrap a 3D scalar SimpleITK image (the array is a copy)."""
-        import SimpleITK as sitk
+        """Wrap a 3D scalar SimpleITK image: the array is its pixel buffer, not a copy.
 
-        array = sitk.GetArrayFromImage(image)
+        The array keeps ``image`` alive; writing to either changes both, so pass an image
+        nothing else will use (a freshly read or computed one).
+        """
+        array = np.asarray(_ImageBuffer(image))
         grid = Grid(
             shape=tuple(array.shape),
             spacing=tuple(float(s) for s in image.GetSpacing()),

@@ -214,7 +214,8 @@ def _one_network(network: Forward, data: torch.Tensor, tile: Sequence[int], step
             counts[sl[1:]] += gaussian
         logits, counts = logits[keep], counts[keep[1:]]
     logits = torch.div(logits, counts)
-    if torch.any(torch.isinf(logits)):
+    extremes = torch.stack(torch.aminmax(logits)) if logits.numel() else logits.new_zeros(2)
+    if bool(torch.isinf(extremes).any()):  # one pass, no mask of the whole array
         raise RuntimeError("infinite logits in nnU-Net's float16 accumulation")
     return logits
 
