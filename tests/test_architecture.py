@@ -22,7 +22,7 @@ LAYERS: dict[str, int] = {
     "ts2d_xray.errors": 0, "ts2d_xray.kinds": 0, "ts2d_xray.labels": 0, "ts2d_xray.records": 0,
     "ts2d_xray.image": 0, "ts2d_xray.orientation": 0, "ts2d_xray.measure": 0, "ts2d_xray.projection": 0,
     "ts2d_xray.device": 0, "ts2d_xray.examples": 0, "ts2d_xray.radiographic": 0,
-    "ts2d_xray.parallel": 0,
+    "ts2d_xray.parallel": 0, "ts2d_xray.sitk_arrays": 0,
     "ts2d_xray.io": 1, "ts2d_xray.xray_randomize": 1,
     "ts2d_xray.dataset": 2, "ts2d_xray.nnunet": 2,
     "ts2d_xray.segment": 3,

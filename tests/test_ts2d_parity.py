@@ -61,3 +61,27 @@ def test_all_standins_on_all_inputs_give_ts2d_masks(reference, tmp_path):
     report = _run(reference, tmp_path, ["random", "bundled"], list(parity.INPUTS))
     _check(report)
     assert len({k.split("/")[1] for k in report}) == len(parity.INPUTS)
+
+
+@pytest.mark.parametrize("size,shape", [((240, 222), (512, 133)), ((244, 224), (122, 112)), ((50, 70), (20, 90))])
+def test_logits_go_back_to_the_input_grid_as_nnunets_order_1_resampling_puts_them(size, shape):
+    """ts2d-xray's one-call bilinear against nnU-Net's per-channel scikit-image resize (what
+    TS2D runs): the same interpolation, float32 to rounding, float16 to one unit in the last
+    place, and never another sign (the masks' rule is a logit above 0)."""
+    import numpy as np
+    import torch
+    from nnunetv2.preprocessing.resampling.default_resampling import resample_data_or_seg_to_shape
+
+    from ts2d_xray.nnunet.exact import _bilinear_like_nnunet
+
+    rng = np.random.default_rng(7)
+    for dtype in (torch.float32, torch.float16):
+        logits = torch.from_numpy(rng.normal(0, 6, (5, 1, *size)).astype(np.float32)).to(dtype)
+        spacing = [999.0, 1.5 * size[0] / shape[0], 1.5 * size[1] / shape[1]]
+        theirs = resample_data_or_seg_to_shape(logits, (1, *shape), [999.0, 1.5, 1.5], spacing, is_seg=False,
+                                               order=1, order_z=0, force_separate_z=None)
+        ours = _bilinear_like_nnunet(logits, shape)
+        assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
+        ulp = np.spacing(np.abs(theirs).astype(ours.dtype)).astype(np.float64)
+        assert np.all(np.abs(ours.astype(np.float64) - theirs) <= ulp * (1 if dtype == torch.float16 else 4))
+        assert np.array_equal(ours > 0, theirs > 0)

@@ -156,22 +156,6 @@ class Grid:
         return f"{self.shape[::-1]} voxels (i, j, k) at {sp} mm, index axes toward {orient}"
 
 
-
-class _ImageBuffer:
-    """A SimpleITK image's pixels as a writable numpy array interface that keeps the image alive.
-
-    ``sitk.GetArrayViewFromImage`` does not hold a reference to its image, and
-    ``GetArrayFromImage`` copies (140 MB and about 0.1 s for a 512 x 512 x 133 float CT).
-    """
-
-    def __init__(self, image: sitk.Image) -> None:
-        import SimpleITK as sitk
-
-        self.image = image
-        interface = dict(sitk.GetArrayViewFromImage(image).__array_interface__)
-        interface["data"] = (interface["data"][0], False)
-        self.__array_interface__ = interface
-
 @dataclass(frozen=True, eq=False)
 class Volume:
     """A 3D scalar image (CT in HU, or an integer label map) on a :class:`Grid`.
@@ -192,12 +176,10 @@ class Volume:
 
     @classmethod
     def from_sitk(cls, image: sitk.Image, source: str | None = None) -> "Volume":
-        """Wrap a 3D scalar SimpleITK image: the array is its pixel buffer, not a copy.
+        """Wrap a 3D scalar SimpleITK image; the array shares its buffer (:func:`~ts2d_xray.sitk_arrays.pixels`)."""
+        from ts2d_xray.sitk_arrays import pixels
 
-        The array keeps ``image`` alive; writing to either changes both, so pass an image
-        nothing else will use (a freshly read or computed one).
-        """
-        array = np.asarray(_ImageBuffer(image))
+        array = pixels(image)
         grid = Grid(
             shape=tuple(array.shape),
             spacing=tuple(float(s) for s in image.GetSpacing()),

@@ -26,6 +26,7 @@ from ts2d_xray.errors import InputError
 from ts2d_xray.image import Grid, Plane, require_finite
 from ts2d_xray.io.files import brief
 from ts2d_xray.io.itk_data import MAX_IMAGE_BYTES, check_decoded, check_declared, stored_data
+from ts2d_xray.sitk_arrays import pixels
 
 if TYPE_CHECKING:
     import SimpleITK as sitk
@@ -110,11 +111,10 @@ def read_itk_plane(path: Path, reader: sitk.ImageFileReader) -> tuple[np.ndarray
         (LPS, mm; a 2D file's axes as in the module docstring, with a warning), and the
         meta ``spacing_source`` and ``orientation_source``.
     """
-    import SimpleITK as sitk
 
     image = read_pixels(path, reader)
     dim, size = image.GetDimension(), image.GetSize()
-    array = sitk.GetArrayFromImage(image)  # (k, j, i[, c]) or (j, i[, c])
+    array = pixels(image)  # (k, j, i[, c]) or (j, i[, c])
     array = array[None] if image.GetNumberOfComponentsPerPixel() == 1 else np.moveaxis(array, -1, 0)
     direction = np.asarray(image.GetDirection(), dtype=float).reshape(dim, dim)
     origin = np.asarray(image.GetOrigin(), dtype=float)

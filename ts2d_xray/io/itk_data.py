@@ -327,8 +327,7 @@ def _trailer_matches(stored: StoredData, image: sitk.Image) -> bool:
                 adler = zlib.adler32(piece, adler)
             return len(trailer) == 8 and adler == struct.unpack(">I", trailer[4:])[0]
         f.seek(stored.start)
-        # (max_length 0 would mean "no limit")
-        prefix = zlib.decompressobj(47).decompress(f.read(CHUNK), stored.skip) if stored.skip else b""
+        prefix = zlib.decompressobj(47).decompress(f.read(CHUNK), stored.skip) if stored.skip else b""  # 0: no limit
     crc = zlib.crc32(prefix)
     for piece in pieces:
         crc = zlib.crc32(piece, crc)
@@ -345,7 +344,10 @@ def _stored_bytes(buffer: np.ndarray, stored: StoredData) -> Iterator[memoryview
     if stored.scale is None or dtype is None or buffer.size * dtype.itemsize != stored.nbytes:
         return None
     slope, inter = stored.scale
-    unscaled = ((buffer[i:i + CHUNK].astype(np.float64) - inter) / slope for i in range(0, buffer.size, CHUNK))
+    # float32 holds a 16-bit integer plus an integer intercept exactly: no float64 pass then
+    fast = slope == 1 and inter == int(inter) and dtype.kind in "iu" and dtype.itemsize <= 2 and buffer.dtype == np.float32
+    unscaled = ((buffer[i:i + CHUNK] - np.float32(inter)) if fast else (buffer[i:i + CHUNK].astype(np.float64) - inter)
+                / slope for i in range(0, buffer.size, CHUNK))
     return (memoryview((np.rint(v) if dtype.kind in "iu" else v).astype(dtype).view(np.uint8)) for v in unscaled)
 
 

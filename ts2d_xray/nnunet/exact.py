@@ -17,8 +17,9 @@ installed ``nnunetv2`` has the same code for them):
    does on every device), mirrored copies where the checkpoint allows and the caller
    asks; folds summed and divided.
 3. :func:`native_logits` (``convert_predicted_logits_to_segmentation_with_correct_shape``):
-   logits resampled (the plans' probability function, order 1) back to the cropped
-   input grid, then :func:`multilabel_masks` applies the fork's rule: sigmoid of all
+   logits resampled (the plans' probability function, order 1; for nnU-Net's default
+   function the same bilinear interpolation in one torch call, float64, equal to one
+   unit in the last place) back to the cropped input grid, then :func:`multilabel_masks` applies the fork's rule: sigmoid of all
    K + 1 outputs, a structure where p > 0.5, every structure cleared where the
    background has p > 0.5; outside the crop box nothing.
 """
@@ -266,8 +267,30 @@ def native_logits(logits: torch.Tensor, pre: Preprocessed, plan: ExactPlan) -> n
     transposed axis order; the values keep nnU-Net's float16.
     """
     current = [pre.spacing[0], *plan.spacing]
+    config = plan.configuration
+    kwargs = config.get("resampling_fn_probabilities_kwargs") or {}
+    if (config["resampling_fn_probabilities"] == "resample_data_or_seg_to_shape" and kwargs.get("order") == 1
+            and not kwargs.get("is_seg") and logits.shape[1] == pre.shape_after_cropping[0] == 1):
+        return _bilinear_like_nnunet(logits, pre.shape_after_cropping[1:])
     out = _manager(plan).resampling_fn_probabilities(logits, pre.shape_after_cropping, current, pre.spacing)
     return np.asarray(out.numpy() if torch.is_tensor(out) else out)
+
+
+def _bilinear_like_nnunet(logits: torch.Tensor, shape: Sequence[int]) -> np.ndarray:
+    """``(K, 1, h, w)`` logits to ``(K, 1, *shape)`` as nnU-Net's order-1 resampling computes them.
+
+    nnU-Net resizes each channel's plane with scikit-image (``order=1``, edge mode, no
+    anti-aliasing: bilinear with pixel-centre alignment, edges clamped) in float64 and
+    stores the result in the logits' dtype; torch's ``align_corners=False`` bilinear in
+    float64 is the same interpolation, for all channels in one call (about 10x faster).
+    """
+    if tuple(logits.shape[-2:]) == tuple(shape):
+        return logits.numpy().copy()
+    import torch.nn.functional as F
+
+    out = F.interpolate(logits[:, 0][None].double(), size=tuple(int(n) for n in shape), mode="bilinear",
+                        align_corners=False)[0]
+    return out.to(logits.dtype)[:, None].numpy()
 
 
 def multilabel_masks(logits: np.ndarray, pre: Preprocessed, plan: ExactPlan,
