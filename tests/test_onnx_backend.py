@@ -213,3 +213,11 @@ def test_a_read_only_cache_exports_in_memory(tmp_path, home, monkeypatch, caplog
     assert "kept in memory only" in caplog.text
     assert _agreement(masks, _masks(root, CT, "torch")) >= MIN_AGREEMENT
     assert not backend.cached_exports(home)
+
+
+@needs_onnx
+def test_sessions_run_on_the_threads_torch_uses_and_let_them_sleep_between_runs():
+    options = backend.session_options()
+    assert options.intra_op_num_threads == torch.get_num_threads()
+    # spinning threads would hold the cores that the work around each run needs
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
