@@ -288,8 +288,9 @@ def label_masks(path_mm: torch.Tensor, labels: LabelMap, thresholds: LabelThresh
     """
     names = tuple(labels.segments)
     out = np.zeros((len(names),) + tuple(plane.shape), dtype=bool)
+    path = path_mm.detach().cpu().numpy()  # numpy: a hundred small comparisons, no thread-pool hand-offs
     for k, name in enumerate(names):
         layer, value = labels.segments[name]
-        if value < path_mm.shape[1]:
-            out[k] = (path_mm[layer, value] > thresholds.threshold(name)).numpy()
+        if value < path.shape[1]:
+            np.greater(path[layer, value], thresholds.threshold(name), out=out[k])
     return Masks(out, names, plane)
