@@ -341,3 +341,13 @@ def test_xray_augmentation_moves_masks_with_the_image_keeps_stats_and_never_flip
         out_image, _ = big(image.clone(), masks.clone())
         crop_stats.append((float(out_image.mean()), float(out_image.std())))
     assert np.allclose(crop_stats, [(float(image.mean()), float(image.std()))] * 20, atol=1e-3)
+
+
+def test_an_exported_bundle_is_a_start_model_from_its_own_folder():
+    """A bundle keeps its network in a group folder (``all/<trainer>__<plans>__2d``): its root is enough."""
+    from ts2d_xray.segment.models import BUNDLED_DIR
+
+    bundle = BUNDLED_DIR / "ts2d-xray-coronal"
+    model = load_coronal_model(bundle)
+    assert model.trainer_dir.parent.parent == bundle and model.trainer_dir.parent.name == "all"
+    assert model.structures == load_coronal_model(model.trainer_dir).structures

@@ -75,13 +75,16 @@ class CoronalModel:
 
 # --- the coronal model -------------------------------------------------------------
 def _trainer_dir(path: Path) -> Path:
-    """``path`` itself if it holds ``plans.json``, else its only ``<trainer>__*__2d`` folder."""
+    """``path`` itself if it holds ``plans.json``, else its only ``<trainer>__*__2d`` folder, also one
+    level down (an exported bundle keeps it in its group's folder, e.g. ``all/``)."""
     if not path.is_dir():
         raise InputError(path, "no such model folder" if not path.exists() else
                                "a model is a folder (MODEL_DIR or its <trainer>__<plans>__2d folder), not a file")
     if (path / PLANS_FILE).is_file():
         return path
-    found = sorted(p for p in path.glob(f"{TRAINER_NAME}__*__{CONFIGURATION}") if (p / PLANS_FILE).is_file())
+    pattern = f"{TRAINER_NAME}__*__{CONFIGURATION}"
+    found = sorted(p for p in path.glob(pattern) if (p / PLANS_FILE).is_file()) or \
+        sorted(p for p in path.glob(f"*/{pattern}") if (p / PLANS_FILE).is_file())
     if len(found) == 1:
         return found[0]
     if not found:
