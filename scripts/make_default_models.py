@@ -202,7 +202,8 @@ def main(argv=None) -> int:
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--films-start", type=Path, default=None,
-                        help="X-ray model folder or exported bundle to start films-adapt from (default: the xray-adapt stage's)")
+                        help="X-ray model folder or exported bundle to start films-adapt from "
+                             "(default: the xray-adapt stage's)")
     args = parser.parse_args(argv)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     bad = sorted(set(stages) - set(STAGES))
