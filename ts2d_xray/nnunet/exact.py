@@ -19,9 +19,10 @@ installed ``nnunetv2`` has the same code for them):
 3. :func:`native_logits` (``convert_predicted_logits_to_segmentation_with_correct_shape``):
    logits resampled (the plans' probability function, order 1; for nnU-Net's default
    function the same bilinear interpolation in one torch call, float64, equal to one
-   unit in the last place) back to the cropped input grid, then :func:`multilabel_masks` applies the fork's rule: sigmoid of all
-   K + 1 outputs, a structure where p > 0.5, every structure cleared where the
-   background has p > 0.5; outside the crop box nothing.
+   unit in the last place) back to the cropped input grid, then
+   :func:`multilabel_masks` applies the fork's rule: sigmoid of all K + 1 outputs, a
+   structure where p > 0.5, every structure cleared where the background has p > 0.5;
+   outside the crop box nothing.
 """
 
 from __future__ import annotations
@@ -266,12 +267,12 @@ def native_logits(logits: torch.Tensor, pre: Preprocessed, plan: ExactPlan) -> n
     The grid is the input's inside the crop box (:attr:`Preprocessed.bbox`), in nnU-Net's
     transposed axis order; the values keep nnU-Net's float16.
     """
-    current = [pre.spacing[0], *plan.spacing]
     config = plan.configuration
     kwargs = config.get("resampling_fn_probabilities_kwargs") or {}
     if (config["resampling_fn_probabilities"] == "resample_data_or_seg_to_shape" and kwargs.get("order") == 1
             and not kwargs.get("is_seg") and logits.shape[1] == pre.shape_after_cropping[0] == 1):
         return _bilinear_like_nnunet(logits, pre.shape_after_cropping[1:])
+    current = [pre.spacing[0], *plan.spacing]
     out = _manager(plan).resampling_fn_probabilities(logits, pre.shape_after_cropping, current, pre.spacing)
     return np.asarray(out.numpy() if torch.is_tensor(out) else out)
 
