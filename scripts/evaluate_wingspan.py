@@ -10,7 +10,8 @@ ratio (CTR) for 185 of its 220 films.  The split is ``configs/wingspan_split.jso
   proxy for the radiographic lung field.  That proxy is the whole projected lung, so it
   also covers the lung behind the heart and below the diaphragm dome, which the
   Wingspan masks exclude: it is what such a model is asked, not what it was trained on.
-* **Heart Dice:** ``heart`` against the cardiac silhouette.
+* **Heart Dice:** the model's ``heart_silhouette`` (or, for a model without one, its
+  ``heart``) against the cardiac silhouette.
 * **CTR error:** :func:`ts2d_xray.measure.cardiothoracic_ratio` of the model's masks
   against the authors' value, mean absolute error over the films with both (films
   where the model gives no CTR are counted apart).  The same function on the manual
@@ -38,10 +39,8 @@ import numpy as np
 
 from make_wingspan_split import SPLIT_FILE, vendor_prefix
 
-#: Model structure pairs scored as the right/left lung field, by preference.
-_FIELD_NAMES = (("lung_field_right", "lung_field_left"), ("lung_right", "lung_left"))
 #: Wingspan mask folders -> structure names.
-TRUTH = {"right_lung": "lung_field_right", "left_lung": "lung_field_left", "heart": "heart"}
+TRUTH = {"right_lung": "lung_field_right", "left_lung": "lung_field_left", "heart": "heart_silhouette"}
 
 
 def read_truth(wingspan: Path, name: str, plane: Any) -> Any:
@@ -72,27 +71,29 @@ def authors_ctr(wingspan: Path) -> dict[str, float]:
         return {row["id"]: float(row["ctr"]) for row in csv.DictReader(f)}
 
 
-def _fields(masks: Any) -> tuple[np.ndarray, np.ndarray, str]:
-    """The model's (right, left) lung fields and the names they came from."""
-    for right, left in _FIELD_NAMES:
-        try:
-            return masks.mask(right), masks.mask(left), f"{right}/{left}"
-        except (KeyError, ValueError):
-            continue
-    raise KeyError("the model has no lung fields or lung lobes")
+def _names_used(masks: Any) -> tuple[str, str]:
+    """Which of the model's structures stand for the lung fields and the heart silhouette."""
+    from ts2d_xray.measure import HEARTS, LUNG_FIELDS
+
+    fields = next((f"{r}/{l}" for r, l in LUNG_FIELDS if r in masks.names and l in masks.names), "lung lobes")
+    return fields, next((h for h in HEARTS if h in masks.names), "none")
 
 
 def score_film(result: Any, truth: Any, reference: float | None) -> dict[str, Any]:
     """Dice of the lung fields and heart, and the CTRs of one film."""
     from ts2d_xray.evaluate.metrics import dice
-    from ts2d_xray.measure import cardiothoracic_ratio
+    from ts2d_xray.measure import cardiothoracic_ratio, heart_silhouette, lung_fields
 
-    right, left, fields = _fields(result.masks)
+    found = lung_fields(result.masks)
+    heart = heart_silhouette(result.masks)
+    if found is None or heart is None:
+        raise KeyError("the model has no lung fields or lung lobes, or no heart")
+    (right, left), (fields, heart_from) = found, _names_used(result.masks)
     model_ctr = cardiothoracic_ratio(result.masks)
     manual_ctr = cardiothoracic_ratio(truth)
     return {"lung_field_right": dice(right, truth.mask("lung_field_right")),
             "lung_field_left": dice(left, truth.mask("lung_field_left")),
-            "heart": dice(result.mask("heart"), truth.mask("heart")), "fields_from": fields,
+            "heart": dice(heart, truth.mask("heart_silhouette")), "fields_from": fields, "heart_from": heart_from,
             "ctr_authors": reference, "ctr_model": model_ctr and model_ctr["ctr"],
             "ctr_manual": manual_ctr and manual_ctr["ctr"], "flagged": result.trust.flagged,
             "reasons": list(result.trust.reasons)}

@@ -13,12 +13,14 @@ The two bundles in ``ts2d_xray/weights/`` come from this script and nothing else
 4. ``xray-adapt``: the coronal model fine-tuned on them (``ts2d_xray.train.adapt``);
 5. ``films-data``: the X-ray training set for real films (recipe ``films``): synthetic
    radiographs at a finer pixel size, plus the real chest films of the Wingspan
-   *training* split with their manual lung field and heart masks (every other structure
-   unlabelled for them), combined into one data set
-   (:mod:`ts2d_xray.dataset.films`); the Wingspan validation split is never used;
+   *training* split with their manual lung field and heart silhouette masks (every other
+   structure unlabelled for them), combined into one data set
+   (:mod:`ts2d_xray.dataset.films`); the structures of ``films_only`` are unlabelled on
+   the DRRs; the Wingspan validation split is never used;
 6. ``films-adapt``: the ``xray-adapt`` model fine-tuned on that mix at 1.5 mm, with new
-   outputs ``lung_field_right``/``lung_field_left`` started from the lung lobes' heads;
-   the partial labels only count where a case has them;
+   outputs ``lung_field_right``/``lung_field_left`` started from the lung lobes' heads and
+   ``heart_silhouette`` from the heart's; the partial labels only count where a case has
+   them;
 7. ``export``: the coronal model and the ``films-adapt`` X-ray model as bundles with
    half-precision weights and a manifest.
 
@@ -121,7 +123,10 @@ def build_films_data(recipe: dict, work: Path) -> Path:
     out = work / "films_data"
     if out.exists():
         remove_tree(out)
-    combine_datasets([drr, real], out)
+    # Structures only the films teach: where a DRR's derived structure is not what films
+    # draw (a supine CT's lung fields, TotalSegmentator's heart), the DRRs leave it unlabelled.
+    films_only = [s for s in part.get("films_only", ()) if s in load_dataset(drr).structures]
+    combine_datasets([drr, real], out, unlabelled=[films_only, []])
     return out
 
 

@@ -20,8 +20,8 @@ needs one) and a DICOM RGB colour.  This script writes into the catalog:
 * ``derived_colors``: the table's colour where a derived structure has a table row, else
   the project's own colour, kept as it was;
 * ``radiographic``: the radiographic structures (``RADIOGRAPHIC``: the lung fields, computed
-  from 2D projected masks by ``ts2d_xray.radiographic``), each with the lung whose visible
-  part it is; their colours go into ``derived_colors``, their codes into ``terminology``;
+  from 2D projected masks by ``ts2d_xray.radiographic``, and the heart silhouette, drawn on
+  real films), each with the organ whose visible part or shadow it is; their colours go into ``derived_colors``, their codes into ``terminology``;
 * ``_license``: where these facts come from.
 
 The package reads only ``configs/labels.json``; it never reads the table at run time.
@@ -92,13 +92,17 @@ DERIVED: dict[str, str | dict[str, Any]] = {
                          source="ts2d-xray: the table's Skeletal muscle, region Buttock of " + _PS316),
 }
 
-# Radiographic structure -> (the lung whose visible part it is, colour, codes).  SNOMED CT has no
+# Radiographic structure -> (the organ whose visible part or shadow it is, colour, codes).  SNOMED CT has no
 # "lung field" concept among DICOM PS3.16's anatomic codes: a lung field is coded as the lung of
 # its side (Lung + Right/Left, as lung_right/lung_left); the segment label tells the two apart.
 _FIELD_SOURCE = "ts2d-xray: the radiographic lung field, coded as the lung of its side (TotalSegmentator's table codes)"
+# The heart silhouette (the heart's shadow as a film shows it and radiologists draw it) is
+# coded as the heart, for the same reason.
+_SILHOUETTE_SOURCE = "ts2d-xray: the radiographic heart silhouette, coded as the heart (TotalSegmentator's table codes)"
 RADIOGRAPHIC: dict[str, tuple[str, list[int], dict[str, Any]]] = {
     "lung_field_right": ("lung_right", [250, 200, 80], _composed(_LUNG, _RIGHT, source=_FIELD_SOURCE)),
     "lung_field_left": ("lung_left", [235, 130, 50], _composed(_LUNG, _LEFT, source=_FIELD_SOURCE)),
+    "heart_silhouette": ("heart", [225, 60, 90], _composed(_HEART, source=_SILHOUETTE_SOURCE)),
 }
 
 _FIELDS = {"category": "SegmentedPropertyCategoryCodeSequence", "type": "SegmentedPropertyTypeCodeSequence",
@@ -181,6 +185,10 @@ def make_catalog(table_path: Path = TABLE) -> dict[str, Any]:
         "radiographic: structures computed from 2D projected masks, not unions (the radiographic lung fields), "
         "each with the lung whose visible part it is. derived_colors: display colours of derived and "
         "radiographic structures (")
+    catalog["_about"] = catalog["_about"].replace(
+        "(the radiographic lung fields), each with the lung whose visible part it is.",
+        "(the radiographic lung fields) or drawn on real films (the heart silhouette), each with the organ "
+        "whose visible part or shadow it is.")
     catalog["_license"] = LICENSE
     _check_distinct(catalog)
     return catalog

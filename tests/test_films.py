@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from evaluate_wingspan import labelled_films  # noqa: E402
-STRUCTURES = ("heart", "liver", "lung_field_right", "lung_field_left")
+STRUCTURES = ("heart_silhouette", "liver", "lung_field_right", "lung_field_left")
 
 
 # --- the partial-label loss ------------------------------------------------------------
@@ -94,7 +94,7 @@ def test_film_data_sets_refuse_wrong_masks(wingspan, tmp_path):
         write_film_dataset(tmp_path / "a", [film], ("heart",))
     small = tmp_path / "small.png"
     Image.new("L", (100, 100)).save(small)
-    bad = replace(film, case_id="ws_bad", masks={**film.masks, "heart": small})
+    bad = replace(film, case_id="ws_bad", masks={**film.masks, "heart_silhouette": small})
     with pytest.raises(InputError, match=r"small\.png: mask of 100x100 px for the image"):
         write_film_dataset(tmp_path / "b", [film, bad], STRUCTURES)  # the first film is written, then removed
     assert not (tmp_path / "b").exists()  # no half-written data set
@@ -120,11 +120,11 @@ def test_combined_data_sets_keep_every_case_over_the_union_of_structures(wingspa
     drr = _synthetic_xray(tmp_path / "drr", ("liver", "heart", "spleen"), ("d_000", "d_001"))
     films = write_film_dataset(tmp_path / "films", _films(wingspan, 2), STRUCTURES)
     both = combine_datasets([drr, films], tmp_path / "both")
-    assert both.structures == ("liver", "heart", "spleen", "lung_field_right", "lung_field_left")
+    assert both.structures == ("liver", "heart", "spleen", "heart_silhouette", "lung_field_right", "lung_field_left")
     assert set(both.case_ids) == {"d_000", "d_001", "ws_0", "ws_1"}
     records = {r["case"]: r for r in iter_cases(both)}
-    assert records["d_000"]["unlabelled_structures"] == ["lung_field_right", "lung_field_left"]
-    assert records["ws_0"]["unlabelled_structures"] == ["liver", "spleen"]
+    assert records["d_000"]["unlabelled_structures"] == ["heart_silhouette", "lung_field_right", "lung_field_left"]
+    assert records["ws_0"]["unlabelled_structures"] == ["liver", "heart", "spleen"]
     assert records["ws_0"]["combined_from"] == str(films.root)
     for source, case_id in ((load_dataset(drr), "d_001"), (films, "ws_1")):
         image, masks = source.read(case_id)
@@ -142,6 +142,25 @@ def test_combined_data_sets_keep_every_case_over_the_union_of_structures(wingspa
     assert not (tmp_path / "mixed").exists()
     with pytest.raises(InputError, match="exists and is not empty"):
         combine_datasets([drr], tmp_path / "both")
+
+
+def test_a_combined_data_set_leaves_films_only_structures_unlabelled_on_the_drrs(wingspan, tmp_path):
+    drr = _synthetic_xray(tmp_path / "drr", ("liver", "heart", "lung_field_right"), ("d_000",))
+    films = write_film_dataset(tmp_path / "films", _films(wingspan, 1), STRUCTURES)
+    both = combine_datasets([drr, films], tmp_path / "both", unlabelled=[["lung_field_right"], []])
+    records = {r["case"]: r for r in iter_cases(both)}
+    assert "lung_field_right" in records["d_000"]["unlabelled_structures"]
+    assert "lung_field_right" not in records["ws_0"]["unlabelled_structures"]
+    labelled = {c.id: dict(zip(both.structures, c.labelled.tolist())) for c in read_cases(both)}
+    assert not labelled["d_000"]["lung_field_right"] and labelled["d_000"]["heart"]
+    assert labelled["ws_0"]["lung_field_right"] and not labelled["ws_0"]["heart"]
+    assert not both.read("d_000")[1].mask("lung_field_right").any()  # its layer is emptied, not kept
+    assert both.read("ws_0")[1].mask("lung_field_right").any()
+    with pytest.raises(ValueError, match="not structures of"):
+        combine_datasets([drr, films], tmp_path / "bad", unlabelled=[["spleen"], []])
+    with pytest.raises(ValueError, match="2 sources"):
+        combine_datasets([drr, films], tmp_path / "bad", unlabelled=[["heart"]])
+    assert not (tmp_path / "bad").exists()
 
 
 # --- augmentation for real films -------------------------------------------------------

@@ -27,7 +27,7 @@ def _masks(**layers: tuple[slice, slice]) -> Masks:
 
 # --- catalog ------------------------------------------------------------------------
 def test_catalog_knows_the_lung_fields_and_keeps_the_117_classes():
-    assert labels.LUNG_FIELDS == ("lung_field_right", "lung_field_left") == labels.radiographic_names()
+    assert labels.LUNG_FIELDS == ("lung_field_right", "lung_field_left") == labels.radiographic_names()[:2]
     assert len(labels.classes("v2")) == 117 and not set(labels.LUNG_FIELDS) & set(labels.classes("v2"))
     assert not set(labels.LUNG_FIELDS) & set(labels.derived_names())
     assert not any(n in labels.group_classes(g) for g in labels.GROUPS for n in labels.LUNG_FIELDS)
@@ -42,6 +42,18 @@ def test_catalog_knows_the_lung_fields_and_keeps_the_117_classes():
             labels.structure(name)
     with pytest.raises(ValueError, match="did you mean lung_field_left"):
         labels.expand("lung_feld_left")
+
+
+def test_catalog_knows_the_heart_silhouette_apart_from_the_heart():
+    name = labels.HEART_SILHOUETTE
+    assert labels.radiographic_names() == (*labels.LUNG_FIELDS, name)
+    assert labels.is_known(name) and not labels.is_class(name) and labels.expand(name) == (name,)
+    assert name not in labels.classes("v2") and labels.display_color(name) != labels.display_color("heart")
+    assert labels.terminology(name).type.meaning == "Heart"  # coded as the organ, named apart
+    # a film model's preview shows what the CTR is measured on: fields and silhouette
+    shown = labels.preview_subset(["heart", name, *labels.LUNG_FIELDS, "liver"])
+    assert shown[:2] == labels.LUNG_FIELDS and name in shown and "heart" not in shown and "liver" in shown
+    assert "heart" in labels.preview_subset(["heart", "liver"])
 
 
 def test_masks_keep_lung_fields_through_v2_renaming_selection_and_seg_nrrd(tmp_path):

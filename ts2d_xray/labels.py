@@ -17,11 +17,13 @@ Vocabulary
 *radiographic structure*
     What a chest radiograph shows rather than what the body holds: the *radiographic
     lung fields* ``lung_field_right`` and ``lung_field_left`` (:data:`LUNG_FIELDS`), the
-    visible part of each lung as JSRT/SCR, Wingspan and most chest X-ray sets draw it.
-    Not a union of classes: it is computed from 2D projected masks (its one home,
-    :mod:`ts2d_xray.radiographic`), so :func:`expand` gives the name itself, as for a
-    class.  It has a colour and terminology but no class entry (:func:`structure`) and no
-    group.
+    visible part of each lung as JSRT/SCR, Wingspan and most chest X-ray sets draw it,
+    and the *heart silhouette* ``heart_silhouette`` (:data:`HEART_SILHOUETTE`), the
+    heart's shadow as films draw it.  Not a union of classes: the lung fields are
+    computed from 2D projected masks (their one home, :mod:`ts2d_xray.radiographic`),
+    the heart silhouette is drawn on real films, so :func:`expand` gives the name
+    itself, as for a class.  It has a colour and terminology but no class entry
+    (:func:`structure`) and no group.
 *terminology*
     The DICOM segment codes of a class or derived structure (:func:`terminology`):
     SNOMED CT category, type and type modifier (laterality), and an anatomic region where
@@ -58,6 +60,7 @@ __all__ = [
     "FALLBACK_COLORS",
     "display_color",
     "GROUPS",
+    "HEART_SILHOUETTE",
     "LUNG_FIELDS",
     "PREVIEW_STRUCTURES",
     "Version",
@@ -94,6 +97,12 @@ PREVIEW_STRUCTURES: tuple[str, ...] = (
 #: :data:`ts2d_xray.measure.LUNG_FIELDS`.  Synth data sets list them after the 117 v2
 #: classes; :func:`ts2d_xray.radiographic.derive_lung_fields` makes them.
 LUNG_FIELDS: tuple[str, ...] = ("lung_field_right", "lung_field_left")
+
+#: The radiographic heart silhouette: the heart's shadow as a film shows it and radiologists
+#: draw it (Wingspan's heart masks), a structure of its own beside TotalSegmentator's
+#: ``heart`` (the organ), whose projection on a DRR is another shape.  Only real films
+#: label it (docs/lung_fields.md).
+HEART_SILHOUETTE = "heart_silhouette"
 
 
 @dataclass(frozen=True)
@@ -322,13 +331,16 @@ def preview_subset(names) -> tuple[str, ...]:
     """The :data:`PREVIEW_STRUCTURES` that can be formed from ``names`` (directly or as unions).
 
     Where both radiographic lung fields are among ``names``, they stand in for the lung
-    projections (``lung_right``, ``lung_left``): what a film shows, and what the
-    cardiothoracic ratio is measured on.
+    projections (``lung_right``, ``lung_left``), and the heart silhouette for the heart:
+    what a film shows, and what the cardiothoracic ratio is measured on.
     """
     present = set(names)
     coarse = tuple(n for n in PREVIEW_STRUCTURES if any(m in present for m in expand(n)))
     if all(f in present for f in LUNG_FIELDS):
         coarse = (*LUNG_FIELDS, *(n for n in coarse if n not in ("lung_right", "lung_left")))
+    if HEART_SILHOUETTE in present:
+        coarse = tuple(HEART_SILHOUETTE if n == "heart" else n for n in coarse)
+        coarse = coarse if HEART_SILHOUETTE in coarse else (*coarse, HEART_SILHOUETTE)
     return coarse
 
 

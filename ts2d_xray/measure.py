@@ -28,16 +28,19 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ts2d_xray.image import Masks, Plane, patient_direction
+from ts2d_xray.labels import HEART_SILHOUETTE
 
 __all__ = [
     "BODY_REGIONS",
     "LEG_FEMUR_MIN_MM",
     "MIN_PRESENT_AREA_MM2",
-    "REGION_MARKERS",
+    "HEARTS",
     "LUNG_FIELDS",
+    "REGION_MARKERS",
     "body_regions",
     "cardiothoracic_ratio",
     "horizontal_line",
+    "heart_silhouette",
     "largest_component",
     "lung_fields",
     "present_structures",
@@ -66,6 +69,7 @@ REGION_MARKERS: Mapping[str, tuple[str, ...]] = {
                "heart_ventricle_left", "heart_atrium_right", "heart_ventricle_right", "pulmonary_artery",
                "pulmonary_vein", "atrial_appendage_left", "superior_vena_cava", "brachiocephalic_trunk",
                "brachiocephalic_vein_left", "brachiocephalic_vein_right", "trachea", "sternum",
+               "lung_field_right", "lung_field_left", HEART_SILHOUETTE,
                *(f"rib_{side}_{i}" for side in ("left", "right") for i in range(1, 11))),
     "abdomen": (*_VERTEBRAE["abdomen"], "liver", "spleen", "kidney_left", "kidney_right", "kidney_cyst_left",
                 "kidney_cyst_right", "pancreas", "stomach", "gallbladder", "adrenal_gland_left",
@@ -192,6 +196,19 @@ def lung_fields(masks: Masks) -> tuple[np.ndarray, np.ndarray] | None:
     return None
 
 
+#: Heart names, by preference: the radiographic heart silhouette (what a film shows and
+#: radiologists draw) when a model has it, else the TotalSegmentator heart's projection.
+HEARTS: tuple[str, ...] = (HEART_SILHOUETTE, "heart")
+
+
+def heart_silhouette(masks: Masks) -> np.ndarray | None:
+    """The heart silhouette mask (see :data:`HEARTS`), or None when the masks have no heart."""
+    for name in HEARTS:
+        if name in masks.names:
+            return masks.mask(name)
+    return None
+
+
 def largest_component(mask: np.ndarray) -> np.ndarray:
     """The largest 8-connected component of a 2D mask (the mask itself when empty)."""
     from scipy import ndimage
@@ -233,8 +250,9 @@ def cardiothoracic_ratio(masks: Masks) -> dict[str, Any] | None:
     ribs).  Each is the extent across the image over all rows (the two ends may lie on
     different rows), as the Wingspan authors measure it.  Each structure is measured on
     its largest connected component, so that stray islands of a predicted mask do not
-    stretch the lines.  Lung fields: see :func:`lung_fields`.  Columns must run
-    left-right in the patient (a coronal view in either display convention).
+    stretch the lines.  Lung fields: :func:`lung_fields`; heart: :func:`heart_silhouette`.
+    Columns must run left-right in the patient (a coronal view in either display
+    convention).
 
     Returns:
         ``{"ctr", "heart_width_mm", "thorax_width_mm", "lines": {"heart": line,
@@ -244,10 +262,10 @@ def cardiothoracic_ratio(masks: Masks) -> dict[str, Any] | None:
     """
     if patient_direction(masks.plane.col_dir) not in ("L", "R"):
         return None
-    fields = lung_fields(masks)
-    if fields is None or "heart" not in masks.names:
+    fields, heart = lung_fields(masks), heart_silhouette(masks)
+    if fields is None or heart is None:
         return None
-    heart, (right, left) = masks.mask("heart"), fields
+    right, left = fields
     px_area = masks.plane.spacing[0] * masks.plane.spacing[1]
     if min(heart.sum(), left.sum(), right.sum()) * px_area < MIN_PRESENT_AREA_MM2:
         return None

@@ -119,12 +119,21 @@ def write_film_dataset(out: str | PathLike, films: Iterable[LabelledFilm], struc
     return load_dataset(out)
 
 
-def combine_datasets(sources: Sequence[str | PathLike | Dataset], out: str | PathLike) -> Dataset:
+def combine_datasets(sources: Sequence[str | PathLike | Dataset], out: str | PathLike, *,
+                     unlabelled: Sequence[Sequence[str]] | None = None) -> Dataset:
     """One data set holding every case of ``sources``, over the union of their structures.
 
     Structures keep the first source's order, then each later source's new ones.  A case
     keeps its record, with ``unlabelled_structures`` grown by the structures its source
     lacks (their layers are empty), and gains ``combined_from`` (its source folder).
+
+    Args:
+        sources: The data sets, or their folders.
+        out: The new data set's folder.
+        unlabelled: Per source, structures that source has but that are to count as
+            unlabelled in its cases (layers emptied), so that only the other sources
+            teach them: e.g. a structure whose definition on synthetic radiographs
+            differs from what real films draw.
 
     Raises:
         InputError: Sources of different kinds, channels or display conventions, or two
@@ -133,6 +142,13 @@ def combine_datasets(sources: Sequence[str | PathLike | Dataset], out: str | Pat
     datasets = [s if isinstance(s, Dataset) else load_dataset(s) for s in sources]
     if not datasets:
         raise ValueError("combine_datasets needs at least one source")
+    dropped = [list(u) for u in unlabelled] if unlabelled is not None else [[] for _ in datasets]
+    if len(dropped) != len(datasets):
+        raise ValueError(f"unlabelled: {len(dropped)} lists for {len(datasets)} sources")
+    for ds, names in zip(datasets, dropped):
+        unknown = sorted(set(names) - set(ds.structures))
+        if unknown:
+            raise ValueError(f"unlabelled: {unknown} are not structures of {ds.root}")
     out = Path(out)
     first = datasets[0]
     for ds in datasets[1:]:
@@ -144,9 +160,9 @@ def combine_datasets(sources: Sequence[str | PathLike | Dataset], out: str | Pat
     seen: dict[str, Path] = {}
     _check_new(out)
     with new_folder(out) as temp:  # on any error, no half-written data set
-        for ds in datasets:
+        for ds, names in zip(datasets, dropped):
             for record in iter_cases(ds):
-                _copy_case(ds, dict(record), structures, seen, temp)
+                _copy_case(ds, dict(record), structures, seen, temp, names)
         finalize(temp, structures, sorted({g for ds in datasets for g in ds.meta.get("groups", ())}),
                  {"kind": first.meta["kind"], "source": "combined",
                   "combined_from": [str(ds.root) for ds in datasets]}, name=out.name)
@@ -154,8 +170,8 @@ def combine_datasets(sources: Sequence[str | PathLike | Dataset], out: str | Pat
 
 
 def _copy_case(ds: Dataset, record: dict[str, Any], structures: Sequence[str], seen: dict[str, Path],
-               out: Path) -> None:
-    """Write one case of ``ds`` into ``out`` with its masks spread over ``structures``."""
+               out: Path, dropped: Sequence[str] = ()) -> None:
+    """Write one case of ``ds`` into ``out`` with its masks spread over ``structures``, ``dropped`` unlabelled."""
     case_id = record["case"]
     if case_id in seen:
         raise InputError(ds.root / CASES_FILE, f"case {case_id} is also in {seen[case_id]}: case ids must be unique")
@@ -163,10 +179,12 @@ def _copy_case(ds: Dataset, record: dict[str, Any], structures: Sequence[str], s
     image, masks = ds.read(case_id)
     array = np.zeros((len(structures), *masks.plane.shape), dtype=bool)
     for k, name in enumerate(masks.names):
-        array[structures.index(name)] = masks.array[k]
-    missing = [s for s in structures if s not in masks.names]
-    record["unlabelled_structures"] = list(record.get("unlabelled_structures", ())) + missing
-    record["empty_structures"] = list(record.get("empty_structures", ())) + missing
+        if name not in dropped:
+            array[structures.index(name)] = masks.array[k]
+    missing = [s for s in structures if s not in masks.names or s in dropped]
+    for key in ("unlabelled_structures", "empty_structures"):
+        had = list(record.get(key, ()))
+        record[key] = had + [s for s in missing if s not in had]
     record["combined_from"] = str(ds.root)
     write_case(out, case_id, image, Masks(array, tuple(structures), masks.plane), record)
 

@@ -42,7 +42,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ts2d_xray.image import Masks
-from ts2d_xray.measure import MIN_PRESENT_AREA_MM2, lung_fields
+from ts2d_xray.measure import MIN_PRESENT_AREA_MM2, heart_silhouette, lung_fields
 from ts2d_xray.orientation import Orientation
 
 __all__ = [
@@ -73,7 +73,7 @@ MIN_HEART_BETWEEN = 0.5
 #: Confidences (mean probability inside the mask) of the heart and lung structures all
 #: below this mean that the model barely sees them.
 LOW_CONFIDENCE = 0.65
-_HEART_AND_LUNGS = re.compile(r"^(heart|lung_.*)$")
+_HEART_AND_LUNGS = re.compile(r"^(heart|heart_silhouette|lung_.*)$")
 _SPACING_TRUSTED = ("PixelSpacing", "ImagerPixelSpacing/magnification", "given", "file header")
 _ORIENTATION_TRUSTED = ("PatientOrientation", "file header (LPS)")
 
@@ -152,14 +152,14 @@ def layout_reasons(masks: Masks) -> list[str]:
 
     None when the model has no heart or lung fields (it cannot measure a chest).
     """
-    fields = lung_fields(masks)
-    if fields is None or "heart" not in masks.names:
+    fields, heart = lung_fields(masks), heart_silhouette(masks)
+    if fields is None or heart is None:
         return []
     try:
         orient = Orientation.for_display(masks.plane, "radiograph")
     except ValueError:  # not a coronal plane: nothing to judge left from right
         return ["the image is not a coronal view: lung fields cannot be told apart"]
-    right, left, heart = (orient.array(m) for m in (*fields, masks.mask("heart")))
+    right, left, heart = (orient.array(m) for m in (*fields, heart))
     px_area = masks.plane.spacing[0] * masks.plane.spacing[1]
     missing = [n for n, m in (("right lung field", right), ("left lung field", left), ("heart", heart))
                if m.sum() * px_area < MIN_PRESENT_AREA_MM2]
