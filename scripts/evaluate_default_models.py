@@ -8,7 +8,8 @@
 * X-ray model on the real radiographs (no labels): presence, cardiothoracic ratio and
   overlays to look at.
 
-Usage: ``.venv/bin/python scripts/evaluate_default_models.py [-o OUT_DIR] [--drrs N]``
+Usage: ``.venv/bin/python scripts/evaluate_default_models.py [-o OUT_DIR] [--drrs N] [--xray-model MODEL]
+[--only coronal|drr|real]``
 """
 
 from __future__ import annotations
@@ -97,12 +98,12 @@ def drr_samples(n: int) -> list[tuple[str, str, object]]:
     return samples
 
 
-def xray_scores(out: Path, n: int) -> str:
+def xray_scores(out: Path, n: int, model: str = XRAY) -> str:
     from ts2d_xray import Segmenter
     from ts2d_xray.evaluate import evaluate
 
     scores: dict[tuple[str, str], list] = {}
-    with Segmenter(model=XRAY, device="cpu") as seg:
+    with Segmenter(model=model, device="cpu") as seg:
         for name, preset, sample in drr_samples(n):
             result = seg(sample.image)
             gt = sample.masks.to_v2()
@@ -120,12 +121,13 @@ def _has(masks, name: str) -> bool:
         return False
 
 
-def real_radiographs(out: Path) -> str:
+def real_radiographs(out: Path, model: str = XRAY) -> str:
+    """Presence, CTR and trust of ``model`` on every real radiograph of the shared data but Wingspan's."""
     from ts2d_xray import Segmenter
 
     files = sorted((DATA / "xray" / "nih_cxr14").glob("*.png")) + sorted((DATA / "xray" / "dicom").glob("*.dcm"))
-    lines = ["| radiograph | present (of key structures) | CTR | overlay |", "|---|---|---|---|"]
-    with Segmenter(model=XRAY, device="cpu") as seg:
+    lines = ["| radiograph | present (of key structures) | CTR | flagged | overlay |", "|---|---|---|---|---|"]
+    with Segmenter(model=model, device="cpu") as seg:
         for f in files:
             if "FAKE" in f.name:  # the same pixels as the MONOCHROME2 file, header-inverted
                 continue
@@ -137,7 +139,9 @@ def real_radiographs(out: Path) -> str:
                    and result.mask(s).sum() * np.prod(result.masks.plane.spacing) >= 50]
             ctr = report["cardiothoracic_ratio"]
             ctr_text = f"{ctr['ctr']:.2f}" if ctr and not math.isnan(ctr["ctr"]) else "-"
-            lines.append(f"| {f.name} | {', '.join(key) or 'none'} | {ctr_text} | {folder.relative_to(out)}/overlay.png |")
+            flagged = "; ".join(result.trust.reasons) if result.trust.flagged else "no"
+            lines.append(f"| {f.name} | {', '.join(key) or 'none'} | {ctr_text} | {flagged} | "
+                         f"{folder.relative_to(out)}/overlay.png |")
     return "\n".join(lines)
 
 
@@ -145,12 +149,20 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-o", "--out", type=Path, default=ROOT / "out" / "default-models-eval")
     parser.add_argument("--drrs", type=int, default=4, help="synthetic radiographs per CT and preset (default 4)")
+    parser.add_argument("--xray-model", default=XRAY, help=f"X-ray model name or bundle folder (default {XRAY})")
+    parser.add_argument("--only", choices=("coronal", "drr", "real"), default=None, help="score one part only")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    text = ["## Coronal model: Dice against projected TotalSegmentator labels", coronal_scores(args.out),
-            "", "## X-ray model: Dice on synthetic radiographs", xray_scores(args.out, args.drrs),
-            "", "## X-ray model on real radiographs (no labels)", real_radiographs(args.out)]
-    report = "\n".join(text)
+    parts = {"coronal": ("Coronal model: Dice against projected TotalSegmentator labels",
+                         lambda: coronal_scores(args.out)),
+             "drr": ("X-ray model: Dice on synthetic radiographs", lambda: xray_scores(args.out, args.drrs, args.xray_model)),
+             "real": ("X-ray model on real radiographs (no labels)",
+                      lambda: real_radiographs(args.out, args.xray_model))}
+    text = []
+    for key, (title, score) in parts.items():
+        if args.only in (None, key):
+            text += ["", f"## {title}", score()]
+    report = "\n".join(text[1:])
     (args.out / "scores.md").write_text(report + "\n")
     print(report)
     return 0

