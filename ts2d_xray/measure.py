@@ -39,8 +39,8 @@ __all__ = [
     "REGION_MARKERS",
     "body_regions",
     "cardiothoracic_ratio",
-    "horizontal_line",
     "heart_silhouette",
+    "horizontal_line",
     "largest_component",
     "lung_fields",
     "present_structures",
@@ -58,9 +58,10 @@ _VERTEBRAE = {
     "thorax": [f"vertebrae_T{i}" for i in range(1, 13)],
     "abdomen": [f"vertebrae_L{i}" for i in range(1, 6)],
 }
-#: Structures that lie within one body region (TotalSegmentator v1 and v2 names).  An
-#: image covers a region when at least one of its markers is present.  Structures that
-#: span regions (aorta, esophagus, colon, spinal cord, autochthon muscles) mark none.
+#: Structures that lie within one body region (TotalSegmentator v1 and v2 names, and the
+#: radiographic structures of :mod:`ts2d_xray.labels`).  An image covers a region when
+#: at least one of its markers is present.  Structures that span regions (aorta,
+#: esophagus, colon, spinal cord, autochthon muscles) mark none.
 REGION_MARKERS: Mapping[str, tuple[str, ...]] = {
     "head": ("brain", "skull", "face"),
     "neck": (*_VERTEBRAE["neck"], "thyroid_gland", "common_carotid_artery_left", "common_carotid_artery_right"),
