@@ -154,12 +154,28 @@ def test_fake_monochrome1_trap_and_override():
 
 
 @needs_data
-def test_siim_spacing_and_assumed_orientation():
+def test_siim_spacing_is_set_aside_and_orientation_assumed():
+    # A 1024 x 1024 copy of an NIH film keeping the original's 0.168 mm: a 172 mm chest.
     image, messages = _read(read_radiograph, SIIM_M2)
-    assert image.plane.spacing == pytest.approx((0.168, 0.168))
-    assert image.meta["spacing_source"] == "PixelSpacing"
+    assert image.plane.spacing == pytest.approx((430 / 1024, 430 / 1024))
+    assert image.meta["spacing_source"].startswith("fallback")
+    assert "172 x 172 mm" in image.meta["spacing_rejected"]
+    assert any("PixelSpacing 0.168 x 0.168 mm makes this chest film" in m and SIIM_M2.name in m for m in messages)
     assert image.meta["orientation_source"] == "assumed radiograph convention"
     assert any("PatientOrientation" in m for m in messages)
+    given, messages = _read(read_radiograph, SIIM_M2, spacing=(0.2, 0.2))
+    assert given.plane.spacing == (0.2, 0.2) and "spacing_rejected" not in given.meta
+    assert not any("PixelSpacing" in m for m in messages)
+
+
+@needs_data
+@pytest.mark.parametrize("body_part, pixel_mm, kept", [("CHEST", 0.168, False), ("chest ", 0.1, False),
+                                                       ("HAND", 0.168, True), ("CHEST", 0.2, True)])
+def test_only_a_chest_film_too_small_for_a_chest_has_its_spacing_set_aside(tmp_path, body_part, pixel_mm, kept):
+    path = _dicom_copy(SIIM_M2, tmp_path / "f.dcm", BodyPartExamined=body_part, PixelSpacing=[pixel_mm, pixel_mm])
+    image, _ = _read(read_radiograph, path)
+    assert (image.plane.spacing == pytest.approx((pixel_mm, pixel_mm))) is kept
+    assert ("spacing_rejected" in image.meta) is not kept
 
 
 @needs_data

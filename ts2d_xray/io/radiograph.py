@@ -34,13 +34,20 @@ from ts2d_xray.kinds import CHANNELS
 if TYPE_CHECKING:
     import pydicom
 
-__all__ = ["ASSUMED_ORIENTATION", "FALLBACK_FIELD_OF_VIEW_MM", "read_radiograph"]
+__all__ = ["ASSUMED_ORIENTATION", "FALLBACK_FIELD_OF_VIEW_MM", "MIN_CHEST_FIELD_MM", "read_radiograph"]
 
 #: Field of view in mm assumed for the longest image side when a file gives no usable
 #: pixel spacing: 43 cm, the long side of the common 35 x 43 cm (14 x 17 in) and
 #: 43 x 43 cm radiography detectors.  Only a rough scale: real fields vary (18-43 cm).
 FALLBACK_FIELD_OF_VIEW_MM = 430.0
 _FALLBACK_SOURCE = f"fallback: {FALLBACK_FIELD_OF_VIEW_MM:g} mm field of view"
+
+#: The smallest field of view (mm, longest side) that a chest radiograph's pixel spacing may
+#: give: an adult chest is about 300 mm wide and chest detectors are 350-430 mm.  A smaller
+#: field comes from an image downsized without its spacing updated (the NIH ChestX-ray14
+#: films are 1024 x 1024 copies whose DICOM versions keep the original's 0.168 mm, a 172 mm
+#: field); such a spacing is set aside and the fallback used, with a warning.
+MIN_CHEST_FIELD_MM = 200.0
 
 #: PatientOrientation assumed when a file has none: the radiograph convention of a PA or
 #: AP chest film as displayed, columns toward the patient's left, rows toward the feet.
@@ -80,7 +87,9 @@ def read_radiograph(
         ``photometric``, ``inverted``, ``voi`` and the header's facts of :func:`_dicom_facts`:
         ``modality``, ``body_part_examined``, ``view_position``, ``patient_orientation``).  Missing
         spacing is guessed from :data:`FALLBACK_FIELD_OF_VIEW_MM`, missing orientation
-        taken as :data:`ASSUMED_ORIENTATION`, each with a warning.
+        taken as :data:`ASSUMED_ORIENTATION`, each with a warning.  So is the spacing of a
+        chest film (BodyPartExamined CHEST) whose field would be under
+        :data:`MIN_CHEST_FIELD_MM`: meta ``spacing_rejected`` says why.
 
     Raises:
         InputError: Missing, unreadable or unsupported file; multi-frame, colour or non-image
@@ -134,9 +143,13 @@ def _read_dicom(path: Path, invert: bool | None, spacing: _Spacing | None) -> tu
         grey = 1.0 - grey
 
     found, source = _dicom_spacing(ds)
+    rejected = _too_small_for_a_chest(found, source, raw.shape, ds.get("BodyPartExamined"))
+    if rejected:
+        found, source = None, rejected
     spacing, spacing_source = _resolve_spacing(path, found, source, raw.shape, spacing)
     col_dir, row_dir, orientation_source = _dicom_orientation(path, ds.get("PatientOrientation"))
     meta = {"spacing_source": spacing_source, "orientation_source": orientation_source,
+            **({"spacing_rejected": rejected} if rejected and spacing_source != "given" else {}),
             "photometric": photometric, "inverted": inverted, "voi": voi,
             "invert_source": "header" if invert is None else "given", **_dicom_facts(ds)}
     return grey, Plane(tuple(raw.shape), spacing, col_dir, row_dir), meta
@@ -204,6 +217,18 @@ def _dicom_spacing(ds: pydicom.Dataset) -> tuple[_Spacing | None, str]:
         return None, (f"invalid PixelSpacing {ds.get('PixelSpacing')} / "
                       f"ImagerPixelSpacing {ds.get('ImagerPixelSpacing')}")
     return None, "no PixelSpacing or ImagerPixelSpacing"
+
+
+def _too_small_for_a_chest(found: _Spacing | None, source: str, shape: tuple[int, ...], body_part: Any) -> str | None:
+    """Why a chest film's spacing cannot be right (a field under :data:`MIN_CHEST_FIELD_MM`), else None."""
+    if found is None or str(body_part or "").strip().upper() != "CHEST":
+        return None
+    rows_mm, cols_mm = (n * s for n, s in zip(shape, found))
+    if max(rows_mm, cols_mm) >= MIN_CHEST_FIELD_MM:
+        return None
+    return (f"{source} {found[0]:g} x {found[1]:g} mm makes this chest film {cols_mm:.0f} x {rows_mm:.0f} mm, "
+            f"under the {MIN_CHEST_FIELD_MM:g} mm of any adult chest film: likely an original's spacing kept on "
+            "a downsized copy")
 
 
 def _positive(value: Any) -> float | None:

@@ -217,7 +217,8 @@ def _assumptions(meta: Mapping[str, Any], input_kind: str) -> tuple[list[str], l
         spacing = ["pixel spacing not recorded (an array input: the caller's or the model's pixel size); "
                    "mm figures assume it"]
     elif str(spacing_source).startswith("fallback"):
-        spacing = [f"pixel spacing assumed ({spacing_source}; the file gives none): every mm figure rests on it"]
+        why = meta.get("spacing_rejected") or "the file gives none"
+        spacing = [f"pixel spacing assumed ({spacing_source}; {why}): every mm figure rests on it"]
     elif spacing_source == "ImagerPixelSpacing (detector plane)":
         spacing = ["pixel spacing at the detector (no magnification factor in the file): mm figures are "
                    "larger than at the patient by the magnification, typically 5-15 %"]
