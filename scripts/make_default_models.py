@@ -21,8 +21,12 @@ The two bundles in ``ts2d_xray/weights/`` come from this script and nothing else
    outputs ``lung_field_right``/``lung_field_left`` started from the lung lobes' heads and
    ``heart_silhouette`` from the heart's; the partial labels only count where a case has
    them;
-7. ``export``: the coronal model and the ``films-adapt`` X-ray model as bundles with
-   half-precision weights and a manifest.
+7. ``films-finish`` (recipe ``films.finish``): a short, low learning-rate last schedule
+   on a film-heavier mix (the first ``drr_cases_per_ct`` DRRs of each CT, the same
+   seeds as in ``films-data``, and every training film): the DRR-rich ``films-adapt``
+   keeps the 117 structures, the finish brings the films' lung fields and heart back;
+8. ``export``: the coronal model and the last X-ray model (``films-finish``, else
+   ``films-adapt``) as bundles with half-precision weights and a manifest.
 
 Each stage resumes where an interrupted run stopped (the data builds skip complete
 cases, the trainings resume from ``checkpoint_latest.pth``).  On the CPU a seed gives
@@ -31,7 +35,8 @@ the same weights bit for bit; a 2-core machine needs about an hour in all.
 Usage::
 
     .venv/bin/python scripts/make_default_models.py --work /tmp/default-models [--out ts2d_xray/weights]
-        [--stages coronal-data,coronal-train,xray-data,xray-adapt,films-data,films-adapt,export] [--device auto]
+        [--stages coronal-data,coronal-train,xray-data,xray-adapt,films-data,films-adapt,films-finish,export]
+        [--device auto]
         [--films-start MODEL_DIR]
 
 ``--films-start`` starts ``films-adapt`` from another X-ray model than the ``xray-adapt``
@@ -53,7 +58,8 @@ from ts2d_xray.examples import SHARED_DATA_ENV, shared_data_dir
 ROOT = Path(__file__).resolve().parents[1]
 DATA = shared_data_dir()  # $TS2D_XRAY_DATA, else shared/data beside the checkout
 RECIPE = ROOT / "configs" / "default_models.json"
-STAGES = ("coronal-data", "coronal-train", "xray-data", "xray-adapt", "films-data", "films-adapt", "export")
+STAGES = ("coronal-data", "coronal-train", "xray-data", "xray-adapt", "films-data", "films-adapt", "films-finish",
+          "export")
 
 
 def subjects_list(recipe: dict, work: Path) -> Path:
@@ -146,6 +152,29 @@ def adapt_films(recipe: dict, work: Path, device: str, start: Path | None) -> Pa
     return result.trainer_dir
 
 
+def finish_films(recipe: dict, work: Path, device: str) -> Path:
+    """The films-adapt model, a last short schedule on fewer DRRs (the same first ones) and all training films."""
+    from ts2d_xray.dataset import load_dataset
+    from ts2d_xray.dataset.films import combine_datasets
+    from ts2d_xray.io.files import remove_tree
+    from ts2d_xray.train import TrainOptions, adapt
+
+    part = recipe["films"]
+    finish = dict(part["finish"])
+    drr = build_data(recipe, work, "xray", {**part["drr"], "cases_per_ct": finish.pop("drr_cases_per_ct")},
+                     work / "finish_drr_data")
+    data = work / "finish_data"
+    if data.exists():
+        remove_tree(data)
+    films_only = [s for s in part.get("films_only", ()) if s in load_dataset(drr).structures]
+    combine_datasets([drr, work / "films_real_data"], data, unlabelled=[films_only, []])
+    options = TrainOptions(device=device, fold="all", seed=recipe["seed"], resume=True, progress=True)
+    settings = {**{k: tuple(v) if isinstance(v, list) else v for k, v in part["adapt"].items()
+                   if k != "extend_to_epochs"}, **finish}
+    return adapt(_trainer_dir(work / "films_model"), data, work / "finish_model", options=options,
+                 **settings).trainer_dir
+
+
 def train_coronal(recipe: dict, work: Path, device: str) -> Path:
     from ts2d_xray.dataset import load_dataset
     from ts2d_xray.train import Trainer, TrainOptions
@@ -183,7 +212,9 @@ def export(recipe: dict, work: Path, out: Path) -> list[Path]:
     from ts2d_xray.train.export import export_bundle
 
     written = []
-    for kind, model, data_dir in (("coronal", "coronal_model", "coronal_data"), ("films", "films_model", "films_data")):
+    films = ("films", "finish_model", "finish_data") if (work / "finish_model").is_dir() else \
+        ("films", "films_model", "films_data")
+    for kind, model, data_dir in (("coronal", "coronal_model", "coronal_data"), films):
         if not (work / model).is_dir():  # e.g. films-adapt started from the shipped X-ray bundle (--films-start)
             print(f"export: no {work / model}, the {kind} bundle is left as it is", flush=True)
             continue
@@ -234,6 +265,8 @@ def main(argv=None) -> int:
             done = build_films_data(recipe, args.work)
         elif stage == "films-adapt":
             done = adapt_films(recipe, args.work, args.device, args.films_start)
+        elif stage == "films-finish":
+            done = finish_films(recipe, args.work, args.device)
         else:
             done = export(recipe, args.work, args.out)
         print(f"{stage}: {done} ({time.perf_counter() - started:.0f} s)", flush=True)

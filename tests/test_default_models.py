@@ -40,8 +40,9 @@ def test_both_bundles_ship_small_and_intact():
     for m in models.values():
         assert m.sha256  # every weight file is checksummed
         verify_bundle(BUNDLED_DIR / m.name, m)
-    # Adapted head for head, plus the radiographic lung fields it learned from real films.
-    assert models[XRAY].structures == (*models[CORONAL].structures, "lung_field_right", "lung_field_left")
+    # Adapted head for head, plus the radiographic structures it learned from real films.
+    assert models[XRAY].structures == (*models[CORONAL].structures, "lung_field_right", "lung_field_left",
+                                       "heart_silhouette")
 
 
 def test_without_installed_models_the_bundled_ones_are_the_defaults():
