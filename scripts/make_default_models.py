@@ -137,18 +137,24 @@ def build_films_data(recipe: dict, work: Path) -> Path:
 
 
 def adapt_films(recipe: dict, work: Path, device: str, start: Path | None) -> Path:
-    from ts2d_xray.train import TrainOptions, adapt
+    from ts2d_xray.train import TrainOptions
 
     part = recipe["films"]
     options = TrainOptions(device=device, fold="all", seed=recipe["seed"], resume=True, progress=True)
-    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in part["adapt"].items()}
-    extend_to = settings.pop("extend_to_epochs", None)
     start = _trainer_dir(work / "xray_model") if start is None else start
-    result = adapt(start, work / "films_data", work / "films_model", options=options, new_heads=part["new_heads"],
-                   **settings)
+    return _adapt_extended(start, work / "films_data", work / "films_model", options, part["adapt"],
+                           new_heads=part["new_heads"])
+
+
+def _adapt_extended(start: Path, data: Path, out: Path, options, settings: dict, **kwargs) -> Path:
+    """``adapt`` with the recipe's settings; with ``extend_to_epochs``, a second poly schedule from where it ended."""
+    from ts2d_xray.train import adapt
+
+    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
+    extend_to = settings.pop("extend_to_epochs", None)
+    result = adapt(start, data, out, options=options, **kwargs, **settings)
     if extend_to:  # the schedule extended from where the first one ended, as for the coronal model
-        result = adapt(start, work / "films_data", work / "films_model", options=options,
-                       new_heads=part["new_heads"], **{**settings, "epochs": extend_to})
+        result = adapt(start, data, out, options=options, **kwargs, **{**settings, "epochs": extend_to})
     return result.trainer_dir
 
 
@@ -157,7 +163,7 @@ def finish_films(recipe: dict, work: Path, device: str) -> Path:
     from ts2d_xray.dataset import load_dataset
     from ts2d_xray.dataset.films import combine_datasets
     from ts2d_xray.io.files import remove_tree
-    from ts2d_xray.train import TrainOptions, adapt
+    from ts2d_xray.train import TrainOptions
 
     part = recipe["films"]
     finish = dict(part["finish"])
@@ -169,10 +175,8 @@ def finish_films(recipe: dict, work: Path, device: str) -> Path:
     films_only = [s for s in part.get("films_only", ()) if s in load_dataset(drr).structures]
     combine_datasets([drr, work / "films_real_data"], data, unlabelled=[films_only, []])
     options = TrainOptions(device=device, fold="all", seed=recipe["seed"], resume=True, progress=True)
-    settings = {**{k: tuple(v) if isinstance(v, list) else v for k, v in part["adapt"].items()
-                   if k != "extend_to_epochs"}, **finish}
-    return adapt(_trainer_dir(work / "films_model"), data, work / "finish_model", options=options,
-                 **settings).trainer_dir
+    settings = {**{k: v for k, v in part["adapt"].items() if k != "extend_to_epochs"}, **finish}
+    return _adapt_extended(_trainer_dir(work / "films_model"), data, work / "finish_model", options, settings)
 
 
 def train_coronal(recipe: dict, work: Path, device: str) -> Path:
