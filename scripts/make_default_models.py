@@ -115,7 +115,7 @@ def wingspan_films(recipe: dict) -> list:
 def build_films_data(recipe: dict, work: Path) -> Path:
     """Synthetic radiographs at the films' pixel size plus the real training films, combined."""
     from ts2d_xray.dataset import load_dataset
-    from ts2d_xray.dataset.films import combine_datasets, write_film_dataset
+    from ts2d_xray.dataset.films import write_film_dataset
     from ts2d_xray.io.files import remove_tree
 
     part = recipe["films"]
@@ -126,7 +126,15 @@ def build_films_data(recipe: dict, work: Path) -> Path:
         if real.exists():
             remove_tree(real)
         write_film_dataset(real, wingspan_films(recipe), structures, description="Wingspan training split")
-    out = work / "films_data"
+    return _drrs_with_films(part, drr, real, work / "films_data")
+
+
+def _drrs_with_films(part: dict, drr: Path, real: Path, out: Path) -> Path:
+    """DRRs and real films in one new data set at ``out``, the recipe's ``films_only`` unlabelled on the DRRs."""
+    from ts2d_xray.dataset import load_dataset
+    from ts2d_xray.dataset.films import combine_datasets
+    from ts2d_xray.io.files import remove_tree
+
     if out.exists():
         remove_tree(out)
     # Structures only the films teach: where a DRR's derived structure is not what films
@@ -160,20 +168,13 @@ def _adapt_extended(start: Path, data: Path, out: Path, options, settings: dict,
 
 def finish_films(recipe: dict, work: Path, device: str) -> Path:
     """The films-adapt model, a last short schedule on fewer DRRs (the same first ones) and all training films."""
-    from ts2d_xray.dataset import load_dataset
-    from ts2d_xray.dataset.films import combine_datasets
-    from ts2d_xray.io.files import remove_tree
     from ts2d_xray.train import TrainOptions
 
     part = recipe["films"]
     finish = dict(part["finish"])
     drr = build_data(recipe, work, "xray", {**part["drr"], "cases_per_ct": finish.pop("drr_cases_per_ct")},
                      work / "finish_drr_data")
-    data = work / "finish_data"
-    if data.exists():
-        remove_tree(data)
-    films_only = [s for s in part.get("films_only", ()) if s in load_dataset(drr).structures]
-    combine_datasets([drr, work / "films_real_data"], data, unlabelled=[films_only, []])
+    data = _drrs_with_films(part, drr, work / "films_real_data", work / "finish_data")
     options = TrainOptions(device=device, fold="all", seed=recipe["seed"], resume=True, progress=True)
     settings = {**{k: v for k, v in part["adapt"].items() if k != "extend_to_epochs"}, **finish}
     return _adapt_extended(_trainer_dir(work / "films_model"), data, work / "finish_model", options, settings)
