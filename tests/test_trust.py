@@ -91,6 +91,11 @@ def test_assumptions_are_recorded_and_mm_figures_carry_the_flag():
     read = Image2D(image.array, PLANE, ("xray",), {"spacing_source": "PixelSpacing", "orientation_source": "PatientOrientation"})
     trusted = Result(masks, read, "radiograph", "m").report()
     assert trusted["trust"]["assumptions"] == [] and trusted["cardiothoracic_ratio"]["mm_assumed"] is False
+    # A header spacing the reader set aside: the assumption says why, not "the file gives none".
+    why = "PixelSpacing 0.168 x 0.168 mm makes this chest film 172 x 172 mm"
+    rejected = Image2D(image.array, PLANE, ("xray",), {**image.meta, "spacing_rejected": why})
+    assumed = Result(masks, rejected, "radiograph", "m").report()["trust"]["assumptions"][0]
+    assert why in assumed and "gives none" not in assumed
     # A CT's projection has its geometry from the CT: nothing assumed, no chest rules.
     assert assess(chest_masks(femur_left=(0, 50, 0, 50)), {}, "ct").as_dict()["assumptions"] == []
 
