@@ -155,7 +155,8 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     parts = {"coronal": ("Coronal model: Dice against projected TotalSegmentator labels",
                          lambda: coronal_scores(args.out)),
-             "drr": ("X-ray model: Dice on synthetic radiographs", lambda: xray_scores(args.out, args.drrs, args.xray_model)),
+             "drr": ("X-ray model: Dice on synthetic radiographs",
+                     lambda: xray_scores(args.out, args.drrs, args.xray_model)),
              "real": ("X-ray model on real radiographs (no labels)",
                       lambda: real_radiographs(args.out, args.xray_model))}
     text = []

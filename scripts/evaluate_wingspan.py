@@ -71,24 +71,16 @@ def authors_ctr(wingspan: Path) -> dict[str, float]:
         return {row["id"]: float(row["ctr"]) for row in csv.DictReader(f)}
 
 
-def _names_used(masks: Any) -> tuple[str, str]:
-    """Which of the model's structures stand for the lung fields and the heart silhouette."""
-    from ts2d_xray.measure import HEARTS, LUNG_FIELDS
-
-    fields = next((f"{r}/{l}" for r, l in LUNG_FIELDS if r in masks.names and l in masks.names), "lung lobes")
-    return fields, next((h for h in HEARTS if h in masks.names), "none")
-
-
 def score_film(result: Any, truth: Any, reference: float | None) -> dict[str, Any]:
     """Dice of the lung fields and heart, and the CTRs of one film."""
     from ts2d_xray.evaluate.metrics import dice
-    from ts2d_xray.measure import cardiothoracic_ratio, heart_silhouette, lung_fields
+    from ts2d_xray.measure import cardiothoracic_ratio, heart_name, heart_silhouette, lung_field_names, lung_fields
 
-    found = lung_fields(result.masks)
-    heart = heart_silhouette(result.masks)
+    found, heart = lung_fields(result.masks), heart_silhouette(result.masks)
     if found is None or heart is None:
         raise KeyError("the model has no lung fields or lung lobes, or no heart")
-    (right, left), (fields, heart_from) = found, _names_used(result.masks)
+    right, left = found
+    fields, heart_from = "/".join(lung_field_names(result.masks)), heart_name(result.masks)
     model_ctr = cardiothoracic_ratio(result.masks)
     manual_ctr = cardiothoracic_ratio(truth)
     return {"lung_field_right": dice(right, truth.mask("lung_field_right")),

@@ -39,9 +39,11 @@ __all__ = [
     "REGION_MARKERS",
     "body_regions",
     "cardiothoracic_ratio",
+    "heart_name",
     "heart_silhouette",
     "horizontal_line",
     "largest_component",
+    "lung_field_names",
     "lung_fields",
     "present_structures",
     "structure_stats",
@@ -187,14 +189,26 @@ def body_regions(masks: Masks, present: Sequence[str] | None = None) -> dict[str
 LUNG_FIELDS: tuple[tuple[str, str], ...] = (("lung_field_right", "lung_field_left"), ("lung_right", "lung_left"))
 
 
-def lung_fields(masks: Masks) -> tuple[np.ndarray, np.ndarray] | None:
-    """The ``(right, left)`` lung field masks (see :data:`LUNG_FIELDS`), or None when a side has none."""
+def _lung_field_pair(masks: Masks) -> tuple[tuple[str, str], tuple[np.ndarray, np.ndarray]] | None:
+    """The first pair of :data:`LUNG_FIELDS` the masks give, with its two masks."""
     for right, left in LUNG_FIELDS:
         try:
-            return masks.mask(right), masks.mask(left)
+            return (right, left), (masks.mask(right), masks.mask(left))
         except (KeyError, ValueError):  # not among the masks, or unknown to the catalog
             continue
     return None
+
+
+def lung_fields(masks: Masks) -> tuple[np.ndarray, np.ndarray] | None:
+    """The ``(right, left)`` lung field masks (see :data:`LUNG_FIELDS`), or None when a side has none."""
+    found = _lung_field_pair(masks)
+    return None if found is None else found[1]
+
+
+def lung_field_names(masks: Masks) -> tuple[str, str] | None:
+    """The names :func:`lung_fields` takes the ``(right, left)`` lung fields from, or None."""
+    found = _lung_field_pair(masks)
+    return None if found is None else found[0]
 
 
 #: Heart names, by preference: the radiographic heart silhouette (what a film shows and
@@ -202,12 +216,15 @@ def lung_fields(masks: Masks) -> tuple[np.ndarray, np.ndarray] | None:
 HEARTS: tuple[str, ...] = (HEART_SILHOUETTE, "heart")
 
 
+def heart_name(masks: Masks) -> str | None:
+    """The name :func:`heart_silhouette` takes the heart from (see :data:`HEARTS`), or None."""
+    return next((name for name in HEARTS if name in masks.names), None)
+
+
 def heart_silhouette(masks: Masks) -> np.ndarray | None:
     """The heart silhouette mask (see :data:`HEARTS`), or None when the masks have no heart."""
-    for name in HEARTS:
-        if name in masks.names:
-            return masks.mask(name)
-    return None
+    name = heart_name(masks)
+    return None if name is None else masks.mask(name)
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
