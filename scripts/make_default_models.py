@@ -126,11 +126,13 @@ def build_films_data(recipe: dict, work: Path) -> Path:
         if real.exists():
             remove_tree(real)
         write_film_dataset(real, wingspan_films(recipe), structures, description="Wingspan training split")
-    return _drrs_with_films(part, drr, real, work / "films_data")
+    return _drrs_with_films(part, [drr], real, work / "films_data")
 
 
-def _drrs_with_films(part: dict, drr: Path, real: Path, out: Path) -> Path:
-    """DRRs and real films in one new data set at ``out``, the recipe's ``films_only`` unlabelled on the DRRs."""
+def _drrs_with_films(part: dict, drrs: list[Path], real: Path, out: Path, film_weights: dict | None = None) -> Path:
+    """DRR data sets and real films in one new data set at ``out``, the recipe's ``films_only`` unlabelled on the
+    DRRs (and ``film_weights``, case -> sampling weight, on the films).  The cases of every DRR set after the
+    first get their preset as a prefix (the same CTs give the same case ids)."""
     from ts2d_xray.dataset import load_dataset
     from ts2d_xray.dataset.films import combine_datasets
     from ts2d_xray.io.files import remove_tree
@@ -139,9 +141,64 @@ def _drrs_with_films(part: dict, drr: Path, real: Path, out: Path) -> Path:
         remove_tree(out)
     # Structures only the films teach: where a DRR's derived structure is not what films
     # draw (a supine CT's lung fields, TotalSegmentator's heart), the DRRs leave it unlabelled.
-    films_only = [s for s in part.get("films_only", ()) if s in load_dataset(drr).structures]
-    combine_datasets([drr, real], out, unlabelled=[films_only, []])
+    sets = [load_dataset(d) for d in drrs]
+    films_only = [[s for s in part.get("films_only", ()) if s in ds.structures] for ds in sets]
+    prefixes = ["", *(f"{ds.meta['preset']}_" for ds in sets[1:]), ""]
+    combine_datasets([*sets, real], out, unlabelled=[*films_only, []], weights=[*(None for _ in sets), film_weights],
+                     prefixes=prefixes)
     return out
+
+
+def film_sampling_weights(groups: dict[str, str], ctrs: dict[str, float | None], settings: dict) -> dict[str, float]:
+    """Sampling weights of training films: rare vendor groups and large hearts drawn more often.
+
+    A film of a vendor group of ``n`` films gets ``min(group_cap, sqrt(n_largest / n))``
+    (the largest group 1), times ``large_heart_factor`` when its CTR is at least
+    ``large_heart_ctr``; the weights are then scaled to a mean of 1, so the films as a
+    whole keep their share of the patches beside the DRRs.
+
+    Args:
+        groups: Case id -> vendor group.
+        ctrs: Case id -> CTR of its manual masks (None: none measured).
+        settings: ``group_cap``, ``large_heart_ctr``, ``large_heart_factor``.
+    """
+    from collections import Counter
+
+    sizes = Counter(groups.values())
+    largest = max(sizes.values())
+    raw = {}
+    for case, group in groups.items():
+        weight = min(float(settings["group_cap"]), (largest / sizes[group]) ** 0.5)
+        ctr = ctrs.get(case)
+        if ctr is not None and ctr >= settings["large_heart_ctr"]:
+            weight *= float(settings["large_heart_factor"])
+        raw[case] = weight
+    mean = sum(raw.values()) / len(raw)
+    return {case: w / mean for case, w in raw.items()}
+
+
+def _wingspan_weights(real: Path, settings: dict | None) -> dict[str, float] | None:
+    """:func:`film_sampling_weights` of the films data set at ``real`` (groups from the file names, CTRs from
+    the manual masks)."""
+    if not settings:
+        return None
+    from make_wingspan_split import vendor_prefix
+
+    from ts2d_xray.dataset import iter_cases, load_dataset
+    from ts2d_xray.measure import cardiothoracic_ratio
+
+    films = load_dataset(real)
+    groups, ctrs = {}, {}
+    for record in iter_cases(films):
+        case = record["case"]
+        groups[case] = vendor_prefix(record["wingspan_name"])
+        ctr = cardiothoracic_ratio(films.read(case)[1])
+        ctrs[case] = ctr and ctr["ctr"]
+    weights = film_sampling_weights(groups, ctrs, settings)
+    print(f"film weights: {min(weights.values()):.2f}-{max(weights.values()):.2f} over {len(weights)} films, "
+          f"{sum(1 for c in ctrs.values() if c is not None and c >= settings['large_heart_ctr'])} large hearts",
+          flush=True)
+    return weights
 
 
 def adapt_films(recipe: dict, work: Path, device: str, start: Path | None) -> Path:
@@ -174,7 +231,10 @@ def finish_films(recipe: dict, work: Path, device: str) -> Path:
     finish = dict(part["finish"])
     drr = build_data(recipe, work, "xray", {**part["drr"], "cases_per_ct": finish.pop("drr_cases_per_ct")},
                      work / "finish_drr_data")
-    data = _drrs_with_films(part, drr, work / "films_real_data", work / "finish_data")
+    drrs = [drr] + [build_data(recipe, work, "xray", {**part["drr"], **extra}, work / f"finish_{extra['preset']}_data")
+                    for extra in finish.pop("extra_drrs", ())]
+    weights = _wingspan_weights(work / "films_real_data", finish.pop("film_weights", None))
+    data = _drrs_with_films(part, drrs, work / "films_real_data", work / "finish_data", weights)
     options = TrainOptions(device=device, fold="all", seed=recipe["seed"], resume=True, progress=True)
     settings = {**{k: v for k, v in part["adapt"].items() if k != "extend_to_epochs"}, **finish}
     return _adapt_extended(_trainer_dir(work / "films_model"), data, work / "finish_model", options, settings)

@@ -163,6 +163,50 @@ def test_a_combined_data_set_leaves_films_only_structures_unlabelled_on_the_drrs
     assert not (tmp_path / "bad").exists()
 
 
+def test_a_combined_data_set_carries_sampling_weights_of_chosen_films(wingspan, tmp_path):
+    drr = _synthetic_xray(tmp_path / "drr", ("liver", "heart"), ("d_000",))
+    films = write_film_dataset(tmp_path / "films", _films(wingspan, 2), STRUCTURES)
+    both = combine_datasets([drr, films], tmp_path / "both", weights=[None, {"ws_1": 2.5}])
+    records = {r["case"]: r for r in iter_cases(both)}
+    assert records["ws_1"]["sampling_weight"] == 2.5
+    assert "sampling_weight" not in records["ws_0"] and "sampling_weight" not in records["d_000"]
+    assert {c.id: c.weight for c in read_cases(both)} == {"d_000": 1.0, "ws_0": 1.0, "ws_1": 2.5}
+    for weights, message in (([None, {"ws_9": 2.0}], r"cases \['ws_9'\] are not in"),
+                             ([None, {"ws_0": 0.0}], "must be positive numbers"),
+                             ([{"d_000": 2.0}], "1 entries for 2 sources")):
+        with pytest.raises(ValueError, match=message):
+            combine_datasets([drr, films], tmp_path / "bad", weights=weights)
+        assert not (tmp_path / "bad").exists()
+
+
+def test_two_builds_of_the_same_cts_combine_under_prefixed_case_ids(tmp_path):
+    pa = _synthetic_xray(tmp_path / "pa", ("liver", "heart"), ("d_000", "d_001"))
+    ap = _synthetic_xray(tmp_path / "ap", ("liver", "heart"), ("d_000",))
+    both = combine_datasets([pa, ap], tmp_path / "both", prefixes=["", "ap_"])
+    assert set(both.case_ids) == {"d_000", "d_001", "ap_d_000"}
+    record = {r["case"]: r for r in iter_cases(both)}["ap_d_000"]
+    assert record["source_case"] == "d_000" and record["combined_from"] == str(load_dataset(ap).root)
+    assert np.array_equal(both.read("ap_d_000")[0].array, load_dataset(ap).read("d_000")[0].array)
+    with pytest.raises(InputError, match="case d_000 is also in"):
+        combine_datasets([pa, ap], tmp_path / "clash")
+    with pytest.raises(ValueError, match="prefixes: 1 for 2 sources"):
+        combine_datasets([pa, ap], tmp_path / "bad", prefixes=["ap_"])
+
+
+def test_rare_vendor_groups_and_large_hearts_get_larger_film_weights():
+    from make_default_models import film_sampling_weights
+
+    groups = {**{f"a{i}": "A" for i in range(16)}, "b0": "B", "b1": "B", "b2": "B", "b3": "B", "c0": "C"}
+    ctrs = {case: 0.5 for case in groups} | {"a0": 0.7, "b0": None}
+    settings = {"group_cap": 3.0, "large_heart_ctr": 0.6, "large_heart_factor": 2.0}
+    weights = film_sampling_weights(groups, ctrs, settings)
+    assert np.isclose(np.mean(list(weights.values())), 1.0)  # the films keep their share beside the DRRs
+    unit = weights["a1"]
+    assert np.isclose(weights["b1"], 2 * unit)  # sqrt(16 / 4)
+    assert np.isclose(weights["c0"], 3 * unit)  # sqrt(16) capped at 3
+    assert np.isclose(weights["a0"], 2 * unit) and np.isclose(weights["b0"], weights["b1"])  # no CTR: no factor
+
+
 # --- augmentation for real films -------------------------------------------------------
 def test_text_markers_touch_the_image_only_and_aspect_jitter_moves_masks():
     rng = np.random.default_rng(0)

@@ -173,6 +173,22 @@ def test_batches_are_deterministic_and_leave_global_generators_alone(dataset, tm
         assert all(target[j].any() for j in range(5, 8))
 
 
+def test_cases_are_drawn_in_proportion_to_their_sampling_weight(dataset, tmp_path):
+    def drawn(name: str, batches: int = 150) -> list[str]:
+        trainer = Trainer(tmp_path / name, load_dataset(dataset), _tiny(), TrainOptions(device="cpu", fold="all"))
+        trainer.prepare()
+        return [key for i in range(batches) for key in trainer.sampler(i)["keys"]]
+
+    uniform = drawn("uniform")
+    _set_weights(dataset, {f"s{i}_000": 3.0 for i in range(6)})
+    assert drawn("equal") == uniform  # equal weights, whatever their value, leave the draws as they were
+    _set_weights(dataset, {"s0_000": 10.0})  # 10 / (10 + 5 * 3) = 0.4 of the patches
+    weighted = drawn("weighted")
+    assert abs(weighted.count("s0_000") / len(weighted) - 0.4) < 0.05
+    assert abs(uniform.count("s0_000") / len(uniform) - 1 / 6) < 0.05
+    assert set(weighted) == set(uniform)  # the others are still drawn
+
+
 def test_augmentation_moves_masks_with_the_image_and_never_mirrors():
     aug = NnUNetAugmentation((32, 32), rotation_deg=10)
     assert aug.input_size[0] > 32  # grown for the rotations
@@ -278,8 +294,24 @@ def _too_few_cases(root: Path) -> str:
     return r"3 case\(s\) for 5 folds: a 5-fold split needs at least 5 cases"
 
 
+def _set_weights(root: Path, weights: dict[str, object]) -> None:
+    """Give cases of a synthetic data set a ``sampling_weight`` in their records."""
+    for case, weight in weights.items():
+        path = root / "cases" / f"{case}.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "sampling_weight": weight}))
+    meta = json.loads((root / "dataset.json").read_text())
+    finalize(root, meta["structures"], meta["groups"], {k: meta[k] for k in ("kind", "preset", "seed", "spacing",
+                                                                             "shape")})
+
+
+def _break_weight(root: Path) -> str:
+    _set_weights(root, {"s2_000": 0})
+    return r"cases.jsonl: case s2_000: sampling_weight 0 is not a positive number"
+
+
 BROKEN = {"missing label file": _break_missing_label, "label of another shape": _break_shape,
-          "non-binary label": _break_values, "fewer cases than folds": _too_few_cases}
+          "non-binary label": _break_values, "fewer cases than folds": _too_few_cases,
+          "zero sampling weight": _break_weight}
 
 
 @pytest.mark.parametrize("problem", list(BROKEN))

@@ -120,7 +120,9 @@ def write_film_dataset(out: str | PathLike, films: Iterable[LabelledFilm], struc
 
 
 def combine_datasets(sources: Sequence[str | PathLike | Dataset], out: str | PathLike, *,
-                     unlabelled: Sequence[Sequence[str]] | None = None) -> Dataset:
+                     unlabelled: Sequence[Sequence[str]] | None = None,
+                     weights: Sequence[Mapping[str, float] | None] | None = None,
+                     prefixes: Sequence[str] | None = None) -> Dataset:
     """One data set holding every case of ``sources``, over the union of their structures.
 
     Structures keep the first source's order, then each later source's new ones.  A case
@@ -134,6 +136,12 @@ def combine_datasets(sources: Sequence[str | PathLike | Dataset], out: str | Pat
             unlabelled in its cases (layers emptied), so that only the other sources
             teach them: e.g. a structure whose definition on synthetic radiographs
             differs from what real films draw.
+        weights: Per source, ``None`` or case id -> sampling weight (> 0), stored in
+            the case record as ``sampling_weight``: training draws a case in
+            proportion to it (:class:`ts2d_xray.train.sampling.PatchSampler`), e.g.
+            rare films more often.  Cases not named keep their weight (default 1).
+        prefixes: Per source, a prefix for its case ids (the record keeps the old one
+            as ``source_case``): e.g. two builds of the same CTs with other presets.
 
     Raises:
         InputError: Sources of different kinds, channels or display conventions, or two
@@ -149,6 +157,10 @@ def combine_datasets(sources: Sequence[str | PathLike | Dataset], out: str | Pat
         unknown = sorted(set(names) - set(ds.structures))
         if unknown:
             raise ValueError(f"unlabelled: {unknown} are not structures of {ds.root}")
+    weighting = _check_weights(datasets, weights)
+    prefixes = [""] * len(datasets) if prefixes is None else [str(p) for p in prefixes]
+    if len(prefixes) != len(datasets):
+        raise ValueError(f"prefixes: {len(prefixes)} for {len(datasets)} sources")
     out = Path(out)
     first = datasets[0]
     for ds in datasets[1:]:
@@ -160,23 +172,50 @@ def combine_datasets(sources: Sequence[str | PathLike | Dataset], out: str | Pat
     seen: dict[str, Path] = {}
     _check_new(out)
     with new_folder(out) as temp:  # on any error, no half-written data set
-        for ds, names in zip(datasets, dropped):
+        for ds, names, weight, prefix in zip(datasets, dropped, weighting, prefixes):
             for record in iter_cases(ds):
-                _copy_case(ds, dict(record), structures, seen, temp, names)
+                record = dict(record)
+                if record["case"] in weight:
+                    record["sampling_weight"] = float(weight[record["case"]])
+                _copy_case(ds, record, structures, seen, temp, names, prefix)
         finalize(temp, structures, sorted({g for ds in datasets for g in ds.meta.get("groups", ())}),
                  {"kind": first.meta["kind"], "source": "combined",
                   "combined_from": [str(ds.root) for ds in datasets]}, name=out.name)
     return load_dataset(out)
 
 
+def _check_weights(datasets: Sequence[Dataset],
+                   weights: Sequence[Mapping[str, float] | None] | None) -> list[Mapping[str, float]]:
+    """``weights`` checked against the sources: one entry per source, known cases, positive numbers."""
+    if weights is None:
+        return [{} for _ in datasets]
+    if len(weights) != len(datasets):
+        raise ValueError(f"weights: {len(weights)} entries for {len(datasets)} sources")
+    checked = []
+    for ds, weight in zip(datasets, weights):
+        weight = dict(weight or {})
+        unknown = sorted(set(weight) - set(ds.case_ids))
+        if unknown:
+            raise ValueError(f"weights: cases {unknown[:5]} are not in {ds.root}")
+        bad = {c: w for c, w in weight.items() if not (np.isfinite(w) and w > 0)}
+        if bad:
+            raise ValueError(f"weights: sampling weights must be positive numbers, got {dict(list(bad.items())[:5])}")
+        checked.append(weight)
+    return checked
+
+
 def _copy_case(ds: Dataset, record: dict[str, Any], structures: Sequence[str], seen: dict[str, Path],
-               out: Path, dropped: Sequence[str] = ()) -> None:
-    """Write one case of ``ds`` into ``out`` with its masks spread over ``structures``, ``dropped`` unlabelled."""
-    case_id = record["case"]
+               out: Path, dropped: Sequence[str] = (), prefix: str = "") -> None:
+    """Write one case of ``ds`` into ``out`` as ``prefix + id``, its masks spread over ``structures``, ``dropped``
+    unlabelled."""
+    source_id = record["case"]
+    case_id = prefix + source_id
+    if prefix:
+        record.update(case=case_id, source_case=source_id)
     if case_id in seen:
         raise InputError(ds.root / CASES_FILE, f"case {case_id} is also in {seen[case_id]}: case ids must be unique")
     seen[case_id] = ds.root
-    image, masks = ds.read(case_id)
+    image, masks = ds.read(source_id)
     array = np.zeros((len(structures), *masks.plane.shape), dtype=bool)
     for k, name in enumerate(masks.names):
         if name not in dropped:

@@ -30,6 +30,8 @@ Conventions:
 * Masks may overlap.  A structure a case lacks is an all-zero layer; the case record
   lists ``unlabelled_structures`` (not covered by the source labels), which training
   should ignore rather than treat as background.
+* A case record may carry ``sampling_weight`` (> 0, default 1): training draws the case
+  in proportion to it (e.g. rare real films more often than common ones).
 * A case is complete when every file of :func:`case_files` exists.  :func:`write_case`
   moves the files in with ``os.replace``, images, label, then the record, so the record
   marks a complete case even if the writer is killed.

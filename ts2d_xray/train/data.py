@@ -27,6 +27,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ts2d_xray.dataset import Dataset, iter_cases, validate_case
+from ts2d_xray.dataset.format import CASES_FILE
 from ts2d_xray.errors import InputError
 from ts2d_xray.image import Image2D, Masks
 from ts2d_xray.nnunet.layout import CONFIGURATION
@@ -43,12 +44,14 @@ MAX_LOCATIONS = 10_000
 
 @dataclass(frozen=True, eq=False)
 class RawCase:
-    """One case as stored: ``image`` (C, H, W) and ``masks`` (K, H, W), with ``labelled`` (K,) bool."""
+    """One case as stored: ``image`` (C, H, W) and ``masks`` (K, H, W), with ``labelled`` (K,) bool
+    and ``weight``, its relative chance of being drawn (the record's ``sampling_weight``, default 1)."""
 
     id: str
     image: Image2D
     masks: Masks
     labelled: np.ndarray
+    weight: float = 1.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,6 +66,8 @@ class TrainingCase:
             ignored by the loss and the validation Dice.
         locations: Per structure, ``(n, 2)`` int32 (row, column) of up to
             :data:`MAX_LOCATIONS` of its pixels (empty if absent or unlabelled).
+        weight: Relative chance of the case being drawn for a patch (> 0; 1 = as often
+            as any other case of weight 1).
     """
 
     id: str
@@ -70,6 +75,7 @@ class TrainingCase:
     masks: np.ndarray
     labelled: np.ndarray
     locations: tuple[np.ndarray, ...]
+    weight: float = 1.0
 
 
 def read_cases(dataset: Dataset, case_ids: Sequence[str] | None = None, *, validate: bool = True) -> list[RawCase]:
@@ -77,7 +83,8 @@ def read_cases(dataset: Dataset, case_ids: Sequence[str] | None = None, *, valid
 
     Raises:
         InputError: A case with missing files, a label of another shape than its image
-            or than ``dataset.json`` says, or label values other than 0 and 1.
+            or than ``dataset.json`` says, label values other than 0 and 1, or a
+            ``sampling_weight`` that is not a positive finite number.
     """
     case_ids = dataset.case_ids if case_ids is None else tuple(case_ids)
     records = {r["case"]: r for r in iter_cases(dataset)}
@@ -86,10 +93,19 @@ def read_cases(dataset: Dataset, case_ids: Sequence[str] | None = None, *, valid
         if validate:
             validate_case(dataset, case_id)
         image, masks = dataset.read(case_id)
-        unlabelled = set(records.get(case_id, {}).get("unlabelled_structures", ()))
+        record = records.get(case_id, {})
+        unlabelled = set(record.get("unlabelled_structures", ()))
         labelled = np.array([name not in unlabelled for name in dataset.structures])
-        cases.append(RawCase(case_id, image, masks, labelled))
+        cases.append(RawCase(case_id, image, masks, labelled, _sampling_weight(dataset, record)))
     return cases
+
+
+def _sampling_weight(dataset: Dataset, record: Mapping[str, Any]) -> float:
+    weight = record.get("sampling_weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not np.isfinite(weight) or weight <= 0:
+        raise InputError(dataset.root / CASES_FILE, f"case {record.get('case')}: sampling_weight {weight!r} is not "
+                                                    "a positive number")
+    return float(weight)
 
 
 def preprocess_image(image: Image2D, plans: Mapping[str, Any]) -> np.ndarray:
@@ -129,7 +145,7 @@ def prepare_case(case: RawCase, plans: Mapping[str, Any], seed: int = 1234) -> T
         if len(where) > MAX_LOCATIONS:
             where = where[np.sort(rng.choice(len(where), MAX_LOCATIONS, replace=False))]
         locations.append(where)
-    return TrainingCase(case.id, image, masks, case.labelled.copy(), tuple(locations))
+    return TrainingCase(case.id, image, masks, case.labelled.copy(), tuple(locations), case.weight)
 
 
 def check_channels(dataset: Dataset, in_channels: int | None) -> tuple[int, list[int]]:

@@ -57,6 +57,10 @@ def downsample_targets(masks: torch.Tensor, scales: Sequence[Sequence[float]]) -
 class PatchSampler:
     """Draws training batches from :class:`TrainingCase` s.
 
+    A patch's case is drawn uniformly, or in proportion to the cases' ``weight`` when
+    they differ (e.g. to show rare films more often); within a case the patch is
+    placed as nnU-Net places it.
+
     Args:
         cases: The training cases.
         patch_size: Network input ``(H, W)``.
@@ -97,6 +101,9 @@ class PatchSampler:
         self.oversample = float(oversample)
         self.seed = int(seed)
         self.masked = bool(masked)
+        weights = np.array([c.weight for c in self.cases], dtype=float)
+        # Equal weights keep the uniform draw, so that batches stay what they were without weights.
+        self._p = None if np.all(weights == weights[0]) else weights / weights.sum()
 
     def __call__(self, index: int) -> dict:
         rng = np.random.default_rng([self.seed, int(index)])
@@ -120,7 +127,8 @@ class PatchSampler:
         keys = []
         with torch.no_grad():
             for j in range(stop):
-                case = self.cases[int(rng.integers(len(self.cases)))]
+                case = self.cases[int(rng.integers(len(self.cases)) if self._p is None
+                                      else rng.choice(len(self.cases), p=self._p))]
                 # nnU-Net: the last round(B * oversample) patches are forced onto foreground.
                 force_fg = j >= round(b * (1 - self.oversample))
                 lower = self._lower_corner(case, force_fg, rng)

@@ -236,6 +236,10 @@ class Trainer(TrainingState):
                      "epochs %d-%d", self.trainer_dir.name, self.options.fold, self.device, self.dist.world_size,
                      len(self.train_cases), len(self.val_cases), self.sampler.patch_size, self.sampler.batch_size,
                      self.current_epoch, cfg.epochs - 1)
+            weights = [c.weight for c in self.train_cases]
+            if min(weights) != max(weights):
+                log.info("cases drawn by their sampling_weight: %.3g to %.3g, %d of %d cases not 1",
+                         min(weights), max(weights), sum(w != 1 for w in weights), len(weights))
         batches = self._batches(self.current_epoch)
         history = read_log(self.fold_dir / LOG_FILE, self.current_epoch) if main else []
         for epoch in range(self.current_epoch, cfg.epochs):
