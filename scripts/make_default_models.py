@@ -23,8 +23,11 @@ The two bundles in ``ts2d_xray/weights/`` come from this script and nothing else
    them;
 7. ``films-finish`` (recipe ``films.finish``): a short, low learning-rate last schedule
    on a film-heavier mix (the first ``drr_cases_per_ct`` DRRs of each CT, the same
-   seeds as in ``films-data``, and every training film): the DRR-rich ``films-adapt``
-   keeps the 117 structures, the finish brings the films' lung fields and heart back;
+   seeds as in ``films-data``, DRRs of the presets of ``extra_drrs`` (e.g. portable AP
+   views, which the earlier stages never saw), and every training film, each drawn
+   ``film_weight`` times as often as a DRR): the DRR-rich
+   ``films-adapt`` keeps the 117 structures, the finish brings the films' lung fields
+   and heart back;
 8. ``export``: the coronal model and the last X-ray model (``films-finish``, else
    ``films-adapt``) as bundles with half-precision weights and a manifest.
 
@@ -129,10 +132,10 @@ def build_films_data(recipe: dict, work: Path) -> Path:
     return _drrs_with_films(part, [drr], real, work / "films_data")
 
 
-def _drrs_with_films(part: dict, drrs: list[Path], real: Path, out: Path, film_weights: dict | None = None) -> Path:
+def _drrs_with_films(part: dict, drrs: list[Path], real: Path, out: Path, film_weight: float = 1.0) -> Path:
     """DRR data sets and real films in one new data set at ``out``, the recipe's ``films_only`` unlabelled on the
-    DRRs (and ``film_weights``, case -> sampling weight, on the films).  The cases of every DRR set after the
-    first get their preset as a prefix (the same CTs give the same case ids)."""
+    DRRs, each film drawn ``film_weight`` times as often as a DRR.  The cases of every DRR set after the first get
+    their preset as a prefix (the same CTs give the same case ids)."""
     from ts2d_xray.dataset import load_dataset
     from ts2d_xray.dataset.films import combine_datasets
     from ts2d_xray.io.files import remove_tree
@@ -144,61 +147,11 @@ def _drrs_with_films(part: dict, drrs: list[Path], real: Path, out: Path, film_w
     sets = [load_dataset(d) for d in drrs]
     films_only = [[s for s in part.get("films_only", ()) if s in ds.structures] for ds in sets]
     prefixes = ["", *(f"{ds.meta['preset']}_" for ds in sets[1:]), ""]
-    combine_datasets([*sets, real], out, unlabelled=[*films_only, []], weights=[*(None for _ in sets), film_weights],
-                     prefixes=prefixes)
-    return out
-
-
-def film_sampling_weights(groups: dict[str, str], ctrs: dict[str, float | None], settings: dict) -> dict[str, float]:
-    """Sampling weights of training films: rare vendor groups and large hearts drawn more often.
-
-    A film of a vendor group of ``n`` films gets ``min(group_cap, sqrt(n_largest / n))``
-    (the largest group 1), times ``large_heart_factor`` when its CTR is at least
-    ``large_heart_ctr``; the weights are then scaled to a mean of 1, so the films as a
-    whole keep their share of the patches beside the DRRs.
-
-    Args:
-        groups: Case id -> vendor group.
-        ctrs: Case id -> CTR of its manual masks (None: none measured).
-        settings: ``group_cap``, ``large_heart_ctr``, ``large_heart_factor``.
-    """
-    from collections import Counter
-
-    sizes = Counter(groups.values())
-    largest = max(sizes.values())
-    raw = {}
-    for case, group in groups.items():
-        weight = min(float(settings["group_cap"]), (largest / sizes[group]) ** 0.5)
-        ctr = ctrs.get(case)
-        if ctr is not None and ctr >= settings["large_heart_ctr"]:
-            weight *= float(settings["large_heart_factor"])
-        raw[case] = weight
-    mean = sum(raw.values()) / len(raw)
-    return {case: w / mean for case, w in raw.items()}
-
-
-def _wingspan_weights(real: Path, settings: dict | None) -> dict[str, float] | None:
-    """:func:`film_sampling_weights` of the films data set at ``real`` (groups from the file names, CTRs from
-    the manual masks)."""
-    if not settings:
-        return None
-    from make_wingspan_split import vendor_prefix
-
-    from ts2d_xray.dataset import iter_cases, load_dataset
-    from ts2d_xray.measure import cardiothoracic_ratio
-
     films = load_dataset(real)
-    groups, ctrs = {}, {}
-    for record in iter_cases(films):
-        case = record["case"]
-        groups[case] = vendor_prefix(record["wingspan_name"])
-        ctr = cardiothoracic_ratio(films.read(case)[1])
-        ctrs[case] = ctr and ctr["ctr"]
-    weights = film_sampling_weights(groups, ctrs, settings)
-    print(f"film weights: {min(weights.values()):.2f}-{max(weights.values()):.2f} over {len(weights)} films, "
-          f"{sum(1 for c in ctrs.values() if c is not None and c >= settings['large_heart_ctr'])} large hearts",
-          flush=True)
-    return weights
+    weights = {case: film_weight for case in films.case_ids} if film_weight != 1 else None
+    combine_datasets([*sets, films], out, unlabelled=[*films_only, []], prefixes=prefixes,
+                     weights=[*(None for _ in sets), weights])
+    return out
 
 
 def adapt_films(recipe: dict, work: Path, device: str, start: Path | None) -> Path:
@@ -224,7 +177,8 @@ def _adapt_extended(start: Path, data: Path, out: Path, options, settings: dict,
 
 
 def finish_films(recipe: dict, work: Path, device: str) -> Path:
-    """The films-adapt model, a last short schedule on fewer DRRs (the same first ones) and all training films."""
+    """The films-adapt model, a last short schedule on fewer DRRs (the same first ones), the ``extra_drrs`` presets'
+    DRRs and all training films."""
     from ts2d_xray.train import TrainOptions
 
     part = recipe["films"]
@@ -233,8 +187,7 @@ def finish_films(recipe: dict, work: Path, device: str) -> Path:
                      work / "finish_drr_data")
     drrs = [drr] + [build_data(recipe, work, "xray", {**part["drr"], **extra}, work / f"finish_{extra['preset']}_data")
                     for extra in finish.pop("extra_drrs", ())]
-    weights = _wingspan_weights(work / "films_real_data", finish.pop("film_weights", None))
-    data = _drrs_with_films(part, drrs, work / "films_real_data", work / "finish_data", weights)
+    data = _drrs_with_films(part, drrs, work / "films_real_data", work / "finish_data", finish.pop("film_weight", 1.0))
     options = TrainOptions(device=device, fold="all", seed=recipe["seed"], resume=True, progress=True)
     settings = {**{k: v for k, v in part["adapt"].items() if k != "extend_to_epochs"}, **finish}
     return _adapt_extended(_trainer_dir(work / "films_model"), data, work / "finish_model", options, settings)
@@ -287,7 +240,9 @@ def export(recipe: dict, work: Path, out: Path) -> list[Path]:
         data = json.loads((work / data_dir / "dataset.json").read_text())
         training = {"recipe": str(RECIPE.relative_to(ROOT)), "subjects": recipe["subjects"],
                     "cases": data.get("numTraining"), "seed": recipe["seed"], "deform": recipe["deform"],
-                    **({"preset": part["drr"]["preset"], "real_films": part["wingspan"]} if kind == "films" else {})}
+                    **({"preset": part["drr"]["preset"], "real_films": part["wingspan"],
+                        "finish_extra_presets": [e["preset"] for e in part.get("finish", {}).get("extra_drrs", ())]}
+                       if kind == "films" else {})}
         description = (f"default {'xray' if kind == 'films' else kind} model of ts2d-xray, trained on "
                        f"{len(recipe['subjects'])} CTs{' and real chest films' if kind == 'films' else ''} "
                        "(see docs/models.md; not for clinical use)")

@@ -193,20 +193,6 @@ def test_two_builds_of_the_same_cts_combine_under_prefixed_case_ids(tmp_path):
         combine_datasets([pa, ap], tmp_path / "bad", prefixes=["ap_"])
 
 
-def test_rare_vendor_groups_and_large_hearts_get_larger_film_weights():
-    from make_default_models import film_sampling_weights
-
-    groups = {**{f"a{i}": "A" for i in range(16)}, "b0": "B", "b1": "B", "b2": "B", "b3": "B", "c0": "C"}
-    ctrs = {case: 0.5 for case in groups} | {"a0": 0.7, "b0": None}
-    settings = {"group_cap": 3.0, "large_heart_ctr": 0.6, "large_heart_factor": 2.0}
-    weights = film_sampling_weights(groups, ctrs, settings)
-    assert np.isclose(np.mean(list(weights.values())), 1.0)  # the films keep their share beside the DRRs
-    unit = weights["a1"]
-    assert np.isclose(weights["b1"], 2 * unit)  # sqrt(16 / 4)
-    assert np.isclose(weights["c0"], 3 * unit)  # sqrt(16) capped at 3
-    assert np.isclose(weights["a0"], 2 * unit) and np.isclose(weights["b0"], weights["b1"])  # no CTR: no factor
-
-
 # --- augmentation for real films -------------------------------------------------------
 def test_text_markers_touch_the_image_only_and_aspect_jitter_moves_masks():
     rng = np.random.default_rng(0)

@@ -150,13 +150,7 @@ def combine_datasets(sources: Sequence[str | PathLike | Dataset], out: str | Pat
     datasets = [s if isinstance(s, Dataset) else load_dataset(s) for s in sources]
     if not datasets:
         raise ValueError("combine_datasets needs at least one source")
-    dropped = [list(u) for u in unlabelled] if unlabelled is not None else [[] for _ in datasets]
-    if len(dropped) != len(datasets):
-        raise ValueError(f"unlabelled: {len(dropped)} lists for {len(datasets)} sources")
-    for ds, names in zip(datasets, dropped):
-        unknown = sorted(set(names) - set(ds.structures))
-        if unknown:
-            raise ValueError(f"unlabelled: {unknown} are not structures of {ds.root}")
+    dropped = _check_unlabelled(datasets, unlabelled)
     weighting = _check_weights(datasets, weights)
     prefixes = [""] * len(datasets) if prefixes is None else [str(p) for p in prefixes]
     if len(prefixes) != len(datasets):
@@ -182,6 +176,18 @@ def combine_datasets(sources: Sequence[str | PathLike | Dataset], out: str | Pat
                  {"kind": first.meta["kind"], "source": "combined",
                   "combined_from": [str(ds.root) for ds in datasets]}, name=out.name)
     return load_dataset(out)
+
+
+def _check_unlabelled(datasets: Sequence[Dataset], unlabelled: Sequence[Sequence[str]] | None) -> list[list[str]]:
+    """``unlabelled`` checked against the sources: one list per source, of that source's structures."""
+    dropped = [list(u) for u in unlabelled] if unlabelled is not None else [[] for _ in datasets]
+    if len(dropped) != len(datasets):
+        raise ValueError(f"unlabelled: {len(dropped)} lists for {len(datasets)} sources")
+    for ds, names in zip(datasets, dropped):
+        unknown = sorted(set(names) - set(ds.structures))
+        if unknown:
+            raise ValueError(f"unlabelled: {unknown} are not structures of {ds.root}")
+    return dropped
 
 
 def _check_weights(datasets: Sequence[Dataset],
