@@ -172,7 +172,7 @@ def test_a_combined_data_set_carries_sampling_weights_of_chosen_films(wingspan, 
     assert "sampling_weight" not in records["ws_0"] and "sampling_weight" not in records["d_000"]
     assert {c.id: c.weight for c in read_cases(both)} == {"d_000": 1.0, "ws_0": 1.0, "ws_1": 2.5}
     for weights, message in (([None, {"ws_9": 2.0}], r"cases \['ws_9'\] are not in"),
-                             ([None, {"ws_0": 0.0}], "must be positive numbers"),
+                             ([None, {"ws_0": 0.0}], "case ws_0 of .*: sampling_weight 0.0 is not a positive number"),
                              ([{"d_000": 2.0}], "1 entries for 2 sources")):
         with pytest.raises(ValueError, match=message):
             combine_datasets([drr, films], tmp_path / "bad", weights=weights)

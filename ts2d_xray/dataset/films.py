@@ -30,7 +30,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ts2d_xray.dataset.format import CASES_FILE, DATASET_JSON
+from ts2d_xray.dataset.format import CASES_FILE, DATASET_JSON, sampling_weight_problem
 from ts2d_xray.dataset.read import Dataset, iter_cases, load_dataset
 from ts2d_xray.dataset.write import finalize, write_case
 from ts2d_xray.errors import InputError
@@ -203,9 +203,10 @@ def _check_weights(datasets: Sequence[Dataset],
         unknown = sorted(set(weight) - set(ds.case_ids))
         if unknown:
             raise ValueError(f"weights: cases {unknown[:5]} are not in {ds.root}")
-        bad = {c: w for c, w in weight.items() if not (np.isfinite(w) and w > 0)}
-        if bad:
-            raise ValueError(f"weights: sampling weights must be positive numbers, got {dict(list(bad.items())[:5])}")
+        for case, value in weight.items():
+            problem = sampling_weight_problem(value)
+            if problem:
+                raise ValueError(f"weights: case {case} of {ds.root}: {problem}")
         checked.append(weight)
     return checked
 

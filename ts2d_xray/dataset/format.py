@@ -42,6 +42,7 @@ Reading is :mod:`ts2d_xray.dataset.read` (with an example), writing
 
 from __future__ import annotations
 
+import math
 import re
 from os import PathLike
 from pathlib import Path
@@ -63,6 +64,7 @@ __all__ = [
     "RECORDS_DIR",
     "REQUIRED_FIELDS",
     "case_files",
+    "sampling_weight_problem",
     "case_ids_on_disk",
     "dataset_json",
     "image_name",
@@ -87,6 +89,13 @@ REQUIRED_FIELDS = ("format_version", "kind", "channels", "structures", "file_end
 
 
 # --- file names -------------------------------------------------------------------
+def sampling_weight_problem(weight: Any) -> str | None:
+    """Why ``weight`` cannot be a case's ``sampling_weight`` (a positive finite number), or None if it can."""
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight <= 0:
+        return f"sampling_weight {weight!r} is not a positive number"
+    return None
+
+
 def image_name(case_id: str, channel: int) -> str:
     """``<case>_<CCCC>.nii.gz``: the file of one channel in ``imagesTr/``."""
     return f"{case_id}_{channel:04d}{FILE_ENDING}"

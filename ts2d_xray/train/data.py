@@ -27,7 +27,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ts2d_xray.dataset import Dataset, iter_cases, validate_case
-from ts2d_xray.dataset.format import CASES_FILE
+from ts2d_xray.dataset.format import CASES_FILE, sampling_weight_problem
 from ts2d_xray.errors import InputError
 from ts2d_xray.image import Image2D, Masks
 from ts2d_xray.nnunet.layout import CONFIGURATION
@@ -102,9 +102,9 @@ def read_cases(dataset: Dataset, case_ids: Sequence[str] | None = None, *, valid
 
 def _sampling_weight(dataset: Dataset, record: Mapping[str, Any]) -> float:
     weight = record.get("sampling_weight", 1.0)
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not np.isfinite(weight) or weight <= 0:
-        raise InputError(dataset.root / CASES_FILE, f"case {record.get('case')}: sampling_weight {weight!r} is not "
-                                                    "a positive number")
+    problem = sampling_weight_problem(weight)
+    if problem:
+        raise InputError(dataset.root / CASES_FILE, f"case {record.get('case')}: {problem}")
     return float(weight)
 
 
