@@ -21,7 +21,7 @@ ratio (CTR) for 185 of its 220 films.  The split is ``configs/wingspan_split.jso
 Per vendor group (the first four UID components of the file name) and overall.
 
 Usage: ``.venv/bin/python scripts/evaluate_wingspan.py [--model NAME] [--part validation|train|all]
-[--json OUT.json]``
+[--tta] [--json OUT.json]``
 """
 
 from __future__ import annotations
@@ -120,8 +120,12 @@ def table(groups: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def evaluate(model: str, part: str, data: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
-    """Segment and score the films of ``part``; returns (per-film rows, per-group summaries)."""
+def evaluate(model: str, part: str, data: Path, tta: bool = False
+             ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Segment (with test-time augmentation if ``tta``) and score the films of ``part``.
+
+    Returns (per-film rows, per-group summaries).
+    """
     from ts2d_xray import Segmenter, read_radiograph
 
     split = json.loads(SPLIT_FILE.read_text())
@@ -129,7 +133,7 @@ def evaluate(model: str, part: str, data: Path) -> tuple[dict[str, dict[str, Any
     wingspan = data / "xray" / "wingspan"
     reference = authors_ctr(wingspan)
     rows: dict[str, dict[str, Any]] = {}
-    with Segmenter(model, options=None) as seg, warnings.catch_warnings():
+    with Segmenter(model, tta=tta) as seg, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # every PNG has assumed spacing and orientation: said once below
         for name in sorted(names):
             image = read_radiograph(wingspan / "png" / name, display=None)
@@ -151,11 +155,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", default="ts2d-xray-xray", help="model name or bundle path")
     parser.add_argument("--part", choices=("validation", "train", "all"), default="validation")
     parser.add_argument("--json", type=Path, default=None, help="write per-film scores and summaries here")
+    parser.add_argument("--tta", action="store_true", help="segment with test-time augmentation (as --tta does)")
     args = parser.parse_args(argv)
     logging.getLogger("ts2d_xray").setLevel(logging.ERROR)
-    rows, summaries = evaluate(args.model, args.part, shared_data_dir())
+    rows, summaries = evaluate(args.model, args.part, shared_data_dir(), tta=args.tta)
     fields = {r["fields_from"] for r in rows.values()}
-    print(f"{args.model} on the Wingspan {args.part} split ({len(rows)} films); lung fields from {', '.join(fields)}")
+    print(f"{args.model} on the Wingspan {args.part} split ({len(rows)} films){' with TTA' * args.tta}; "
+          f"lung fields from {', '.join(fields)}")
     print(table(summaries))
     if args.json:
         args.json.write_text(json.dumps({"model": args.model, "part": args.part, "summaries": summaries,
