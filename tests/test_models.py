@@ -245,6 +245,34 @@ def test_export_bundle_keeps_only_half_precision_weights_and_predicts_the_same(t
         export_bundle({"organs": trainer_dir}, out, name="slim", fold=0)
 
 
+def test_export_bundle_keeps_chosen_outputs_so_each_structure_has_one_group(tmp_path):
+    """A group keeps only some of its network's heads (here reordered); another group gives the rest."""
+    from ts2d_xray import Segmenter
+    from ts2d_xray.segment.manifest import verify_bundle
+    from ts2d_xray.train.export import export_bundle
+
+    organs = mf.random_pair(tmp_path / "a", structures=("liver", "spleen", "heart"))[0] / "organs"
+    spleen = mf.random_pair(tmp_path / "b", structures=("spleen",), seed=1)[0] / "organs"
+    (organs_dir,), (spleen_dir,) = ([p for p in d.iterdir() if p.is_dir()] for d in (organs, spleen))
+    with pytest.raises(InputError, match="more than one group"):
+        export_bundle({"organs": organs_dir, "spleen": spleen_dir}, tmp_path / "twice", name="x", fold=0)
+    assert not (tmp_path / "twice").exists()  # no half-written bundle
+    with pytest.raises(InputError, match="cannot keep outputs"):
+        export_bundle({"organs": organs_dir}, tmp_path / "bad", name="x", fold=0, outputs={"organs": ["lung"]})
+    out = export_bundle({"organs": organs_dir, "spleen": spleen_dir}, tmp_path / "mixed", name="mixed", fold=0,
+                        outputs={"organs": ["heart", "liver"]})
+    manifest = open_model(out).manifest
+    assert [g.structures for g in manifest.groups] == [("heart", "liver"), ("spleen",)]
+    verify_bundle(out, manifest)
+    image = np.random.default_rng(0).normal(0, 300, (2, 96, 80)).astype(np.float32)
+    with Segmenter(organs.parent, device="cpu") as a, Segmenter(spleen.parent, device="cpu") as b, \
+            Segmenter(out, device="cpu") as mixed:
+        full, alone, both = a(image).masks, b(image).masks, mixed(image).masks
+    for name, source in (("heart", full), ("liver", full), ("spleen", alone)):
+        assert (both.mask(name) != source.mask(name)).mean() < 0.002, name  # float16 weights: threshold pixels only
+    assert (full.mask("spleen") != alone.mask("spleen")).mean() > 0.05  # the two networks do differ
+
+
 def test_bundled_models_resolve_by_name_and_installed_ones_win(tmp_path, monkeypatch):
     from ts2d_xray.segment.models import bundled_models
     from ts2d_xray.segment import default_model

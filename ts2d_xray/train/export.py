@@ -6,6 +6,11 @@ without optimiser state or logs, and floating-point weights are stored in half
 precision when asked (inference casts them back to float32 on a CPU).  The manifest
 (:mod:`ts2d_xray.segment.manifest`) lists the SHA-256 of every weight file.
 
+A group may keep only some of its network's outputs (``outputs``): the segmentation
+heads of the others are dropped, so that another group of the bundle, trained for those
+structures alone, is the one that segments them (a bundle's groups must not share a
+structure).
+
 Example:
     >>> from ts2d_xray.train import export_bundle
     >>> export_bundle({"organs": "models/Ts2dMultiLabelTrainer__ts2dPlans__2d"}, "bundle",  # doctest: +SKIP
@@ -19,7 +24,7 @@ import shutil
 from dataclasses import replace
 from os import PathLike
 from pathlib import Path, PurePosixPath
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -27,7 +32,9 @@ from ts2d_xray.errors import InputError
 from ts2d_xray.io.files import new_folder, read_json, write_json
 from ts2d_xray.nnunet.checkpoint import network_weights, read_checkpoint, save_checkpoint
 from ts2d_xray.nnunet.layout import DATASET_FILE, FINAL, PLANS_FILE, fold_folder
+from ts2d_xray.nnunet.network import SEG_LAYER
 from ts2d_xray.segment.manifest import hash_weights, infer_manifest, write_manifest
+from ts2d_xray.train.adapt import adapt_weights
 
 __all__ = ["export_bundle"]
 
@@ -47,17 +54,38 @@ def _half(weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def _export_group(folder: Path, target: Path, fold: int | str, half: bool) -> None:
-    """Copy one trained folder's plans, dataset.json and slimmed final checkpoint of ``fold`` to ``target``."""
+def _kept_outputs(weights: Mapping[str, torch.Tensor], dataset: dict, plans: dict, keep: Sequence[str],
+                  folder: Path) -> dict[str, torch.Tensor]:
+    """``weights`` with only the segmentation heads of ``keep``; ``dataset`` and ``plans`` edited to match."""
+    structures = list(plans.get("ts2d", {}).get("structures") or dataset.get("structures") or ())
+    unknown = [s for s in keep if s not in structures]
+    if not structures or unknown or len(set(keep)) != len(keep) or not keep:
+        raise InputError(folder / DATASET_FILE, f"cannot keep outputs {list(keep)}: the network's are {structures}")
+    shapes = {k: (len(keep), *v.shape[1:]) if SEG_LAYER.search(k) else tuple(v.shape) for k, v in weights.items()}
+    dataset.update(structures=list(keep), labels={"background": 0, **{s: i + 1 for i, s in enumerate(keep)}})
+    plans.setdefault("ts2d", {})["structures"] = list(keep)
+    heads = adapt_weights(weights, shapes, structures, keep)
+    # Only the heads change: every other tensor stays the same object, so that _half
+    # still stores each tensor nnU-Net lists twice once.
+    return {k: heads[k] if SEG_LAYER.search(k) else v for k, v in weights.items()}
+
+
+def _export_group(folder: Path, target: Path, fold: int | str, half: bool, keep: Sequence[str] | None) -> None:
+    """Copy one trained folder's plans, dataset.json and slimmed final checkpoint of ``fold`` to ``target``.
+
+    With ``keep``, only those outputs (in that order) remain.
+    """
     source = fold_folder(folder, fold) / FINAL
     state = read_checkpoint(source)
     weights = network_weights(state, source)
+    dataset, plans = read_json(folder / DATASET_FILE), read_json(folder / PLANS_FILE)
+    if keep is not None:
+        weights = _kept_outputs(weights, dataset, plans, keep, folder)
     fold_folder(target, fold).mkdir(parents=True)
-    shutil.copyfile(folder / DATASET_FILE, target / DATASET_FILE)
-    plans = read_json(folder / PLANS_FILE)
     source_model = plans.get("ts2d", {}).get("adapted_from") or {}
     if "model" in source_model:  # a path on the training machine means nothing elsewhere
         source_model["model"] = Path(source_model["model"]).name
+    write_json(target / DATASET_FILE, dataset)
     write_json(target / PLANS_FILE, plans)
     slim = {"network_weights": _half(weights) if half else weights, "trainer_name": state.get("trainer_name"),
             "current_epoch": state.get("current_epoch"), "inference_allowed_mirroring_axes": None}
@@ -66,7 +94,7 @@ def _export_group(folder: Path, target: Path, fold: int | str, half: bool) -> No
 
 def export_bundle(groups: Mapping[str, str | PathLike], out: str | PathLike, *, name: str, fold: int | str = 0,
                   description: str = "", training: Mapping[str, Any] | None = None, half: bool = True,
-                  overwrite: bool = False) -> Path:
+                  overwrite: bool = False, outputs: Mapping[str, Sequence[str]] | None = None) -> Path:
     """Write trained nnU-Net folders as one slim bundle: weights only, a manifest with SHA-256.
 
     Args:
@@ -77,22 +105,33 @@ def export_bundle(groups: Mapping[str, str | PathLike], out: str | PathLike, *, 
         description, training: Written into the manifest.
         half: Store floating-point weights in half precision.
         overwrite: Replace an existing ``out``.
+        outputs: Group name -> the structures it is to keep of its network's outputs,
+            in that order (the other heads are dropped); groups not named keep all.
 
     Returns:
         ``out``.  The bundle appears complete or not at all.
 
     Raises:
-        InputError: ``out`` exists (without ``overwrite``), or a folder's files are
-            missing or unreadable (naming the file).
+        InputError: ``out`` exists (without ``overwrite``), a folder's files are
+            missing or unreadable (naming the file), ``outputs`` names a structure its
+            network lacks, or two groups give the same structure.
     """
     out = Path(out)
+    outputs = dict(outputs or {})
+    if set(outputs) - set(groups):
+        raise ValueError(f"outputs names groups {sorted(set(outputs) - set(groups))} that are not in groups")
     if out.exists() and not overwrite:
         raise InputError(out, "exists; choose another folder or pass overwrite=True")
     with new_folder(out, replace=overwrite, prefix=".exporting") as staging:
         for group, folder in groups.items():
             folder = Path(folder)
-            _export_group(folder, staging / group / folder.name, fold, half)
+            _export_group(folder, staging / group / folder.name, fold, half, outputs.get(group))
         manifest = infer_manifest(staging, name=name)
+        given = [s for g in manifest.groups for s in g.structures]
+        if len(set(given)) != len(given):
+            twice = sorted({s for s in given if given.count(s) > 1})
+            raise InputError(out, f"structures {twice[:5]} would come from more than one group; "
+                                  "keep each in one group with outputs=")
         named = tuple(replace(g, name=PurePosixPath(g.path).parts[0]) for g in manifest.groups)
         manifest = replace(manifest, groups=named, description=description, training=dict(training or {}),
                            inferred=False)
