@@ -13,8 +13,10 @@ segments it:
   in the same run, for the ratio.
 * **CLI**: whole ``ts2d-xray segment`` processes (Python start, imports, model load,
   segmentation, files), median of N.
+* ``--baseline MODEL``: segmentation alone with another model (e.g. a previous bundle) in
+  the same run, for the ratio.
 
-Run: python benchmarks/bench_segment_radiograph.py [--runs 5] [--cli-runs 3] [--size 2048]
+Run: python benchmarks/bench_segment_radiograph.py [--runs 5] [--cli-runs 3] [--size 2048] [--baseline MODEL]
 """
 
 from __future__ import annotations
@@ -95,8 +97,8 @@ def whole_maps() -> Iterator[None]:
         groups.add_masks = original
 
 
-def in_process(path: Path, out: Path, runs: int) -> dict[str, list[float]]:
-    """Warm ``seg(path)`` + ``save`` for all structures and formats, the subset, and the old path."""
+def in_process(path: Path, out: Path, runs: int, baseline: str | None = None) -> dict[str, list[float]]:
+    """Warm ``seg(path)`` + ``save`` for all structures and formats, the subset, the old path, the baseline model."""
     every = list(FORMATS)
     counter = iter(range(10**6))
     rows: dict[str, list[float]] = {}
@@ -109,6 +111,9 @@ def in_process(path: Path, out: Path, runs: int) -> dict[str, list[float]]:
                 lambda: seg(path).save(out / f"o{next(counter)}", every), runs)
     with Segmenter("ts2d-xray-xray", device="cpu", structures=SUBSET) as seg:
         rows["lungs,heart, default formats"] = timed(lambda: seg(path).save(out / f"s{next(counter)}"), runs)
+    if baseline:
+        with Segmenter(baseline, device="cpu") as seg:
+            rows["baseline model: all structures, segmentation only"] = timed(lambda: seg(path), runs)
     return rows
 
 
@@ -133,17 +138,21 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="warm in-process runs per case (default 5)")
     parser.add_argument("--cli-runs", type=int, default=3, help="whole CLI processes per case (default 3)")
     parser.add_argument("--size", type=int, default=2048, help="image side in pixels (default 2048)")
+    parser.add_argument("--baseline", default=None, help="another model (name or bundle) to time segmentation with")
     args = parser.parse_args()
     warnings.simplefilter("ignore")  # the CR's spacing is a guess: warned about, expected here
     with tempfile.TemporaryDirectory() as tmp:
         path = make_input(Path(tmp), args.size)
-        rows = {**in_process(path, Path(tmp), args.runs), **cli(path, Path(tmp), args.cli_runs)}
+        rows = {**in_process(path, Path(tmp), args.runs, args.baseline), **cli(path, Path(tmp), args.cli_runs)}
     print(f"{args.size} x {args.size} radiograph, bundled X-ray model, CPU: median (best) seconds")
     for label, times in rows.items():
         print(f"| {label} | {statistics.median(times):.2f} s ({min(times):.2f} s) |")
     old = statistics.median(rows["old path: all structures, segmentation only"])
     new = statistics.median(rows["all structures, segmentation only"])
     print(f"segmentation alone: {old / new:.1f}x faster than the old path")
+    if args.baseline:
+        base = statistics.median(rows["baseline model: all structures, segmentation only"])
+        print(f"segmentation alone: {new / base:.2f}x the time of the baseline model {args.baseline}")
 
 
 if __name__ == "__main__":

@@ -138,7 +138,8 @@ def test_our_fingerprint_and_plans_use_the_2d_convention():
 def test_bundled_plans_use_the_2d_convention():
     weights = Path(__file__).resolve().parents[1] / "ts2d_xray" / "weights"
     found = sorted(weights.glob("*/*/*/plans.json"))
-    assert len(found) == 2
+    groups = [g for m in weights.glob("*/ts2d_xray_model.json") for g in json.loads(m.read_text())["groups"]]
+    assert len(found) == len(groups) == 3  # coronal: all; xray: all, radiographic
     for path in found:
         spacing = json.loads(path.read_text())["original_median_spacing_after_transp"]
         assert spacing[0] == NNUNET_NORMAL_SPACING_MM and max(spacing[1:]) < 10, path

@@ -20,7 +20,6 @@ Example:
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import replace
 from os import PathLike
 from pathlib import Path, PurePosixPath
