@@ -114,9 +114,12 @@ def test_ctr_measures_largest_components_and_prefers_lung_fields():
     fields = masks_of(**chest, lung_field_right=(10, 40, 15, 30), lung_field_left=(10, 40, 50, 65))
     ctr = cardiothoracic_ratio(fields)
     assert ctr["lines"]["thorax"]["col_px"] == [15, 64] and ctr["ctr"] == 0.6
+    assert ctr["lung_fields_from"] == ["lung_field_right", "lung_field_left"] and ctr["heart_from"] == "heart"
+    assert cardiothoracic_ratio(islands)["lung_fields_from"] == ["lung_right", "lung_left"]  # the lobes, per side
     # The heart silhouette, when the masks have it, is measured instead of the heart.
     silhouette = masks_of(**chest, heart_silhouette=(30, 50, 25, 65))
     assert cardiothoracic_ratio(silhouette)["lines"]["heart"]["col_px"] == [25, 64]
+    assert cardiothoracic_ratio(silhouette)["heart_from"] == "heart_silhouette"
 
 
 def test_overlay_draws_the_ctr_lines(tmp_path):

@@ -273,10 +273,13 @@ def cardiothoracic_ratio(masks: Masks) -> dict[str, Any] | None:
     convention).
 
     Returns:
-        ``{"ctr", "heart_width_mm", "thorax_width_mm", "lines": {"heart": line,
-        "thorax": line}}`` with each line as :func:`horizontal_line` gives it (pixels
-        and mm on the masks' own grid), or None when the heart or either lung field is
-        absent (below :data:`MIN_PRESENT_AREA_MM2`) or the columns do not run left-right.
+        ``{"ctr", "heart_width_mm", "thorax_width_mm", "heart_from", "lung_fields_from",
+        "lines": {"heart": line, "thorax": line}}`` with each line as
+        :func:`horizontal_line` gives it (pixels and mm on the masks' own grid) and the
+        structures measured (``heart_from``: :func:`heart_name`; ``lung_fields_from``:
+        :func:`lung_field_names`, right then left), or None when the heart or either
+        lung field is absent (below :data:`MIN_PRESENT_AREA_MM2`) or the columns do not
+        run left-right.
     """
     if patient_direction(masks.plane.col_dir) not in ("L", "R"):
         return None
@@ -291,4 +294,5 @@ def cardiothoracic_ratio(masks: Masks) -> dict[str, Any] | None:
     thorax_line = horizontal_line(largest_component(right) | largest_component(left), masks.plane)
     return {"ctr": round(heart_line["width_px"] / thorax_line["width_px"], 4),
             "heart_width_mm": heart_line["width_mm"], "thorax_width_mm": thorax_line["width_mm"],
+            "heart_from": heart_name(masks), "lung_fields_from": list(lung_field_names(masks)),
             "lines": {"heart": heart_line, "thorax": thorax_line}}

@@ -58,7 +58,7 @@ from ts2d_xray.segment.trust import Trust, assess
 __all__ = ["DEFAULT_FORMATS", "FORMATS", "REPORT_SCHEMA", "REPORT_SCHEMA_VERSION", "Result", "tool_version"]
 
 #: Version of ``report.json``'s layout (:data:`REPORT_SCHEMA`): major changes break readers.
-REPORT_SCHEMA_VERSION = "1.0"
+REPORT_SCHEMA_VERSION = "1.1"
 #: The JSON Schema of ``report.json``, shipped in the package (``ts2d_xray/configs``).
 REPORT_SCHEMA = "report.schema.json"
 
