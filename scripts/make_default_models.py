@@ -184,6 +184,11 @@ def _adapt_extended(start: Path, data: Path, out: Path, options, settings: dict,
     return result.trainer_dir
 
 
+def _later_schedule(part: dict, overrides: dict) -> dict:
+    """A schedule after ``films-adapt``: its settings (without its extension) with ``overrides``."""
+    return {**{k: v for k, v in part["adapt"].items() if k != "extend_to_epochs"}, **overrides}
+
+
 def finish_films(recipe: dict, work: Path, device: str) -> Path:
     """The films-adapt model, a last short schedule on fewer DRRs (the same first ones), the ``extra_drrs`` presets'
     DRRs and all training films."""
@@ -197,7 +202,7 @@ def finish_films(recipe: dict, work: Path, device: str) -> Path:
                     for extra in finish.pop("extra_drrs", ())]
     data = _drrs_with_films(part, drrs, work / "films_real_data", work / "finish_data", finish.pop("film_weight", 1.0))
     options = TrainOptions(device=device, fold="all", seed=recipe["seed"], resume=True, progress=True)
-    settings = {**{k: v for k, v in part["adapt"].items() if k != "extend_to_epochs"}, **finish}
+    settings = _later_schedule(part, finish)
     return _adapt_extended(_trainer_dir(work / "films_model"), data, work / "finish_model", options, settings)
 
 
@@ -215,7 +220,7 @@ def train_radiographic(recipe: dict, work: Path, device: str) -> Path:
         write_film_dataset(data, wingspan_films(recipe), part["films_only"],
                            description="Wingspan training split, radiographic structures only")
     options = TrainOptions(device=device, fold="all", seed=recipe["seed"], resume=True, progress=True)
-    settings = {**{k: v for k, v in part["adapt"].items() if k != "extend_to_epochs"}, **part["radiographic"]}
+    settings = _later_schedule(part, part["radiographic"])
     return _adapt_extended(_trainer_dir(work / "finish_model"), data, work / "radiographic_model", options, settings)
 
 

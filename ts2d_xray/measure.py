@@ -283,10 +283,10 @@ def cardiothoracic_ratio(masks: Masks) -> dict[str, Any] | None:
     """
     if patient_direction(masks.plane.col_dir) not in ("L", "R"):
         return None
-    fields, heart = lung_fields(masks), heart_silhouette(masks)
+    fields, heart = _lung_field_pair(masks), heart_silhouette(masks)  # the pair's names and masks at once
     if fields is None or heart is None:
         return None
-    right, left = fields
+    field_names, (right, left) = fields
     px_area = masks.plane.spacing[0] * masks.plane.spacing[1]
     if min(heart.sum(), left.sum(), right.sum()) * px_area < MIN_PRESENT_AREA_MM2:
         return None
@@ -294,5 +294,5 @@ def cardiothoracic_ratio(masks: Masks) -> dict[str, Any] | None:
     thorax_line = horizontal_line(largest_component(right) | largest_component(left), masks.plane)
     return {"ctr": round(heart_line["width_px"] / thorax_line["width_px"], 4),
             "heart_width_mm": heart_line["width_mm"], "thorax_width_mm": thorax_line["width_mm"],
-            "heart_from": heart_name(masks), "lung_fields_from": list(lung_field_names(masks)),
+            "heart_from": heart_name(masks), "lung_fields_from": list(field_names),
             "lines": {"heart": heart_line, "thorax": thorax_line}}
