@@ -95,6 +95,18 @@ def test_xray_model_finds_chest_anatomy_on_real_chest_radiographs(name, tmp_path
     assert all(f.stat().st_size > 0 for f in files)
 
 
+@pytest.mark.skipif(not DATA.is_dir(), reason=missing_data_message())
+def test_the_radiographic_group_alone_gives_the_ctr_of_a_real_chest_film():
+    """``--groups radiographic``: the lung fields and heart silhouette, and the CTR measured on them."""
+    with Segmenter(model=XRAY, device="cpu", groups=["radiographic"]) as seg:
+        result = seg(DATA / "xray" / "nih_cxr14" / "00000001_000.png")
+    assert result.masks.names == ("lung_field_right", "lung_field_left", "heart_silhouette")
+    ctr = result.report()["cardiothoracic_ratio"]
+    assert ctr["heart_from"] == "heart_silhouette"
+    assert ctr["lung_fields_from"] == ["lung_field_right", "lung_field_left"]
+    assert 0.35 <= ctr["ctr"] <= 0.65  # an adult PA film (the whole bundle gives 0.53)
+
+
 @pytest.mark.skipif(not (DATA / "xray" / "wingspan").is_dir(), reason=missing_data_message())
 def test_xray_model_segments_held_out_real_chest_films_like_their_manual_masks():
     """Eight films of the Wingspan validation split (never trained on): lung fields, heart and CTR.
