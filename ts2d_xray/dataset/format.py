@@ -64,12 +64,12 @@ __all__ = [
     "RECORDS_DIR",
     "REQUIRED_FIELDS",
     "case_files",
-    "sampling_weight_problem",
     "case_ids_on_disk",
     "dataset_json",
     "image_name",
     "is_complete",
     "label_name",
+    "sampling_weight_problem",
 ]
 
 #: Version of the on-disk format (``dataset.json["format_version"]``).
@@ -89,13 +89,6 @@ REQUIRED_FIELDS = ("format_version", "kind", "channels", "structures", "file_end
 
 
 # --- file names -------------------------------------------------------------------
-def sampling_weight_problem(weight: Any) -> str | None:
-    """Why ``weight`` cannot be a case's ``sampling_weight`` (a positive finite number), or None if it can."""
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight <= 0:
-        return f"sampling_weight {weight!r} is not a positive number"
-    return None
-
-
 def image_name(case_id: str, channel: int) -> str:
     """``<case>_<CCCC>.nii.gz``: the file of one channel in ``imagesTr/``."""
     return f"{case_id}_{channel:04d}{FILE_ENDING}"
@@ -129,6 +122,14 @@ def case_ids_on_disk(root: Path) -> set[str]:
                 if m := re.fullmatch(pattern, p.name):
                     ids.add(m.group(1))
     return ids
+
+
+# --- case records -----------------------------------------------------------------
+def sampling_weight_problem(weight: Any) -> str | None:
+    """Why ``weight`` cannot be a case's ``sampling_weight`` (a positive finite number), or None if it can."""
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight <= 0:
+        return f"sampling_weight {weight!r} is not a positive number"
+    return None
 
 
 # --- dataset.json -----------------------------------------------------------------
