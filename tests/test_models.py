@@ -273,6 +273,37 @@ def test_export_bundle_keeps_chosen_outputs_so_each_structure_has_one_group(tmp_
     assert (full.mask("spleen") != alone.mask("spleen")).mean() > 0.05  # the two networks do differ
 
 
+def test_export_bundle_joins_networks_of_one_plan_into_an_ensemble(tmp_path):
+    """Several trained folders of one group become its folds 0, 1; their logits are averaged."""
+    from ts2d_xray import Segmenter
+    from ts2d_xray.segment.groups import predict_group
+    from ts2d_xray.segment.manifest import verify_bundle
+    from ts2d_xray.train.export import export_bundle
+
+    def trained(seed: int, structures=("liver", "spleen")) -> Path:
+        source = mf.random_pair(tmp_path / f"s{seed}", structures=structures, seed=seed)[0] / "organs"
+        return next(p for p in source.iterdir() if p.is_dir())
+
+    a, b = trained(0), trained(1)
+    with pytest.raises(InputError, match="cannot join"):
+        export_bundle({"organs": [a, trained(2, ("liver",))]}, tmp_path / "bad", name="x", fold=0)
+    assert not (tmp_path / "bad").exists()  # no half-written bundle
+    out = export_bundle({"organs": [a, b]}, tmp_path / "ens", name="ens", fold=0, half=False)
+    manifest = open_model(out).manifest
+    assert manifest.groups[0].folds == ("0", "1")
+    verify_bundle(out, manifest)
+    for rel, member in zip(manifest.groups[0].checkpoints(), (a, b)):
+        exported = read_checkpoint(out / rel)["network_weights"]
+        original = read_checkpoint(member / "fold_0" / "checkpoint_final.pth")["network_weights"]
+        assert all(torch.equal(exported[k], original[k]) for k in original)
+    x = torch.from_numpy(np.random.default_rng(0).normal(0, 1, (2, 96, 80)).astype(np.float32))
+    with Segmenter(a.parent.parent, device="cpu") as one, Segmenter(b.parent.parent, device="cpu") as two, \
+            Segmenter(out, device="cpu") as both:
+        la, lb, le = (predict_group(s.groups[0], x) for s in (one, two, both))
+    assert (la - lb).abs().mean() > 0.1  # the members differ
+    assert torch.allclose(le, (la + lb) / 2, atol=1e-5)
+
+
 def test_bundled_models_resolve_by_name_and_installed_ones_win(tmp_path, monkeypatch):
     from ts2d_xray.segment.models import bundled_models
     from ts2d_xray.segment import default_model

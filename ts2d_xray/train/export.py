@@ -11,6 +11,10 @@ heads of the others are dropped, so that another group of the bundle, trained fo
 structures alone, is the one that segments them (a bundle's groups must not share a
 structure).
 
+A group may also be an *ensemble*: several trained folders of the same plan and outputs
+(e.g. one network trained with several seeds) become its folds ``0, 1, ...``, whose
+logits inference averages as nnU-Net averages cross-validation folds.
+
 Example:
     >>> from ts2d_xray.train import export_bundle
     >>> export_bundle({"organs": "models/Ts2dMultiLabelTrainer__ts2dPlans__2d"}, "bundle",  # doctest: +SKIP
@@ -69,8 +73,9 @@ def _kept_outputs(weights: Mapping[str, torch.Tensor], dataset: dict, plans: dic
     return {k: heads[k] if SEG_LAYER.search(k) else v for k, v in weights.items()}
 
 
-def _export_group(folder: Path, target: Path, fold: int | str, half: bool, keep: Sequence[str] | None) -> None:
-    """Copy one trained folder's plans, dataset.json and slimmed final checkpoint of ``fold`` to ``target``.
+def _slim_member(folder: Path, fold: int | str, half: bool, keep: Sequence[str] | None
+                 ) -> tuple[dict, dict, dict[str, Any]]:
+    """One trained folder's dataset.json, plans and slimmed final checkpoint of ``fold``.
 
     With ``keep``, only those outputs (in that order) remain.
     """
@@ -80,24 +85,45 @@ def _export_group(folder: Path, target: Path, fold: int | str, half: bool, keep:
     dataset, plans = read_json(folder / DATASET_FILE), read_json(folder / PLANS_FILE)
     if keep is not None:
         weights = _kept_outputs(weights, dataset, plans, keep, folder)
-    fold_folder(target, fold).mkdir(parents=True)
     source_model = plans.get("ts2d", {}).get("adapted_from") or {}
     if "model" in source_model:  # a path on the training machine means nothing elsewhere
         source_model["model"] = Path(source_model["model"]).name
-    write_json(target / DATASET_FILE, dataset)
-    write_json(target / PLANS_FILE, plans)
     slim = {"network_weights": _half(weights) if half else weights, "trainer_name": state.get("trainer_name"),
             "current_epoch": state.get("current_epoch"), "inference_allowed_mirroring_axes": None}
-    save_checkpoint(fold_folder(target, fold) / FINAL, slim)
+    return dataset, plans, slim
 
 
-def export_bundle(groups: Mapping[str, str | PathLike], out: str | PathLike, *, name: str, fold: int | str = 0,
+def _export_group(folders: Sequence[Path], target: Path, fold: int | str, half: bool,
+                  keep: Sequence[str] | None) -> None:
+    """One group into ``target``: the first folder's plans and dataset.json, each folder's checkpoint of ``fold``.
+
+    One folder keeps its fold's name; the members of an ensemble become folds ``0, 1, ...``
+    and must agree on the network (plans' ``2d`` configuration) and the outputs.
+    """
+    first = None
+    for k, folder in enumerate(folders):
+        dataset, plans, slim = _slim_member(folder, fold, half, keep)
+        if first is None:
+            first = (dataset, plans)
+            write_json(target / DATASET_FILE, dataset)
+            write_json(target / PLANS_FILE, plans)
+        elif (plans["configurations"].get("2d") != first[1]["configurations"].get("2d")
+              or dataset.get("structures") != first[0].get("structures")):
+            raise InputError(folder / PLANS_FILE, f"cannot join {folders[0]} in one ensemble: "
+                                                  "another network (plans' 2d configuration) or other outputs")
+        member = fold if len(folders) == 1 else k
+        fold_folder(target, member).mkdir(parents=True)
+        save_checkpoint(fold_folder(target, member) / FINAL, slim)
+
+
+def export_bundle(groups: Mapping[str, str | PathLike | Sequence[str | PathLike]], out: str | PathLike, *, name: str, fold: int | str = 0,
                   description: str = "", training: Mapping[str, Any] | None = None, half: bool = True,
                   overwrite: bool = False, outputs: Mapping[str, Sequence[str]] | None = None) -> Path:
     """Write trained nnU-Net folders as one slim bundle: weights only, a manifest with SHA-256.
 
     Args:
-        groups: Group name -> nnU-Net results folder (``<trainer>__<plans>__2d``).
+        groups: Group name -> nnU-Net results folder (``<trainer>__<plans>__2d``), or a
+            list of such folders for an ensemble (folds ``0, 1, ...`` of the group).
         out: The bundle folder to write (refused if it exists, unless ``overwrite``).
         name: Model name in the manifest.
         fold: The fold whose ``checkpoint_final.pth`` is exported.
@@ -113,7 +139,8 @@ def export_bundle(groups: Mapping[str, str | PathLike], out: str | PathLike, *, 
     Raises:
         InputError: ``out`` exists (without ``overwrite``), a folder's files are
             missing or unreadable (naming the file), ``outputs`` names a structure its
-            network lacks, or two groups give the same structure.
+            network lacks, two groups give the same structure, or an ensemble's members
+            differ in network or outputs.
     """
     out = Path(out)
     outputs = dict(outputs or {})
@@ -122,9 +149,13 @@ def export_bundle(groups: Mapping[str, str | PathLike], out: str | PathLike, *, 
     if out.exists() and not overwrite:
         raise InputError(out, "exists; choose another folder or pass overwrite=True")
     with new_folder(out, replace=overwrite, prefix=".exporting") as staging:
-        for group, folder in groups.items():
-            folder = Path(folder)
-            _export_group(folder, staging / group / folder.name, fold, half, outputs.get(group))
+        for group, given in groups.items():
+            folders = [Path(f) for f in ([given] if isinstance(given, (str, PathLike)) else given)]
+            if not folders:
+                raise ValueError(f"group {group!r} has no folder")
+            target = staging / group / folders[0].name
+            target.mkdir(parents=True)
+            _export_group(folders, target, fold, half, outputs.get(group))
         manifest = infer_manifest(staging, name=name)
         given = [s for g in manifest.groups for s in g.structures]
         if len(set(given)) != len(given):
