@@ -16,6 +16,9 @@ ratio (CTR) for 185 of its 220 films.  The split is ``configs/wingspan_split.jso
   against the authors' value, mean absolute error over the films with both (films
   where the model gives no CTR are counted apart).  The same function on the manual
   masks gives the definition's own error (``manual masks`` row).
+* **Standard errors:** each mean is printed ``± SE`` (sample SD over the films / sqrt(n)):
+  how far a group's mean may lie from what the same vendor's films give in general (a
+  group of 3-4 films: about 0.01-0.02 of Dice).
 * **Flagged:** films that :mod:`ts2d_xray.segment.trust` flags (their report gives no CTR).
 
 Per vendor group (the first four UID components of the file name) and overall.
@@ -91,32 +94,44 @@ def score_film(result: Any, truth: Any, reference: float | None) -> dict[str, An
             "reasons": list(result.trust.reasons)}
 
 
+def standard_error(values: Sequence[float]) -> float | None:
+    """Standard error of a mean over films (sample SD / sqrt(n)); None for fewer than 2 films."""
+    return float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else None
+
+
 def summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Means over films: Dice per structure, CTR mean absolute errors, counts."""
+    """Means over films: Dice per structure, CTR mean absolute errors, counts; ``*_se``: their standard errors."""
     with_ctr = [r for r in rows if r["ctr_authors"] is not None]
     model = [abs(r["ctr_model"] - r["ctr_authors"]) for r in with_ctr if r["ctr_model"] is not None]
     manual = [abs(r["ctr_manual"] - r["ctr_authors"]) for r in with_ctr if r["ctr_manual"] is not None]
     fields = [(r["lung_field_right"] + r["lung_field_left"]) / 2 for r in rows]
-    return {"films": len(rows), "lung_field_dice": float(np.mean(fields)),
+    hearts = [r["heart"] for r in rows]
+    return {"films": len(rows), "lung_field_dice": float(np.mean(fields)), "lung_field_dice_se": standard_error(fields),
             "lung_field_right_dice": float(np.mean([r["lung_field_right"] for r in rows])),
             "lung_field_left_dice": float(np.mean([r["lung_field_left"] for r in rows])),
-            "heart_dice": float(np.mean([r["heart"] for r in rows])),
+            "heart_dice": float(np.mean(hearts)), "heart_dice_se": standard_error(hearts),
             "ctr_films": len(with_ctr), "ctr_mae": float(np.mean(model)) if model else None,
+            "ctr_mae_se": standard_error(model),
             "ctr_missing": len(with_ctr) - len(model),
             "ctr_mae_manual_masks": float(np.mean(manual)) if manual else None,
             "flagged": sum(r["flagged"] for r in rows)}
 
 
+def _mean(value: float, se: float | None) -> str:
+    return f"{value:.3f}" + ("" if se is None else f" ± {se:.3f}")
+
+
 def table(groups: dict[str, dict[str, Any]]) -> str:
-    """The Markdown table of docs/models.md: one row per vendor group, then all films."""
+    """The Markdown table of docs/models.md: one row per vendor group, then all films (means ± standard errors)."""
     lines = ["| vendor group (UID root) | films | lung fields Dice (R, L) | heart Dice | CTR MAE (films) | "
              "CTR MAE, manual masks | flagged |", "|---|---|---|---|---|---|---|"]
     for name, s in groups.items():
-        mae = "-" if s["ctr_mae"] is None else f"{s['ctr_mae']:.3f} ({s['ctr_films'] - s['ctr_missing']})"
+        mae = "-" if s["ctr_mae"] is None else \
+            f"{_mean(s['ctr_mae'], s['ctr_mae_se'])} ({s['ctr_films'] - s['ctr_missing']})"
         manual = "-" if s["ctr_mae_manual_masks"] is None else f"{s['ctr_mae_manual_masks']:.4f}"
-        lines.append(f"| {name} | {s['films']} | {s['lung_field_dice']:.3f} ({s['lung_field_right_dice']:.2f}, "
-                     f"{s['lung_field_left_dice']:.2f}) | {s['heart_dice']:.3f} | {mae} | {manual} | "
-                     f"{s['flagged']} |")
+        lines.append(f"| {name} | {s['films']} | {_mean(s['lung_field_dice'], s['lung_field_dice_se'])} "
+                     f"({s['lung_field_right_dice']:.2f}, {s['lung_field_left_dice']:.2f}) | "
+                     f"{_mean(s['heart_dice'], s['heart_dice_se'])} | {mae} | {manual} | {s['flagged']} |")
     return "\n".join(lines)
 
 

@@ -78,3 +78,5 @@ def test_scoring_two_validation_films(data, stored):
     s = summary(rows)
     assert s["films"] == 2 and s["ctr_films"] == 2
     assert s["heart_dice"] == pytest.approx(np.mean([r["heart"] for r in rows]))
+    assert s["heart_dice_se"] == pytest.approx(np.std([r["heart"] for r in rows], ddof=1) / np.sqrt(2))
+    assert summary(rows[:1])["heart_dice_se"] is None  # no spread from one film
