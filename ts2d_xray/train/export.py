@@ -100,25 +100,25 @@ def _export_group(folders: Sequence[Path], target: Path, fold: int | str, half: 
     One folder keeps its fold's name; the members of an ensemble become folds ``0, 1, ...``
     and must agree on the network (plans' ``2d`` configuration) and the outputs.
     """
-    first = None
+    dataset, plans, slim = _slim_member(folders[0], fold, half, keep)
+    write_json(target / DATASET_FILE, dataset)
+    write_json(target / PLANS_FILE, plans)
+    network, structures = plans["configurations"].get("2d"), dataset.get("structures")
     for k, folder in enumerate(folders):
-        dataset, plans, slim = _slim_member(folder, fold, half, keep)
-        if first is None:
-            first = (dataset, plans)
-            write_json(target / DATASET_FILE, dataset)
-            write_json(target / PLANS_FILE, plans)
-        elif (plans["configurations"].get("2d") != first[1]["configurations"].get("2d")
-              or dataset.get("structures") != first[0].get("structures")):
-            raise InputError(folder / PLANS_FILE, f"cannot join {folders[0]} in one ensemble: "
-                                                  "another network (plans' 2d configuration) or other outputs")
+        if k:
+            member_dataset, member_plans, slim = _slim_member(folder, fold, half, keep)
+            if member_plans["configurations"].get("2d") != network or member_dataset.get("structures") != structures:
+                raise InputError(folder / PLANS_FILE, f"cannot join {folders[0]} in one ensemble: "
+                                                      "another network (plans' 2d configuration) or other outputs")
         member = fold if len(folders) == 1 else k
         fold_folder(target, member).mkdir(parents=True)
         save_checkpoint(fold_folder(target, member) / FINAL, slim)
 
 
-def export_bundle(groups: Mapping[str, str | PathLike | Sequence[str | PathLike]], out: str | PathLike, *, name: str, fold: int | str = 0,
-                  description: str = "", training: Mapping[str, Any] | None = None, half: bool = True,
-                  overwrite: bool = False, outputs: Mapping[str, Sequence[str]] | None = None) -> Path:
+def export_bundle(groups: Mapping[str, str | PathLike | Sequence[str | PathLike]], out: str | PathLike, *,
+                  name: str, fold: int | str = 0, description: str = "", training: Mapping[str, Any] | None = None,
+                  half: bool = True, overwrite: bool = False,
+                  outputs: Mapping[str, Sequence[str]] | None = None) -> Path:
     """Write trained nnU-Net folders as one slim bundle: weights only, a manifest with SHA-256.
 
     Args:
@@ -149,8 +149,8 @@ def export_bundle(groups: Mapping[str, str | PathLike | Sequence[str | PathLike]
     if out.exists() and not overwrite:
         raise InputError(out, "exists; choose another folder or pass overwrite=True")
     with new_folder(out, replace=overwrite, prefix=".exporting") as staging:
-        for group, given in groups.items():
-            folders = [Path(f) for f in ([given] if isinstance(given, (str, PathLike)) else given)]
+        for group, members in groups.items():
+            folders = [Path(f) for f in ([members] if isinstance(members, (str, PathLike)) else members)]
             if not folders:
                 raise ValueError(f"group {group!r} has no folder")
             target = staging / group / folders[0].name
